@@ -1,0 +1,44 @@
+"""`mtpeft` entry point. Heavy imports (torch, transformers) happen inside the commands."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mtpeft.cli import data_cmd, models_cmd, run_cmd, study_cmd
+from mtpeft.errors import MtpeftError
+
+app = typer.Typer(
+    name="mtpeft",
+    help="One language model, many code-analysis skills: multi-task PEFT, measured side by side.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cmd.app, name="data", help="Read, check and build task data.")
+models_cmd.register(app)
+run_cmd.register(app)
+study_cmd.register(app)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except MtpeftError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except typer.Exit as err:
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as err:  # click usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Errors a user can hit. Each one says where (file, line, field) and what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MtpeftError(Exception):
+    """Base class: the CLI prints these as one message, never a traceback."""
+
+
+class DataError(MtpeftError):
+    """A problem in an input data file, located as precisely as we can."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.field = field
+        self.hint = hint
+        self.reason = message
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = self.path or "<input>"
+        if self.line is not None:
+            where += f", line {self.line}"
+        if self.field is not None:
+            where += f", field '{self.field}'"
+        text = f"{where}: {self.reason}"
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class ConfigError(MtpeftError):
+    """A bad field in a task, train or study config."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None, field: str | None = None) -> None:
+        self.path = str(path) if path is not None else None
+        self.field = field
+        where = self.path or "<config>"
+        if field:
+            where += f", field '{field}'"
+        super().__init__(f"{where}: {message}")
+
+
+class ModelLoadError(MtpeftError):
+    """A model could not be loaded (unknown name, no network, missing package)."""

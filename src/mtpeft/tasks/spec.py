@@ -1,0 +1,118 @@
+"""A task is declared, not coded: kind, input fields, label set, metrics and data format."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mtpeft.errors import ConfigError, DataError
+
+
+class TaskKind(str, Enum):
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    PAIR = "pair"
+    RETRIEVAL = "retrieval"
+    GENERATION = "generation"
+
+    @property
+    def is_classification(self) -> bool:
+        return self in (TaskKind.BINARY, TaskKind.MULTICLASS, TaskKind.PAIR)
+
+
+class TaskSpec(BaseModel):
+    """Everything mtpeft needs to know about a task; loaded from YAML (built-in or the user's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Short unique name, used in configs, reports and the store.")
+    kind: TaskKind = Field(description="binary | multiclass | pair | retrieval | generation.")
+    format: str = Field(description="Data format reader name (see `mtpeft data formats`).")
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Role -> field name in the files (roles: code, label, code_b, query, target, id, group); "
+        "overrides the format's defaults.",
+    )
+    labels: list[str] | None = Field(
+        default=None, description="Label set as it appears in the files (classification kinds only)."
+    )
+    metrics: list[str] = Field(description="Metric names; the first is the primary one unless set below.")
+    primary_metric: str | None = Field(default=None, description="Metric used for model selection.")
+    data: str | None = Field(default=None, description="Default data folder (relative to the YAML file).")
+    description: str = ""
+    trainable: bool = Field(default=True, description="False where training this kind is not supported yet.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskSpec:
+        if self.kind.is_classification and not self.labels:
+            raise ValueError(f"task '{self.name}' of kind {self.kind.value} needs a 'labels' list")
+        if self.kind == TaskKind.BINARY and self.labels and len(self.labels) != 2:
+            raise ValueError(f"binary task '{self.name}' needs exactly 2 labels, got {self.labels}")
+        if not self.metrics:
+            raise ValueError(f"task '{self.name}' needs at least one metric")
+        if self.primary_metric and self.primary_metric not in self.metrics:
+            raise ValueError(f"primary_metric '{self.primary_metric}' is not in metrics {self.metrics}")
+        return self
+
+    @property
+    def primary(self) -> str:
+        return self.primary_metric or self.metrics[0]
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels or [])
+
+    def field_name(self, role: str, default: str) -> str:
+        """The field name for a role in this task's files (task override, else the format default)."""
+        return self.fields.get(role, default)
+
+    def label_index(self, raw: object, *, path: str | Path, line: int | None, field: str) -> int:
+        """Map a raw label from a file to its index in the label set, or raise a located DataError."""
+        assert self.labels is not None
+        text = str(raw).strip()
+        if isinstance(raw, bool):
+            text = str(int(raw))
+        elif isinstance(raw, float) and raw.is_integer():
+            text = str(int(raw))
+        if text not in self.labels:
+            raise DataError(
+                f"label {raw!r} is not in the label set {self.labels} of task '{self.name}'",
+                path=path,
+                line=line,
+                field=field,
+                hint="fix the record or add the label to the task's 'labels'",
+            )
+        return self.labels.index(text)
+
+    def with_data(self, data: str | Path | None) -> TaskSpec:
+        return self.model_copy(update={"data": str(data) if data is not None else None})
+
+    def with_name(self, name: str) -> TaskSpec:
+        return self.model_copy(update={"name": name})
+
+
+def load_task_yaml(path: str | Path) -> TaskSpec:
+    """Read a task YAML; a relative `data` path is resolved against the YAML's folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ConfigError("task file not found", path=path) from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"not valid YAML{line}: {err}", path=path) from err
+    if not isinstance(raw, dict):
+        raise ConfigError("a task file must be a mapping of fields (name, kind, format, ...)", path=path)
+    try:
+        spec = TaskSpec.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise ConfigError(first["msg"], path=path, field=field) from err
+    if spec.data and not Path(spec.data).is_absolute():
+        spec = spec.with_data((path.parent / spec.data).resolve())
+    return spec
