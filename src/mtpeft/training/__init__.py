@@ -1,0 +1,1 @@
+"""Training: config, batching, task schedules, loss weighting, the multi-task model and the loop."""

@@ -1,0 +1,138 @@
+"""The train config: one pydantic model, loaded from YAML, every field overridable from the CLI."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mtpeft.errors import ConfigError
+
+
+class TaskEntry(BaseModel):
+    """One task of a run: which task, which data, and its per-task batching."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(description="Built-in task name or path of a task YAML.")
+    data: str | None = Field(default=None, description="Data folder; defaults to the task's own `data`.")
+    name: str | None = Field(default=None, description="Alias, to train one task kind on two datasets.")
+    batch_size: int = Field(default=8, ge=1)
+    eval_batch_size: int = Field(default=32, ge=1)
+    max_length: int = Field(default=256, ge=8, description="Max tokens of code (each snippet for pairs).")
+    max_query_length: int = Field(default=64, ge=4, description="Max tokens of a retrieval query.")
+    max_train_examples: int | None = Field(default=None, ge=1, description="Subsample train (seeded).")
+    max_eval_examples: int | None = Field(default=None, ge=1, description="Subsample valid/test (seeded).")
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.task).stem
+
+
+class TrainConfig(BaseModel):
+    """A fully described run: with its seed, this is what the store keys on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="run", description="Run (or group) name shown in `mtpeft runs`.")
+    mode: Literal["multi", "single"] = Field(
+        default="multi", description="multi: one shared module for all tasks; single: one run per task."
+    )
+    model: str = Field(default="minilm", description="Short name (`mtpeft models`), hub id or local folder.")
+    method: str = Field(default="lora", description="PEFT method name (`mtpeft methods`) or `full`.")
+    method_options: dict[str, Any] = Field(default_factory=dict, description="r, alpha, bottleneck, ...")
+    pooling: Literal["cls", "mean", "last-token"] | None = Field(
+        default=None, description="Sequence pooling; default per architecture."
+    )
+    tasks: list[TaskEntry] = Field(min_length=1)
+    schedule: Literal["round-robin", "proportional", "temperature"] = "round-robin"
+    temperature: float = Field(default=0.3, gt=0, description="T for `temperature` sampling (p ~ n^T).")
+    loss_weighting: Literal["equal", "learned", "uncertainty"] = "equal"
+    lr: float = Field(default=5e-4, gt=0, description="Learning rate of the shared module.")
+    head_lr: float | None = Field(default=None, gt=0, description="Learning rate of the heads (default: lr).")
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    max_steps: int = Field(default=200, ge=1, description="Optimiser steps (each sees one batch per task).")
+    eval_every: int = Field(default=50, ge=1, description="Validate every N steps.")
+    save_every: int = Field(default=50, ge=1, description="Checkpoint every N steps (for --resume).")
+    patience: int | None = Field(default=None, ge=1, description="Stop after N evals without improvement.")
+    length_grouping: bool = Field(default=True, description="Batch similar lengths together.")
+    dynamic_padding: bool = Field(default=True, description="Pad to the batch's longest, not max_length.")
+    retrieval_dim: int = Field(default=256, ge=8)
+    retrieval_scale: float = Field(default=20.0, gt=0, description="Similarity scale (1/temperature).")
+    seed: int = 0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    workspace: str = Field(default="workspace", description="Folder holding runs/ and mtpeft.sqlite.")
+    study: str | None = None
+    evaluate_splits: list[str] = Field(default_factory=lambda: ["test"])
+    baselines: bool = Field(default=True, description="Score majority/random/TF-IDF baselines beside.")
+
+    @model_validator(mode="after")
+    def _unique_task_labels(self) -> TrainConfig:
+        labels = [t.label for t in self.tasks]
+        dupes = {x for x in labels if labels.count(x) > 1}
+        if dupes:
+            raise ValueError(f"task names must be unique; give `name:` to tell apart: {sorted(dupes)}")
+        return self
+
+    def hashable(self) -> dict[str, Any]:
+        """The part of the config that defines the result (workspace and study do not)."""
+        data = self.model_dump(mode="json")
+        data.pop("workspace", None)
+        data.pop("study", None)
+        return data
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node: Any = data
+    for key in keys[:-1]:
+        if isinstance(node, list):
+            node = node[int(key)]
+        else:
+            node = node.setdefault(key, {})
+    last = keys[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`key=value` overrides (dotted keys reach nested fields; values parse as YAML scalars)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (e.g. max_steps=100)")
+        key, raw = item.split("=", 1)
+        try:
+            _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        except (ValueError, IndexError) as err:
+            raise ConfigError(f"cannot apply override '{item}': {err}", field=key) from err
+    return data
+
+
+def validate_config(data: dict[str, Any], *, path: str | Path | None = None) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise ConfigError(first["msg"], path=path, field=field) from err
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as err:
+        raise ConfigError("config file not found", path=path) from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {err}", path=path) from err
+    if not isinstance(data, dict):
+        raise ConfigError("a train config must be a mapping of fields", path=path)
+    return validate_config(apply_overrides(data, overrides or []), path=path)

@@ -1,0 +1,134 @@
+"""Run orchestration: run directories, the store, single-mode groups, train-then-evaluate."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtpeft.errors import MtpeftError
+from mtpeft.evaluation.run_eval import RUN_FILE, evaluate_run
+from mtpeft.store import RunStore, config_hash
+from mtpeft.training.config import TrainConfig
+from mtpeft.training.trainer import MultiTaskTrainer
+
+STORE_FILE = "mtpeft.sqlite"
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    name: str
+    tasks: list[str]
+    metrics: dict[str, dict[str, dict[str, float]]]
+    baselines: dict[str, dict[str, dict[str, float]]]
+    cost: dict[str, Any]
+
+
+def store_for(config: TrainConfig) -> RunStore:
+    workspace = Path(config.workspace)
+    workspace.mkdir(parents=True, exist_ok=True)
+    return RunStore(workspace / STORE_FILE)
+
+
+def run_key(config: TrainConfig) -> str:
+    """Hash of what defines the result (the name is only a label, the workspace only a place)."""
+    data = config.hashable()
+    data.pop("name", None)
+    return config_hash(data)
+
+
+def run_dir_for(config: TrainConfig) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name).strip("-") or "run"
+    return Path(config.workspace) / "runs" / f"{slug}-{run_key(config)[:10]}"
+
+
+def split_single(config: TrainConfig) -> list[TrainConfig]:
+    """`mode: single` over N tasks = N one-task runs with the same code path and settings."""
+    return [
+        config.model_copy(update={"tasks": [entry], "name": f"{config.name}-{entry.label}"})
+        for entry in config.tasks
+    ]
+
+
+def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> list[RunResult]:
+    store = store_for(config)
+    if config.mode == "multi":
+        return [_run_one(config, store, group_id=None, resume=resume, progress=progress)]
+    group_id = uuid.uuid4().hex[:12]
+    return [
+        _run_one(sub, store, group_id=group_id, resume=resume, progress=progress)
+        for sub in split_single(config)
+    ]
+
+
+def _run_one(
+    config: TrainConfig, store: RunStore, *, group_id: str | None, resume: bool, progress: bool
+) -> RunResult:
+    run_dir = run_dir_for(config)
+    previous = _read_run_file(run_dir) if resume else None
+    if previous is not None and store.get(previous["run_id"]).status == "finished":
+        record = store.get(previous["run_id"])
+        return RunResult(record.run_id, run_dir, config.name, record.tasks, record.metrics,
+                         record.baselines, record.cost)
+    if previous is not None:
+        run_id = previous["run_id"]
+        store.resume_run(run_id)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        run_id = store.start_run(
+            name=config.name, study=config.study, group_id=group_id, mode=config.mode,
+            model=config.model, method=config.method, tasks=[t.label for t in config.tasks],
+            seed=config.seed, config=config.hashable() | {"key": run_key(config)}, run_dir=str(run_dir),
+        )
+        (run_dir / "config.yaml").write_text(
+            yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+        )
+        (run_dir / RUN_FILE).write_text(json.dumps({"run_id": run_id, "group_id": group_id}), encoding="utf-8")
+    try:
+        trainer = MultiTaskTrainer(config, run_dir, progress=progress)
+        outcome = trainer.train(resume=previous is not None)
+        metrics: dict[str, dict[str, dict[str, float]]] = {"valid": outcome.valid_metrics}
+        baselines: dict[str, dict[str, dict[str, float]]] = {}
+        for split in config.evaluate_splits:
+            metrics[split], split_baselines = evaluate_run(
+                run_dir, split, baselines=config.baselines, progress=progress
+            )
+            baselines = baselines or split_baselines
+        quality = _data_quality(trainer)
+        (run_dir / "cost.json").write_text(json.dumps(outcome.cost, indent=2), encoding="utf-8")
+        store.finish_run(run_id, metrics=metrics, cost=outcome.cost, baselines=baselines,
+                         data_quality=quality)
+    except (Exception, KeyboardInterrupt) as err:
+        store.fail_run(run_id, f"{type(err).__name__}: {err}")
+        raise
+    return RunResult(run_id, run_dir, config.name, [t.label for t in config.tasks], metrics, baselines,
+                     outcome.cost)
+
+
+def _read_run_file(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / RUN_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _data_quality(trainer: MultiTaskTrainer) -> dict[str, Any]:
+    """Dataset-quality headline numbers per task (they go beside every result in reports)."""
+    try:
+        from mtpeft.data.inspect import inspect_task
+    except ImportError:
+        return {}
+    quality = {}
+    for name, task in trainer.tasks.items():
+        try:
+            quality[name] = inspect_task(task.spec, task.entry.data).summary()
+        except MtpeftError as err:
+            quality[name] = {"error": str(err)}
+    return quality
