@@ -1,9 +1,38 @@
-"""Placeholder module: its owner replaces this with the real commands."""
+"""`mtpeft data formats` and `mtpeft data tasks`: what can be read, and which tasks are built in."""
 
 from __future__ import annotations
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("formats")(formats)
+    app.command("tasks")(tasks)
+
+
+def formats() -> None:
+    """List the data format readers and the files each one expects."""
+    from mtpeft.data.formats import FORMATS
+
+    table = Table(title="Data formats (use as `format:` in a task YAML)")
+    table.add_column("format", style="bold cyan", no_wrap=True)
+    table.add_column("expected files")
+    for name in sorted(FORMATS):
+        table.add_row(name, FORMATS[name].description)
+    Console().print(table)
+
+
+def tasks() -> None:
+    """List the built-in tasks (a task YAML path works wherever a task name does)."""
+    from mtpeft.tasks import builtin_tasks
+
+    table = Table(title="Built-in tasks")
+    for column in ("task", "kind", "format", "labels", "primary metric", "trainable"):
+        table.add_column(column, no_wrap=column in ("task", "format"))
+    for spec in sorted(builtin_tasks().values(), key=lambda spec: spec.name):
+        labels = ", ".join(spec.labels) if spec.labels else "-"
+        trainable = "yes" if spec.trainable else "no"
+        table.add_row(spec.name, spec.kind.value, spec.format, labels, spec.primary, trainable)
+    Console().print(table)

@@ -31,10 +31,9 @@ def main() -> None:
         sys.exit(err.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
+    except Exception as err:
+        # Usage errors: typer ships its own click copy, so match on the ClickException interface.
+        if hasattr(err, "show") and hasattr(err, "exit_code"):
             err.show()
             sys.exit(err.exit_code)
         raise

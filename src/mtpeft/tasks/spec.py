@@ -23,6 +23,9 @@ class TaskKind(str, Enum):
         return self in (TaskKind.BINARY, TaskKind.MULTICLASS, TaskKind.PAIR)
 
 
+FIELD_ROLES = {"code", "label", "code_b", "query", "target", "id", "group"}
+
+
 class TaskSpec(BaseModel):
     """Everything mtpeft needs to know about a task; loaded from YAML (built-in or the user's)."""
 
@@ -47,6 +50,9 @@ class TaskSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:
+        unknown = set(self.fields) - FIELD_ROLES
+        if unknown:
+            raise ValueError(f"unknown field roles {sorted(unknown)}; roles are {sorted(FIELD_ROLES)}")
         if self.kind.is_classification and not self.labels:
             raise ValueError(f"task '{self.name}' of kind {self.kind.value} needs a 'labels' list")
         if self.kind == TaskKind.BINARY and self.labels and len(self.labels) != 2:
@@ -73,9 +79,7 @@ class TaskSpec(BaseModel):
         """Map a raw label from a file to its index in the label set, or raise a located DataError."""
         assert self.labels is not None
         text = str(raw).strip()
-        if isinstance(raw, bool):
-            text = str(int(raw))
-        elif isinstance(raw, float) and raw.is_integer():
+        if isinstance(raw, bool) or (isinstance(raw, float) and raw.is_integer()):
             text = str(int(raw))
         if text not in self.labels:
             raise DataError(
