@@ -1,0 +1,40 @@
+"""`full`: full fine-tuning, the reference the PEFT methods are measured against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoModel
+
+from mtpeft.models.loading import Backbone
+from mtpeft.peft_methods.base import AdaptedBackbone, read_method_record, resolve_options
+
+
+class FullAdaptedBackbone(AdaptedBackbone):
+    """Every backbone weight trains; save() writes the whole model (save_pretrained)."""
+
+    def _save_module(self, directory: Path) -> None:
+        self.base_model.save_pretrained(str(directory))
+
+
+@dataclass(frozen=True)
+class FullFineTuning:
+    name: str = "full"
+    description: str = "full fine-tuning: every backbone weight is trained and saved"
+
+    def apply(self, backbone: Backbone, options: dict[str, Any]) -> FullAdaptedBackbone:
+        resolved = resolve_options(self.name, {}, options)
+        backbone.model.requires_grad_(True)
+        return FullAdaptedBackbone(backbone.model, method=self.name, options=resolved, info=backbone.info)
+
+    def load(self, backbone: Backbone, directory: Path) -> FullAdaptedBackbone:
+        record = read_method_record(directory)
+        dtype = next(backbone.model.parameters()).dtype
+        model = AutoModel.from_pretrained(str(directory), dtype=dtype)
+        model.requires_grad_(True)
+        return FullAdaptedBackbone(model, method=self.name, options=record["options"], info=backbone.info)
+
+
+FULL = FullFineTuning()

@@ -1,0 +1,41 @@
+"""(IA)^3 through peft: learned vectors rescaling keys, values and the FFN's inner activations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peft import IA3Config, TaskType
+from peft.utils.constants import (
+    TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as PEFT_IA3_FEEDFORWARD,
+)
+from peft.utils.constants import (
+    TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as PEFT_IA3_TARGETS,
+)
+
+from mtpeft.models.loading import ModelInfo
+from mtpeft.peft_methods.peft_backed import PeftLibraryMethod, target_list
+
+
+def _defaults(info: ModelInfo) -> dict[str, Any]:
+    # peft's table knows the key/value projections; its FFN entry for BERT ("output.dense") would also
+    # catch the attention output, so the FFN part comes from our exact module names instead.
+    peft_ffn = set(PEFT_IA3_FEEDFORWARD.get(info.model_type, []))
+    attention = [m for m in PEFT_IA3_TARGETS.get(info.model_type, []) if m not in peft_ffn]
+    ffn = list(info.ffn_output_modules)
+    return {"target_modules": attention + ffn if attention and ffn else [], "feedforward_modules": ffn}
+
+
+def _config(info: ModelInfo, options: dict[str, Any]) -> IA3Config:
+    return IA3Config(
+        task_type=TaskType.FEATURE_EXTRACTION,
+        target_modules=target_list(options["target_modules"]),
+        feedforward_modules=target_list(options["feedforward_modules"]),
+    )
+
+
+IA3 = PeftLibraryMethod(
+    name="ia3",
+    description="(IA)^3: trainable scaling vectors on keys, values and FFN activations (peft)",
+    defaults=_defaults,
+    make_config=_config,
+)

@@ -1,0 +1,41 @@
+"""LoRA and DoRA through peft's `LoraConfig` (DoRA is LoRA with `use_dora=True`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peft import LoraConfig, TaskType
+
+from mtpeft.models.loading import ModelInfo
+from mtpeft.peft_methods.peft_backed import PeftLibraryMethod, target_list
+
+
+def _defaults(info: ModelInfo) -> dict[str, Any]:
+    # r=8, alpha=16 (scale 2) and dropout 0.1 are the common settings for models of this size.
+    return {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": list(info.lora_targets)}
+
+
+def _lora_config(options: dict[str, Any], *, use_dora: bool) -> LoraConfig:
+    return LoraConfig(
+        task_type=TaskType.FEATURE_EXTRACTION,
+        r=options["r"],
+        lora_alpha=options["alpha"],
+        lora_dropout=options["dropout"],
+        target_modules=target_list(options["target_modules"]),
+        use_dora=use_dora,
+    )
+
+
+LORA = PeftLibraryMethod(
+    name="lora",
+    description="LoRA: trainable low-rank updates on the attention projections (peft)",
+    defaults=_defaults,
+    make_config=lambda info, options: _lora_config(options, use_dora=False),
+)
+
+DORA = PeftLibraryMethod(
+    name="dora",
+    description="DoRA: LoRA on the direction plus a trainable magnitude per output (peft, use_dora)",
+    defaults=_defaults,
+    make_config=lambda info, options: _lora_config(options, use_dora=True),
+)

@@ -1,0 +1,45 @@
+"""Prefix tuning and prompt tuning through peft (virtual tokens; no backbone weight is wrapped).
+
+Both work for encoders (BERT) and decoders (Llama) with peft 0.21 / transformers 5 as FEATURE_EXTRACTION
+models (tested in tests/peft_methods). The study used prefix tuning for encoders only; here it is allowed
+for both. Prompt tuning prepends its virtual tokens to the output too; AdaptedBackbone.forward strips them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peft import PrefixTuningConfig, PromptTuningConfig, TaskType
+
+from mtpeft.models.loading import ModelInfo
+from mtpeft.peft_methods.peft_backed import PeftLibraryMethod
+
+
+def _prefix_defaults(info: ModelInfo) -> dict[str, Any]:
+    # 20 virtual tokens per layer; the reparametrising MLP (prefix_projection) is optional.
+    return {"num_virtual_tokens": 20, "prefix_projection": False}
+
+
+def _prompt_defaults(info: ModelInfo) -> dict[str, Any]:
+    return {"num_virtual_tokens": 20}
+
+
+PREFIX = PeftLibraryMethod(
+    name="prefix",
+    description="prefix tuning: trainable key/value vectors prepended in every attention layer (peft)",
+    defaults=_prefix_defaults,
+    make_config=lambda info, options: PrefixTuningConfig(
+        task_type=TaskType.FEATURE_EXTRACTION,
+        num_virtual_tokens=options["num_virtual_tokens"],
+        prefix_projection=options["prefix_projection"],
+    ),
+)
+
+PROMPT = PeftLibraryMethod(
+    name="prompt",
+    description="prompt tuning: trainable input embeddings prepended to every sequence (peft)",
+    defaults=_prompt_defaults,
+    make_config=lambda info, options: PromptTuningConfig(
+        task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=options["num_virtual_tokens"]
+    ),
+)
