@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mtpeft.evaluation.baselines import retrieval_ranks
 from mtpeft.evaluation.metrics import compute_metrics
 from mtpeft.tasks.spec import TaskKind
 from mtpeft.training.batching import TaskFeatures, collate, eval_batches
@@ -46,6 +45,8 @@ def evaluate_task(
     stacked = {k: torch.cat(v)[inverse] for k, v in collected.items()}
     spec = features.task
     if spec.kind == TaskKind.RETRIEVAL:
+        from mtpeft.evaluation.baselines import retrieval_ranks
+
         scores = (stacked["query_emb"] @ stacked["code_emb"].T).numpy()
         ranks = retrieval_ranks(stacked["query_emb"].numpy(), stacked["code_emb"].numpy())
         metrics = compute_metrics(spec.metrics, ranks=ranks)

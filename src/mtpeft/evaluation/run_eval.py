@@ -8,9 +8,7 @@ from typing import Any
 
 import torch
 
-from mtpeft.evaluation.baselines import run_baselines
 from mtpeft.evaluation.evaluate import evaluate_task
-from mtpeft.evaluation.predictions import write_predictions
 from mtpeft.models import load_backbone
 from mtpeft.peft_methods import get_method
 from mtpeft.training.config import load_config
@@ -44,6 +42,9 @@ def evaluate_run(
     run_dir: Path, split: str = "test", *, baselines: bool = True, progress: bool = True
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[str, float]]]]:
     """Per-task metrics (and baselines) on `split`; prediction files land in run_dir/predictions/split."""
+    from mtpeft.evaluation.baselines import run_baselines
+    from mtpeft.evaluation.predictions import write_predictions
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, backbone, config = load_trained(run_dir, device)
     tasks: dict[str, RunTask] = resolve_tasks(config)

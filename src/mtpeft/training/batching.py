@@ -66,9 +66,8 @@ def collate(
         for row, seq in enumerate(rows):
             ids[row, : len(seq)] = torch.tensor(seq[:width], dtype=torch.long)
             mask[row, : len(seq)] = 1
-        prefix = key[: -len("input_ids")]
         batch[key] = ids
-        batch[f"{prefix}attention_mask"] = mask
+        batch[key.replace("input_ids", "attention_mask")] = mask
         real_tokens += int(mask.sum())
         padded_positions += mask.numel()
     if features.labels is not None:

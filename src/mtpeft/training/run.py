@@ -107,6 +107,7 @@ def _run_one(
         (run_dir / "cost.json").write_text(json.dumps(outcome.cost, indent=2), encoding="utf-8")
         store.finish_run(run_id, metrics=metrics, cost=outcome.cost, baselines=baselines,
                          data_quality=quality)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # only needed to resume
     except (Exception, KeyboardInterrupt) as err:
         store.fail_run(run_id, f"{type(err).__name__}: {err}")
         raise

@@ -167,6 +167,7 @@ class MultiTaskTrainer:
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
             log.write(json.dumps({"step": state.step, "loss": losses, "lr": scheduler.get_last_lr()[0]}) + "\n")
+            log.flush()  # a killed run keeps its log up to the last step
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
                 self._validate(state, meter)
             if state.step % cfg.save_every == 0 and state.step < cfg.max_steps:
