@@ -29,7 +29,12 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def shared_tasks(data: Path, subset: int, max_length: int) -> list[dict]:
-    sizes = {"max_train_examples": subset, "max_eval_examples": 200, "max_length": max_length, "batch_size": 8}
+    sizes = {
+        "max_train_examples": subset,
+        "max_eval_examples": 200,
+        "max_length": max_length,
+        "batch_size": 8,
+    }
     return [
         {"task": "vulnerability", "data": str(data / "reveal-chrome"), **sizes},
         {"task": "clone", "data": str(data / "bigclonebench"), **sizes},
@@ -43,17 +48,34 @@ def default_tasks(workspace: Path, subset: int, max_length: int) -> list[dict]:
 
     data = workspace / "data"
     build_default(data, seed=13)
-    sizes = {"max_train_examples": subset, "max_eval_examples": 200, "max_length": max_length, "batch_size": 8}
+    sizes = {
+        "max_train_examples": subset,
+        "max_eval_examples": 200,
+        "max_length": max_length,
+        "batch_size": 8,
+    }
     return [{"task": t, "data": str(data / t), **sizes} for t in ("py-defect", "py-clone", "py-search")]
 
 
 def run_setting(name: str, tasks: list[dict], args, workspace: Path, *, grouped: bool) -> dict:
-    config = validate_config({
-        "name": name, "model": args.model, "method": "lora", "tasks": tasks, "max_steps": args.steps,
-        "eval_every": args.steps, "save_every": args.steps, "seed": 0, "workspace": str(workspace),
-        "length_grouping": grouped, "dynamic_padding": grouped, "evaluate_splits": [], "baselines": False,
-        "lr": 1e-3,
-    })
+    config = validate_config(
+        {
+            "name": name,
+            "model": args.model,
+            "method": "lora",
+            "tasks": tasks,
+            "max_steps": args.steps,
+            "eval_every": args.steps,
+            "save_every": args.steps,
+            "seed": 0,
+            "workspace": str(workspace),
+            "length_grouping": grouped,
+            "dynamic_padding": grouped,
+            "evaluate_splits": [],
+            "baselines": False,
+            "lr": 1e-3,
+        }
+    )
     started = time.perf_counter()
     result = run_training(config, progress=False)[0]
     cost = result.cost
@@ -76,7 +98,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--model", default="minilm")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    )
     parser.add_argument("--subset", type=int, default=400)
     parser.add_argument("--max-length", type=int, default=256)
     args = parser.parse_args()
@@ -86,18 +110,30 @@ def main() -> None:
         if args.data.is_dir():
             tasks, source = shared_tasks(args.data, args.subset, args.max_length), str(args.data)
         else:
-            tasks, source = default_tasks(workspace, args.subset, args.max_length), "offline default benchmark"
+            tasks, source = (
+                default_tasks(workspace, args.subset, args.max_length),
+                "offline default benchmark",
+            )
         mtpeft = run_setting("mtpeft", tasks, args, workspace, grouped=True)
         reference = run_setting("reference", tasks, args, workspace, grouped=False)
     speedup = mtpeft["tokens_per_s"] / reference["tokens_per_s"]
     result = {
         "benchmark": "train_throughput",
-        "model": args.model, "method": "lora", "steps": args.steps, "data": source,
-        "tasks": [t["task"] for t in tasks], "subset_per_task": args.subset, "max_length": args.max_length,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_threads": torch.get_num_threads(),
-                    "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"},
-        "mtpeft": mtpeft, "reference": reference,
+        "model": args.model,
+        "method": "lora",
+        "steps": args.steps,
+        "data": source,
+        "tasks": [t["task"] for t in tasks],
+        "subset_per_task": args.subset,
+        "max_length": args.max_length,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        },
+        "mtpeft": mtpeft,
+        "reference": reference,
         "speedup_tokens_per_s": speedup,
         "valid_score_delta": mtpeft["valid_mean_primary"] - reference["valid_mean_primary"],
     }

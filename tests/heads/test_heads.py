@@ -24,8 +24,12 @@ def _encode(input_ids, attention_mask):
 def test_pair_head_sees_both_snippets():
     spec = TaskSpec(name="c", kind=TaskKind.PAIR, format="bigclonebench", labels=["0", "1"], metrics=["f1"])
     head = build_head(spec, 8).eval()
-    batch = {"input_ids": torch.tensor([[1], [1]]), "attention_mask": torch.ones(2, 1, dtype=torch.long),
-             "input_ids_b": torch.tensor([[1], [2]]), "attention_mask_b": torch.ones(2, 1, dtype=torch.long)}
+    batch = {
+        "input_ids": torch.tensor([[1], [1]]),
+        "attention_mask": torch.ones(2, 1, dtype=torch.long),
+        "input_ids_b": torch.tensor([[1], [2]]),
+        "attention_mask_b": torch.ones(2, 1, dtype=torch.long),
+    }
     probs = head.predict(_encode, batch)["probs"]
     assert not torch.allclose(probs[0], probs[1])
 
@@ -38,8 +42,17 @@ def test_retrieval_loss_prefers_matching_pairs():
         head.projection.bias.zero_()
     ids = torch.arange(4).unsqueeze(1)
     ones = torch.ones(4, 1, dtype=torch.long)
-    matched = head.loss(_encode, {"query_input_ids": ids, "query_attention_mask": ones,
-                                  "input_ids": ids, "attention_mask": ones})
-    shuffled = head.loss(_encode, {"query_input_ids": ids, "query_attention_mask": ones,
-                                   "input_ids": ids.flip(0), "attention_mask": ones})
+    matched = head.loss(
+        _encode,
+        {"query_input_ids": ids, "query_attention_mask": ones, "input_ids": ids, "attention_mask": ones},
+    )
+    shuffled = head.loss(
+        _encode,
+        {
+            "query_input_ids": ids,
+            "query_attention_mask": ones,
+            "input_ids": ids.flip(0),
+            "attention_mask": ones,
+        },
+    )
     assert matched < 0.01 < shuffled

@@ -16,8 +16,12 @@ from mtpeft.store import RunStore
 from mtpeft.training.config import validate_config
 from mtpeft.training.run import run_training
 
-FORMATS = {"vulnerability": "devign-jsonl", "clone": "bigclonebench", "code-search": "codesearchnet",
-           "flaky": "flakeflagger-json"}
+FORMATS = {
+    "vulnerability": "devign-jsonl",
+    "clone": "bigclonebench",
+    "code-search": "codesearchnet",
+    "flaky": "flakeflagger-json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +32,16 @@ def fixture_data(tmp_path_factory) -> dict[str, Path]:
 
 def _config(data: dict[str, Path], workspace: Path, **overrides) -> dict:
     config = {
-        "name": "e2e", "model": "tiny-bert", "method": "lora", "lr": 5e-3,
+        "name": "e2e",
+        "model": "tiny-bert",
+        "method": "lora",
+        "lr": 5e-3,
         "tasks": [{"task": t, "data": str(p), "batch_size": 8, "max_length": 64} for t, p in data.items()],
-        "max_steps": 16, "eval_every": 8, "save_every": 8, "workspace": str(workspace), "seed": 0,
+        "max_steps": 16,
+        "eval_every": 8,
+        "save_every": 8,
+        "workspace": str(workspace),
+        "seed": 0,
     }
     return config | overrides
 
@@ -52,7 +63,9 @@ def test_multi_task_run_trains_evaluates_and_lands_in_the_store(fixture_data, tm
 
 def test_single_mode_runs_one_module_per_task_as_one_group(fixture_data, tmp_path):
     data = {t: fixture_data[t] for t in ("vulnerability", "flaky")}
-    results = run_training(validate_config(_config(data, tmp_path, mode="single", max_steps=8)), progress=False)
+    results = run_training(
+        validate_config(_config(data, tmp_path, mode="single", max_steps=8)), progress=False
+    )
     records = RunStore(tmp_path / "mtpeft.sqlite").list_runs()
     assert [r.tasks for r in records] == [["vulnerability"], ["flaky"]]
     assert records[0].group_id == records[1].group_id is not None

@@ -9,8 +9,12 @@ import typer
 
 def _train(
     config: Path = typer.Argument(..., help="Train config YAML (see examples/)."),
-    set_: list[str] = typer.Option([], "--set", help="Override any field: key=value, dotted for nesting "
-                                   "(e.g. --set max_steps=100 --set tasks.0.batch_size=4)."),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Override any field: key=value, dotted for nesting "
+        "(e.g. --set max_steps=100 --set tasks.0.batch_size=4).",
+    ),
     mode: str | None = typer.Option(None, help="multi | single"),
     model: str | None = typer.Option(None, help="Model short name, hub id or folder."),
     method: str | None = typer.Option(None, help="PEFT method (see `mtpeft methods`)."),
@@ -25,8 +29,14 @@ def _train(
     from mtpeft.training.config import load_config
     from mtpeft.training.run import run_training
 
-    flags = {"mode": mode, "model": model, "method": method, "max_steps": max_steps, "seed": seed,
-             "workspace": workspace}
+    flags = {
+        "mode": mode,
+        "model": model,
+        "method": method,
+        "max_steps": max_steps,
+        "seed": seed,
+        "workspace": workspace,
+    }
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_)
     cfg = load_config(config, overrides)
     results = run_training(cfg, resume=resume, progress=progress)

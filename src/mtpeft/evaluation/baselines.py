@@ -24,14 +24,22 @@ CODE_TOKEN_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*|\d+|[^\sA-Za-z0-9_]"
 
 
 def _vectorizer() -> TfidfVectorizer:
-    return TfidfVectorizer(token_pattern=CODE_TOKEN_PATTERN, lowercase=False, max_features=50_000,
-                           sublinear_tf=True, dtype=np.float32)
+    return TfidfVectorizer(
+        token_pattern=CODE_TOKEN_PATTERN,
+        lowercase=False,
+        max_features=50_000,
+        sublinear_tf=True,
+        dtype=np.float32,
+    )
 
 
 def retrieval_ranks(query_emb, code_emb) -> np.ndarray:
     """1-based rank of the correct (diagonal) candidate for each query, from query x code scores."""
-    scores = np.asarray(query_emb @ code_emb.T) if not hasattr(query_emb, "toarray") else \
-        (query_emb @ code_emb.T).toarray()
+    scores = (
+        np.asarray(query_emb @ code_emb.T)
+        if not hasattr(query_emb, "toarray")
+        else (query_emb @ code_emb.T).toarray()
+    )
     correct = np.diag(scores)[:, None]
     return (scores > correct).sum(axis=1) + 1
 
@@ -70,7 +78,9 @@ def _classification(task: TaskSpec, train: list[Example], test: list[Example], s
         "random": rng.integers(0, task.num_labels, len(test)).tolist(),
         "tfidf": _tfidf_classify(task, train, test, seed),
     }
-    return {name: compute_metrics(task.metrics, y_true=y_true, y_pred=pred) for name, pred in predictions.items()}
+    return {
+        name: compute_metrics(task.metrics, y_true=y_true, y_pred=pred) for name, pred in predictions.items()
+    }
 
 
 def _retrieval(task: TaskSpec, train: list[Example], test: list[Example], seed: int) -> dict:
@@ -90,13 +100,24 @@ def _retrieval(task: TaskSpec, train: list[Example], test: list[Example], seed: 
 def _generation(task: TaskSpec, train: list[Example], test: list[Example], seed: int) -> dict:
     references = [e.target or "" for e in test]
     vec = _vectorizer().fit([e.code for e in train])
-    nearest = (normalize(vec.transform([e.code for e in test])) @ normalize(vec.transform(
-        [e.code for e in train])).T).toarray().argmax(axis=1)
-    hypotheses = {"majority": [train[0].target or ""] * len(test),
-                  "random": [train[i].target or "" for i in np.random.default_rng(seed).integers(0, len(train),
-                                                                                               len(test))],
-                  "tfidf": [train[i].target or "" for i in nearest]}
-    return {k: compute_metrics(task.metrics, references=references, hypotheses=h) for k, h in hypotheses.items()}
+    nearest = (
+        (
+            normalize(vec.transform([e.code for e in test]))
+            @ normalize(vec.transform([e.code for e in train])).T
+        )
+        .toarray()
+        .argmax(axis=1)
+    )
+    hypotheses = {
+        "majority": [train[0].target or ""] * len(test),
+        "random": [
+            train[i].target or "" for i in np.random.default_rng(seed).integers(0, len(train), len(test))
+        ],
+        "tfidf": [train[i].target or "" for i in nearest],
+    }
+    return {
+        k: compute_metrics(task.metrics, references=references, hypotheses=h) for k, h in hypotheses.items()
+    }
 
 
 _BY_KIND = {
@@ -108,5 +129,7 @@ _BY_KIND = {
 }
 
 
-def run_baselines(task: TaskSpec, train: list[Example], test: list[Example], *, seed: int = 0) -> dict[str, dict[str, float]]:
+def run_baselines(
+    task: TaskSpec, train: list[Example], test: list[Example], *, seed: int = 0
+) -> dict[str, dict[str, float]]:
     return _BY_KIND[task.kind](task, train, test, seed)

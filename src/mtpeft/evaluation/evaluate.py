@@ -27,7 +27,13 @@ def _move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 @torch.no_grad()
 def evaluate_task(
-    model, task: str, features: TaskFeatures, *, pad_id: int, batch_size: int, device: torch.device,
+    model,
+    task: str,
+    features: TaskFeatures,
+    *,
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
     progress: bool = False,
 ) -> TaskEvaluation:
     was_training = model.training

@@ -44,7 +44,9 @@ def write_defect_predictions(task: TaskSpec, examples: list[Example], outputs: d
 @register_writer("bigclonebench")
 def write_clone_predictions(task: TaskSpec, examples: list[Example], outputs: dict, out_dir: Path) -> Path:
     path = out_dir / f"{task.name}.txt"
-    lines = [f"{ex.id}\t{ex.id_b}\t{task.labels[p]}" for ex, p in zip(examples, outputs["y_pred"], strict=True)]
+    lines = [
+        f"{ex.id}\t{ex.id_b}\t{task.labels[p]}" for ex, p in zip(examples, outputs["y_pred"], strict=True)
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

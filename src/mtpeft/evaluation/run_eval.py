@@ -54,8 +54,13 @@ def evaluate_run(
     for name, task in tasks.items():
         features = task.features(split, backbone.tokenizer, seed=config.seed)
         result = evaluate_task(
-            model, name, features, pad_id=backbone.tokenizer.pad_token_id,
-            batch_size=task.entry.eval_batch_size, device=device, progress=progress,
+            model,
+            name,
+            features,
+            pad_id=backbone.tokenizer.pad_token_id,
+            batch_size=task.entry.eval_batch_size,
+            device=device,
+            progress=progress,
         )
         metrics[name] = result.metrics
         write_predictions(task.spec, features.examples, result.outputs, out_dir)

@@ -28,7 +28,10 @@ def scores_table(
     columns: list[str],
 ) -> Table:
     """rows: (task, primary metric, {column: score}, baselines {name: {metric: value}})."""
-    table = Table(title=title, caption="Higher is better for every score; baselines are trained on the same train split.")
+    table = Table(
+        title=title,
+        caption="Higher is better for every score; baselines are trained on the same train split.",
+    )
     table.add_column("task")
     table.add_column("metric")
     for column in columns:
@@ -48,12 +51,25 @@ def cost_table(costs: dict[str, dict[str, Any]], num_tasks: int) -> Table:
         title="Cost (measured on this machine; FLOPs are estimates from parameters x tokens)",
         caption=f"{num_tasks} tasks. Lower is better for every column.",
     )
-    for column in ("setting", "trainable params", "% of backbone", "stored", "tokens", "train FLOPs (est.)",
-                   "wall time", "peak memory", "tokens/s"):
+    for column in (
+        "setting",
+        "shared-module params",
+        "head params",
+        "trainable params",
+        "% of backbone",
+        "stored",
+        "tokens",
+        "train FLOPs (est.)",
+        "wall time",
+        "peak memory",
+        "tokens/s",
+    ):
         table.add_column(column, justify="right" if column != "setting" else "left")
     for setting, cost in costs.items():
         table.add_row(
             setting,
+            f"{cost.get('shared_params', 0):,}",
+            f"{cost.get('head_params', 0):,}",
             f"{cost.get('trainable_params', 0):,}",
             f"{cost.get('trainable_pct', 0):.2f}%",
             _human_bytes(cost.get("stored_bytes", 0)),
@@ -68,14 +84,32 @@ def cost_table(costs: dict[str, dict[str, Any]], num_tasks: int) -> Table:
 
 def runs_table(records: list[Any]) -> Table:
     table = Table(title="Runs")
-    for column in ("run", "name", "status", "mode", "model", "method", "tasks", "seed", "test (primary)",
-                   "created"):
+    for column in (
+        "run",
+        "name",
+        "status",
+        "mode",
+        "model",
+        "method",
+        "tasks",
+        "seed",
+        "test (primary)",
+        "created",
+    ):
         table.add_column(column)
     for r in records:
         test = r.metrics.get("test", {})
-        primary = ", ".join(
-            f"{t}={_fmt(next(iter(m.values()), None))}" for t, m in test.items() if m
+        primary = ", ".join(f"{t}={_fmt(next(iter(m.values()), None))}" for t, m in test.items() if m)
+        table.add_row(
+            r.run_id[:8],
+            r.name,
+            r.status,
+            r.mode,
+            r.model,
+            r.method,
+            ",".join(r.tasks),
+            str(r.seed),
+            primary or "-",
+            (r.created_at or "")[:19],
         )
-        table.add_row(r.run_id[:8], r.name, r.status, r.mode, r.model, r.method, ",".join(r.tasks),
-                      str(r.seed), primary or "-", (r.created_at or "")[:19])
     return table

@@ -108,36 +108,78 @@ class RunStore:
             db.close()
 
     # ---- writes ---------------------------------------------------------------------------------
-    def start_run(self, *, name: str, study: str | None, group_id: str | None, mode: str, model: str,
-                  method: str, tasks: list[str], seed: int, config: dict, run_dir: str) -> str:
+    def start_run(
+        self,
+        *,
+        name: str,
+        study: str | None,
+        group_id: str | None,
+        mode: str,
+        model: str,
+        method: str,
+        tasks: list[str],
+        seed: int,
+        config: dict,
+        run_dir: str,
+    ) -> str:
         run_id = uuid.uuid4().hex
         with self._connect() as db:
             db.execute(
                 "INSERT INTO runs (run_id, name, study, group_id, mode, model, method, tasks, seed, config,"
                 " config_hash, status, versions, run_dir, pid, host, created_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, name, study, group_id, mode, model, method, json.dumps(tasks), seed,
-                 json.dumps(config, default=str), config_hash(config), "running",
-                 json.dumps(software_versions()), run_dir, os.getpid(), platform.node(), _now()),
+                (
+                    run_id,
+                    name,
+                    study,
+                    group_id,
+                    mode,
+                    model,
+                    method,
+                    json.dumps(tasks),
+                    seed,
+                    json.dumps(config, default=str),
+                    config_hash(config),
+                    "running",
+                    json.dumps(software_versions()),
+                    run_dir,
+                    os.getpid(),
+                    platform.node(),
+                    _now(),
+                ),
             )
         return run_id
 
     def resume_run(self, run_id: str) -> None:
         """A resumed run is running again, in this process."""
         with self._connect() as db:
-            db.execute("UPDATE runs SET status='running', error=NULL, pid=?, host=? WHERE run_id=?",
-                       (os.getpid(), platform.node(), run_id))
+            db.execute(
+                "UPDATE runs SET status='running', error=NULL, pid=?, host=? WHERE run_id=?",
+                (os.getpid(), platform.node(), run_id),
+            )
 
-    def finish_run(self, run_id: str, *, metrics: dict, cost: dict, baselines: dict | None = None,
-                   data_quality: dict | None = None) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        metrics: dict,
+        cost: dict,
+        baselines: dict | None = None,
+        data_quality: dict | None = None,
+    ) -> None:
         with self._connect() as db:
             self._write_metrics(db, run_id, metrics)
             _test_pause_hook()
             db.execute(
                 "UPDATE runs SET status='finished', cost=?, baselines=?, data_quality=?, finished_at=?,"
                 " error=NULL WHERE run_id=?",
-                (json.dumps(cost), json.dumps(baselines or {}), json.dumps(data_quality or {}), _now(),
-                 run_id),
+                (
+                    json.dumps(cost),
+                    json.dumps(baselines or {}),
+                    json.dumps(data_quality or {}),
+                    _now(),
+                    run_id,
+                ),
             )
 
     def update_metrics(self, run_id: str, split: str, metrics: dict) -> None:
@@ -150,8 +192,10 @@ class RunStore:
 
     def fail_run(self, run_id: str, error: str) -> None:
         with self._connect() as db:
-            db.execute("UPDATE runs SET status='failed', error=?, finished_at=? WHERE run_id=?",
-                       (error, _now(), run_id))
+            db.execute(
+                "UPDATE runs SET status='failed', error=?, finished_at=? WHERE run_id=?",
+                (error, _now(), run_id),
+            )
 
     @staticmethod
     def _write_metrics(db: sqlite3.Connection, run_id: str, metrics: dict) -> None:
@@ -189,7 +233,8 @@ class RunStore:
         metrics: dict[str, dict] = {}
         for m in metric_rows:
             metrics.setdefault(m["run_id"], {}).setdefault(m["split"], {}).setdefault(m["task"], {})[
-                m["metric"]] = m["value"]
+                m["metric"]
+            ] = m["value"]
         return [self._record(row, metrics.get(row["run_id"], {})) for row in rows]
 
     @staticmethod
@@ -198,13 +243,27 @@ class RunStore:
         if status == "running" and row["host"] == platform.node() and not _alive(row["pid"]):
             status = "interrupted"
         return RunRecord(
-            run_id=row["run_id"], name=row["name"], study=row["study"], group_id=row["group_id"],
-            mode=row["mode"], model=row["model"], method=row["method"], tasks=json.loads(row["tasks"]),
-            seed=row["seed"], config=json.loads(row["config"]), config_hash=row["config_hash"],
-            status=status, metrics=metrics, baselines=json.loads(row["baselines"]),
-            cost=json.loads(row["cost"]), data_quality=json.loads(row["data_quality"]),
-            versions=json.loads(row["versions"]), run_dir=row["run_dir"], error=row["error"],
-            created_at=row["created_at"], finished_at=row["finished_at"],
+            run_id=row["run_id"],
+            name=row["name"],
+            study=row["study"],
+            group_id=row["group_id"],
+            mode=row["mode"],
+            model=row["model"],
+            method=row["method"],
+            tasks=json.loads(row["tasks"]),
+            seed=row["seed"],
+            config=json.loads(row["config"]),
+            config_hash=row["config_hash"],
+            status=status,
+            metrics=metrics,
+            baselines=json.loads(row["baselines"]),
+            cost=json.loads(row["cost"]),
+            data_quality=json.loads(row["data_quality"]),
+            versions=json.loads(row["versions"]),
+            run_dir=row["run_dir"],
+            error=row["error"],
+            created_at=row["created_at"],
+            finished_at=row["finished_at"],
         )
 
 

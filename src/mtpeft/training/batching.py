@@ -23,7 +23,10 @@ _INPUTS_BY_KIND: dict[TaskKind, list[tuple[str, str, str]]] = {
     TaskKind.BINARY: [("input_ids", "code", "max_length")],
     TaskKind.MULTICLASS: [("input_ids", "code", "max_length")],
     TaskKind.PAIR: [("input_ids", "code", "max_length"), ("input_ids_b", "code_b", "max_length")],
-    TaskKind.RETRIEVAL: [("input_ids", "code", "max_length"), ("query_input_ids", "query", "max_query_length")],
+    TaskKind.RETRIEVAL: [
+        ("input_ids", "code", "max_length"),
+        ("query_input_ids", "query", "max_query_length"),
+    ],
 }
 
 

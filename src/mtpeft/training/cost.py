@@ -17,7 +17,9 @@ import torch
 
 
 class CostMeter:
-    def __init__(self, *, trainable_params: int, backbone_params: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, *, trainable_params: int, backbone_params: int, device: torch.device | str = "cpu"
+    ) -> None:
         self.trainable_params = trainable_params
         self.backbone_params = backbone_params
         self.device = torch.device(device)
@@ -79,16 +81,35 @@ class CostMeter:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("wall_time_s", "tokens", "padded_tokens", "samples",
-                                               "tokens_by_task", "peak_memory_bytes")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "wall_time_s",
+                "tokens",
+                "padded_tokens",
+                "samples",
+                "tokens_by_task",
+                "peak_memory_bytes",
+            )
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             setattr(self, key, value)
 
 
-_SUMMED = ("trainable_params", "stored_bytes", "full_model_bytes", "tokens", "padded_tokens",
-           "train_flops_estimate", "wall_time_s", "samples")
+_SUMMED = (
+    "trainable_params",
+    "shared_params",
+    "head_params",
+    "stored_bytes",
+    "full_model_bytes",
+    "tokens",
+    "padded_tokens",
+    "train_flops_estimate",
+    "wall_time_s",
+    "samples",
+)
 
 
 def sum_costs(reports: list[dict[str, Any]]) -> dict[str, Any]:

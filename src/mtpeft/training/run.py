@@ -76,8 +76,9 @@ def _run_one(
     previous = _read_run_file(run_dir) if resume else None
     if previous is not None and store.get(previous["run_id"]).status == "finished":
         record = store.get(previous["run_id"])
-        return RunResult(record.run_id, run_dir, config.name, record.tasks, record.metrics,
-                         record.baselines, record.cost)
+        return RunResult(
+            record.run_id, run_dir, config.name, record.tasks, record.metrics, record.baselines, record.cost
+        )
     if previous is not None:
         run_id = previous["run_id"]
         store.resume_run(run_id)
@@ -85,14 +86,23 @@ def _run_one(
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
         run_id = store.start_run(
-            name=config.name, study=config.study, group_id=group_id, mode=config.mode,
-            model=config.model, method=config.method, tasks=[t.label for t in config.tasks],
-            seed=config.seed, config=config.hashable() | {"key": run_key(config)}, run_dir=str(run_dir),
+            name=config.name,
+            study=config.study,
+            group_id=group_id,
+            mode=config.mode,
+            model=config.model,
+            method=config.method,
+            tasks=[t.label for t in config.tasks],
+            seed=config.seed,
+            config=config.hashable() | {"key": run_key(config)},
+            run_dir=str(run_dir),
         )
         (run_dir / "config.yaml").write_text(
             yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
         )
-        (run_dir / RUN_FILE).write_text(json.dumps({"run_id": run_id, "group_id": group_id}), encoding="utf-8")
+        (run_dir / RUN_FILE).write_text(
+            json.dumps({"run_id": run_id, "group_id": group_id}), encoding="utf-8"
+        )
     try:
         trainer = MultiTaskTrainer(config, run_dir, progress=progress)
         outcome = trainer.train(resume=previous is not None)
@@ -105,14 +115,16 @@ def _run_one(
             baselines = baselines or split_baselines
         quality = _data_quality(trainer)
         (run_dir / "cost.json").write_text(json.dumps(outcome.cost, indent=2), encoding="utf-8")
-        store.finish_run(run_id, metrics=metrics, cost=outcome.cost, baselines=baselines,
-                         data_quality=quality)
+        store.finish_run(
+            run_id, metrics=metrics, cost=outcome.cost, baselines=baselines, data_quality=quality
+        )
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # only needed to resume
     except (Exception, KeyboardInterrupt) as err:
         store.fail_run(run_id, f"{type(err).__name__}: {err}")
         raise
-    return RunResult(run_id, run_dir, config.name, [t.label for t in config.tasks], metrics, baselines,
-                     outcome.cost)
+    return RunResult(
+        run_id, run_dir, config.name, [t.label for t in config.tasks], metrics, baselines, outcome.cost
+    )
 
 
 def _read_run_file(run_dir: Path) -> dict[str, Any] | None:

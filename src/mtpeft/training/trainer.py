@@ -111,8 +111,10 @@ class MultiTaskTrainer:
         }
         self.batchers = {
             n: TaskBatcher(
-                f.lengths, self.tasks[n].entry.batch_size,
-                seed=seed, length_grouping=self.config.length_grouping,
+                f.lengths,
+                self.tasks[n].entry.batch_size,
+                seed=seed,
+                length_grouping=self.config.length_grouping,
             )
             for n, f in self.train_features.items()
         }
@@ -156,8 +158,11 @@ class MultiTaskTrainer:
         schedule = build_schedule(cfg.schedule, sizes, seed=cfg.seed, temperature=cfg.temperature)
         log = (self.run_dir / "train.log").open("a", encoding="utf-8")
         bar = tqdm(
-            total=cfg.max_steps, initial=state.step, desc=f"train {cfg.name}",
-            disable=not self.progress, dynamic_ncols=True,
+            total=cfg.max_steps,
+            initial=state.step,
+            desc=f"train {cfg.name}",
+            disable=not self.progress,
+            dynamic_ncols=True,
         )
         model.train()
         meter.start()
@@ -166,7 +171,9 @@ class MultiTaskTrainer:
             state.step += 1
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-            log.write(json.dumps({"step": state.step, "loss": losses, "lr": scheduler.get_last_lr()[0]}) + "\n")
+            log.write(
+                json.dumps({"step": state.step, "loss": losses, "lr": scheduler.get_last_lr()[0]}) + "\n"
+            )
             log.flush()  # a killed run keeps its log up to the last step
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
                 self._validate(state, meter)
@@ -181,6 +188,9 @@ class MultiTaskTrainer:
         if state.best_step is None:  # never validated (e.g. resumed after the last step)
             self._validate(state, meter)
         cost = meter.report(stored_bytes=self.stored_bytes(), full_model_bytes=self.full_model_bytes())
+        # The shared module and the per-task heads, apart: sharing divides only the former by the task count.
+        cost["shared_params"] = self.adapted.trainable_parameters()
+        cost["head_params"] = self.model.head_parameter_count()
         last_valid = state.history[-1]["metrics"] if state.history else {}
         best_valid = next((h["metrics"] for h in state.history if h["step"] == state.best_step), last_valid)
         return TrainOutcome(state.best_step, state.best_score, best_valid, cost, state.stopped_early)
@@ -192,15 +202,21 @@ class MultiTaskTrainer:
         for position, task in enumerate(step_tasks):
             indices = self.batchers[task].next()
             batch = collate(
-                self.train_features[task], indices, self.pad_id,
+                self.train_features[task],
+                indices,
+                self.pad_id,
                 pad_to=None if self.config.dynamic_padding else self._pad_width(task),
             )
             meter.add_batch(
-                tokens=batch["num_tokens"], padded_tokens=batch["num_positions"],
-                samples=len(indices), task=task,
+                tokens=batch["num_tokens"],
+                padded_tokens=batch["num_positions"],
+                samples=len(indices),
+                task=task,
             )
-            batch = {k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v
-                     for k, v in batch.items()}
+            batch = {
+                k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()
+            }
             last = position == len(step_tasks) - 1
             with self.accelerator.autocast():
                 loss = model(task, batch)
@@ -227,13 +243,23 @@ class MultiTaskTrainer:
         metrics: dict[str, dict[str, float]] = {}
         for name, features in self.valid_features.items():
             result = evaluate_task(
-                model, name, features, pad_id=self.pad_id,
-                batch_size=self.tasks[name].entry.eval_batch_size, device=self.accelerator.device,
+                model,
+                name,
+                features,
+                pad_id=self.pad_id,
+                batch_size=self.tasks[name].entry.eval_batch_size,
+                device=self.accelerator.device,
             )
             metrics[name] = result.metrics
         score = sum(metrics[n][self.tasks[n].spec.primary] for n in metrics) / len(metrics)
-        state.history.append({"step": state.step, "score": score, "metrics": metrics,
-                              "loss_weights": model.loss_weighting.weights()})
+        state.history.append(
+            {
+                "step": state.step,
+                "score": score,
+                "metrics": metrics,
+                "loss_weights": model.loss_weighting.weights(),
+            }
+        )
         if state.best_score is None or score > state.best_score:
             state.best_score, state.best_step = score, state.step
             state.evals_without_improvement = 0
@@ -266,10 +292,15 @@ class MultiTaskTrainer:
         shutil.rmtree(tmp, ignore_errors=True)
         self.adapted.save(tmp / "adapter")
         model = self.accelerator.unwrap_model(self.model)
-        model.save_heads(tmp, {
-            "step": step, "score": score, "pooling": model.pooling,
-            "tasks": {n: t.spec.model_dump(mode="json") for n, t in self.tasks.items()},
-        })
+        model.save_heads(
+            tmp,
+            {
+                "step": step,
+                "score": score,
+                "pooling": model.pooling,
+                "tasks": {n: t.spec.model_dump(mode="json") for n, t in self.tasks.items()},
+            },
+        )
         shutil.rmtree(directory, ignore_errors=True)
         tmp.rename(directory)
 
