@@ -39,7 +39,7 @@ def demo_config(workspace: Path, steps: int) -> dict:
 
 
 def run_demo(workspace: Path, *, steps: int | None = None) -> None:
-    from mtpeft.cli.data_build_cmd import print_inspection
+    from mtpeft.cli.data_build_cmd import print_report as print_inspection
     from mtpeft.data.default_suite import build_default
     from mtpeft.data.inspect import inspect_task
     from mtpeft.store import RunStore

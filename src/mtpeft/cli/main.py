@@ -23,7 +23,7 @@ study_cmd.register(app)
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except MtpeftError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         sys.exit(2)
@@ -37,6 +37,7 @@ def main() -> None:
             err.show()
             sys.exit(err.exit_code)
         raise
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""Write records in the published formats the normal readers load (byte-stable: fixed key order,
+sorted nothing implicitly, `\\n` line ends, UTF-8)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtpeft.data.default_suite.sources import Function
+from mtpeft.data.inspect import regex_tokens
+
+
+def _write_lines(path: Path, lines: Iterable[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        for line in lines:
+            out.write(line + "\n")
+
+
+def _json(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# CodeSearchNet jsonl (py-search, py-summarize)
+
+
+def codesearchnet_record(func: Function, idx: int) -> dict:
+    qualname = func.key[len(func.group) + 1 :]
+    return {
+        "repo": "python/stdlib",
+        "path": func.path,
+        "func_name": qualname,
+        "language": "python",
+        "code": func.source,
+        "code_tokens": regex_tokens(func.source),
+        "docstring": func.summary,
+        "docstring_tokens": regex_tokens(func.summary),
+        "url": f"stdlib/{func.key}",
+        "idx": idx,
+    }
+
+
+def write_codesearchnet(folder: Path, splits: dict[str, Sequence[Function]]) -> None:
+    idx = 0
+    for split, functions in splits.items():
+        records = []
+        for func in functions:
+            records.append(_json(codesearchnet_record(func, idx)))
+            idx += 1
+        _write_lines(folder / f"{split}.jsonl", records)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Devign jsonl (py-defect)
+
+
+@dataclass(frozen=True)
+class DefectRecord:
+    project: str
+    commit_id: str
+    target: int  # 1 = buggy
+    func: str
+
+
+def write_devign(folder: Path, splits: dict[str, Sequence[DefectRecord]]) -> None:
+    idx = 0
+    for split, records in splits.items():
+        lines = []
+        for r in records:
+            lines.append(
+                _json(
+                    {
+                        "project": r.project,
+                        "commit_id": r.commit_id,
+                        "target": r.target,
+                        "func": r.func,
+                        "idx": idx,
+                    }
+                )
+            )
+            idx += 1
+        _write_lines(folder / f"{split}.jsonl", lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# BigCloneBench (py-clone): data.jsonl holds each distinct function once; <split>.txt holds the pairs
+
+
+@dataclass(frozen=True)
+class ClonePair:
+    code_a: str
+    code_b: str
+    label: int  # 1 = clone
+
+
+def write_bigclonebench(folder: Path, splits: dict[str, Sequence[ClonePair]]) -> None:
+    ids: dict[str, str] = {}  # code -> idx; identical code shares one id, as in BigCloneBench
+
+    def idx_of(code: str) -> str:
+        return ids.setdefault(code, str(len(ids) + 1))
+
+    for split, pairs in splits.items():
+        lines = [f"{idx_of(p.code_a)}\t{idx_of(p.code_b)}\t{p.label}" for p in pairs]
+        _write_lines(folder / f"{split}.txt", lines)
+    _write_lines(folder / "data.jsonl", (_json({"func": code, "idx": idx}) for code, idx in ids.items()))
