@@ -1,87 +1,155 @@
-"""Per-example prediction files in the format each benchmark's official evaluator reads.
+"""Per-example prediction files in the format each benchmark's official evaluator reads, with its gold file.
 
-- CodeXGLUE Defect-detection evaluator: lines `idx<TAB>label`.
-- CodeXGLUE Clone-detection-BigCloneBench evaluator: lines `idx1<TAB>idx2<TAB>label`.
-- CodeXGLUE NL-code-search-Adv (AdvTest) evaluator: jsonl `{"url": ..., "answers": [code idx ranked]}`;
-  it reads the gold url -> idx map from the test jsonl itself.
-Anything else gets a generic jsonl (id, y_true, y_pred | rank).
+Per task, in `out_dir`: `<task>.predictions.<ext>` and `<task>.answers.<ext>`, so that e.g.
+
+    python CodeXGLUE/Code-Code/Defect-detection/evaluator/evaluator.py \
+        -a vulnerability.answers.jsonl -p vulnerability.predictions.txt
+
+scores the run exactly as the leaderboard would.
+
+- CodeXGLUE Defect-detection (devign formats, binary): predictions `idx<TAB>label`; answers jsonl
+  `{"idx", "target"}` (the evaluator reads only those two fields of test.jsonl).
+- CodeXGLUE Clone-detection-BigCloneBench (pair): predictions and answers `idx1<TAB>idx2<TAB>label`.
+- CodeXGLUE NL-code-search-Adv / AdvTest (codesearchnet, retrieval): predictions jsonl
+  `{"url", "answers": [code idx, best first, top 100]}`; answers jsonl `{"url", "idx"}` (what the evaluator
+  reads from test.jsonl). Its MRR counts a correct candidate below the top 100 as 0 and rounds to 4 places,
+  so it can sit up to 0.01 under compute_metrics' MRR, which uses the full rank.
+- Anything else: generic jsonl `{"id", "y_true", "y_pred"}` (label names), `{"id", "rank"}` or
+  `{"id", "reference", "hypothesis"}`, one line per example; it holds its own gold.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mtpeft.data.example import Example
-from mtpeft.tasks.spec import TaskSpec
+from mtpeft.evaluation.baselines import ranks_from_scores
+from mtpeft.tasks.spec import TaskKind, TaskSpec
 
-TOP_K = 100
-Writer = Callable[[TaskSpec, list[Example], dict[str, Any], Path], Path]
-WRITERS: dict[str, Writer] = {}
-
-
-def register_writer(*formats: str) -> Callable[[Writer], Writer]:
-    def wrap(writer: Writer) -> Writer:
-        for name in formats:
-            WRITERS[name] = writer
-        return writer
-
-    return wrap
+TOP_K = 100  # AdvTest's prediction files list the 100 best candidates
+Rows = Iterable[dict[str, Any]]
+Outputs = dict[str, Any]  # y_pred | scores | hypotheses
+Writer = Callable[[TaskSpec, list[Example], Outputs, Path], Path]
 
 
-@register_writer("devign-jsonl", "devign-json")
-def write_defect_predictions(task: TaskSpec, examples: list[Example], outputs: dict, out_dir: Path) -> Path:
-    path = out_dir / f"{task.name}.txt"
-    lines = [f"{ex.id}\t{task.labels[p]}" for ex, p in zip(examples, outputs["y_pred"], strict=True)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+# ---- helpers -----------------------------------------------------------------------------------------
+def _write_lines(path: Path, lines: Iterable[str]) -> Path:
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
     return path
 
 
-@register_writer("bigclonebench")
-def write_clone_predictions(task: TaskSpec, examples: list[Example], outputs: dict, out_dir: Path) -> Path:
-    path = out_dir / f"{task.name}.txt"
-    lines = [
-        f"{ex.id}\t{ex.id_b}\t{task.labels[p]}" for ex, p in zip(examples, outputs["y_pred"], strict=True)
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    return _write_lines(path, (json.dumps(row, ensure_ascii=False) for row in rows))
 
 
-@register_writer("codesearchnet")
-def write_search_predictions(task: TaskSpec, examples: list[Example], outputs: dict, out_dir: Path) -> Path:
-    if "scores" not in outputs:
-        return write_generic_predictions(task, examples, outputs, out_dir)
-    path = out_dir / f"{task.name}.jsonl"
+def _label(task: TaskSpec, index: int) -> str:
+    """A label as it appears in the task's files ("0"/"1" for the CodeXGLUE tasks)."""
+    return task.labels[int(index)] if task.labels else str(int(index))
+
+
+def _int_label(task: TaskSpec, index: int) -> int:
+    """The label as the CodeXGLUE evaluators int() it: the file's label if numeric, else its index."""
+    label = _label(task, index)
+    return int(label) if label.lstrip("-").isdigit() else int(index)
+
+
+def _numeric_ids(examples: list[Example]) -> list[int | str]:
+    """Ids as the evaluators compare them: integers where every id is one (they int() or json-load them)."""
+    if all(e.id.lstrip("-").isdigit() for e in examples):
+        return [int(e.id) for e in examples]
+    return [e.id for e in examples]
+
+
+def _paths(task: TaskSpec, out_dir: Path, predictions_ext: str, answers_ext: str) -> tuple[Path, Path]:
+    predictions = out_dir / f"{task.name}.predictions.{predictions_ext}"
+    answers = out_dir / f"{task.name}.answers.{answers_ext}"
+    return predictions, answers
+
+
+# ---- official formats --------------------------------------------------------------------------------
+def write_defect(task: TaskSpec, examples: list[Example], outputs: Outputs, out_dir: Path) -> Path:
+    predictions, answers = _paths(task, out_dir, "txt", "jsonl")
+    ids = _numeric_ids(examples)
+    if not all(isinstance(i, int) for i in ids):  # the evaluator int()s every idx: use positions instead
+        ids = list(range(len(examples)))
+    pairs = list(zip(ids, examples, outputs["y_pred"], strict=True))
+    _write_jsonl(answers, ({"idx": idx, "target": _int_label(task, e.label)} for idx, e, _ in pairs))
+    return _write_lines(predictions, (f"{idx}\t{_int_label(task, pred)}" for idx, _, pred in pairs))
+
+
+def write_clone(task: TaskSpec, examples: list[Example], outputs: Outputs, out_dir: Path) -> Path:
+    predictions, answers = _paths(task, out_dir, "txt", "txt")
+    pairs = list(zip(examples, outputs["y_pred"], strict=True))
+    _write_lines(answers, (f"{e.id}\t{e.id_b}\t{_int_label(task, e.label)}" for e, _ in pairs))
+    return _write_lines(predictions, (f"{e.id}\t{e.id_b}\t{_int_label(task, pred)}" for e, pred in pairs))
+
+
+def write_code_search(task: TaskSpec, examples: list[Example], outputs: Outputs, out_dir: Path) -> Path:
+    """Query i's correct candidate is code i (the test set's own code is the candidate pool)."""
+    predictions, answers = _paths(task, out_dir, "jsonl", "jsonl")
     scores = np.asarray(outputs["scores"])
-    with path.open("w", encoding="utf-8") as out:
-        for row, ex in enumerate(examples):
-            ranked = np.argsort(-scores[row], kind="stable")[:TOP_K]
-            url = ex.meta.get("url", ex.id)
-            out.write(json.dumps({"url": url, "answers": [_code_idx(examples[i]) for i in ranked]}) + "\n")
-    return path
+    code_ids = _numeric_ids(examples)
+    urls = [e.meta.get("url") or e.id for e in examples]
+    _write_jsonl(answers, ({"url": url, "idx": idx} for url, idx in zip(urls, code_ids, strict=True)))
+    rows = []
+    for url, row in zip(urls, scores, strict=True):
+        best = np.argsort(-row, kind="stable")[:TOP_K]
+        rows.append({"url": url, "answers": [code_ids[j] for j in best]})
+    return _write_jsonl(predictions, rows)
 
 
-def _code_idx(example: Example) -> Any:
-    return int(example.id) if example.id.isdigit() else example.id
+# ---- generic jsonl -----------------------------------------------------------------------------------
+def _generic_classification(task: TaskSpec, examples: list[Example], outputs: Outputs) -> Rows:
+    for e, pred in zip(examples, outputs["y_pred"], strict=True):
+        row = {"id": e.id} | ({"id_b": e.id_b} if e.id_b is not None else {})
+        yield row | {"y_true": _label(task, e.label), "y_pred": _label(task, pred)}
 
 
-def write_generic_predictions(task: TaskSpec, examples: list[Example], outputs: dict, out_dir: Path) -> Path:
+def _generic_retrieval(task: TaskSpec, examples: list[Example], outputs: Outputs) -> Rows:
+    ranks = ranks_from_scores(outputs["scores"])
+    return ({"id": e.id, "rank": int(r)} for e, r in zip(examples, ranks, strict=True))
+
+
+def _generic_generation(task: TaskSpec, examples: list[Example], outputs: Outputs) -> Rows:
+    pairs = zip(examples, outputs["hypotheses"], strict=True)
+    return ({"id": e.id, "reference": e.target, "hypothesis": h} for e, h in pairs)
+
+
+_GENERIC_ROWS = {
+    TaskKind.BINARY: _generic_classification,
+    TaskKind.MULTICLASS: _generic_classification,
+    TaskKind.PAIR: _generic_classification,
+    TaskKind.RETRIEVAL: _generic_retrieval,
+    TaskKind.GENERATION: _generic_generation,
+}
+
+
+def write_generic(task: TaskSpec, examples: list[Example], outputs: Outputs, out_dir: Path) -> Path:
     path = out_dir / f"{task.name}.predictions.jsonl"
-    with path.open("w", encoding="utf-8") as out:
-        for i, ex in enumerate(examples):
-            row: dict[str, Any] = {"id": ex.id}
-            if "y_pred" in outputs:
-                row |= {"y_true": ex.label, "y_pred": outputs["y_pred"][i]}
-            if "hypotheses" in outputs:
-                row |= {"reference": ex.target, "hypothesis": outputs["hypotheses"][i]}
-            out.write(json.dumps(row) + "\n")
-    return path
+    return _write_jsonl(path, _GENERIC_ROWS[task.kind](task, examples, outputs))
 
 
-def write_predictions(task: TaskSpec, examples: list[Example], outputs: dict, out_dir: Path) -> Path:
+# (data format, task kind) -> writer of that benchmark's official files; everything else is generic.
+WRITERS: dict[tuple[str, TaskKind], Writer] = {
+    ("devign-jsonl", TaskKind.BINARY): write_defect,
+    ("devign-json", TaskKind.BINARY): write_defect,
+    ("bigclonebench", TaskKind.PAIR): write_clone,
+    ("codesearchnet", TaskKind.RETRIEVAL): write_code_search,
+}
+
+
+def write_predictions(task: TaskSpec, examples: list[Example], outputs: Outputs, out_dir: Path) -> Path:
+    """Write the task's prediction file (and gold answers file) into out_dir; returns the predictions path.
+
+    outputs: `y_pred` (label indices) for classification, `scores` ([queries, candidates]) for
+    retrieval, `hypotheses` for generation, in the order of `examples`.
+    """
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return WRITERS.get(task.format, write_generic_predictions)(task, examples, outputs, out_dir)
+    writer = WRITERS.get((task.format, task.kind), write_generic)
+    return writer(task, examples, outputs, out_dir)

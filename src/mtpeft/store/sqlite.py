@@ -1,8 +1,11 @@
 """The results store: every run, its config and hash, status, metrics, cost and versions in SQLite.
 
-One file per workspace (stdlib sqlite3, WAL). A run's final write is one transaction, so a killed
-process leaves a run "running" (shown as "interrupted" once its process is gone), never a
-half-written row that looks finished.
+One file per workspace (stdlib sqlite3, WAL, so a report can read while runs write). A run's final write
+is one transaction, so a killed process leaves a run "running" (shown as "interrupted" once its process
+is gone), never a half-written run that looks finished.
+
+Tables: `runs` (one row per run; JSON columns for config, cost, baselines, data quality, versions),
+`metrics(run_id, split, task, metric, value)` (normalised, what reports query) and `schema_version`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 import os
 import platform
 import sqlite3
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,27 +28,44 @@ from typing import Any
 
 import psutil
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, name TEXT NOT NULL, study TEXT, group_id TEXT, mode TEXT NOT NULL,
-    model TEXT NOT NULL, method TEXT NOT NULL, tasks TEXT NOT NULL, seed INTEGER NOT NULL,
-    config TEXT NOT NULL, config_hash TEXT NOT NULL, status TEXT NOT NULL,
-    baselines TEXT NOT NULL DEFAULT '{}', cost TEXT NOT NULL DEFAULT '{}',
-    data_quality TEXT NOT NULL DEFAULT '{}', versions TEXT NOT NULL DEFAULT '{}',
-    run_dir TEXT NOT NULL, error TEXT, pid INTEGER, host TEXT,
-    created_at TEXT NOT NULL, finished_at TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_hash ON runs (config_hash, status);
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id TEXT NOT NULL REFERENCES runs(run_id), split TEXT NOT NULL, task TEXT NOT NULL,
-    metric TEXT NOT NULL, value REAL NOT NULL, PRIMARY KEY (run_id, split, task, metric)
-);
-"""
+from mtpeft.errors import MtpeftError
+
+# Schema migrations, applied in order to bring any older store up to date (a registry, not an if-chain).
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, name TEXT NOT NULL, study TEXT, group_id TEXT, mode TEXT NOT NULL,
+        model TEXT NOT NULL, method TEXT NOT NULL, tasks TEXT NOT NULL, seed INTEGER NOT NULL,
+        config TEXT NOT NULL, config_hash TEXT NOT NULL, status TEXT NOT NULL,
+        baselines TEXT NOT NULL DEFAULT '{}', cost TEXT NOT NULL DEFAULT '{}',
+        data_quality TEXT NOT NULL DEFAULT '{}', versions TEXT NOT NULL DEFAULT '{}',
+        run_dir TEXT NOT NULL, error TEXT, pid INTEGER, host TEXT,
+        created_at TEXT NOT NULL, finished_at TEXT
+    );
+    CREATE INDEX runs_hash ON runs (config_hash, status);
+    CREATE TABLE metrics (
+        run_id TEXT NOT NULL REFERENCES runs(run_id), split TEXT NOT NULL, task TEXT NOT NULL,
+        metric TEXT NOT NULL, value REAL NOT NULL, PRIMARY KEY (run_id, split, task, metric)
+    );
+    """,
+    # The process start time tells a live run from a dead one whose pid was reused by another process.
+    2: "ALTER TABLE runs ADD COLUMN pid_started REAL; CREATE INDEX runs_study ON runs (study);",
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+STATUSES = ("running", "finished", "failed", "interrupted")
+_PID_TIME_TOLERANCE_S = 1.0
+LOCK_TIMEOUT_S = 30.0
+PAUSE_MESSAGE = "mtpeft store: pausing inside finish_run for"
+
+
+class RunNotFound(MtpeftError, KeyError):
+    """No run with that id in the store (a KeyError too, for dict-like callers)."""
+
+    __str__ = MtpeftError.__str__  # KeyError would print the message quoted
 
 
 def config_hash(config: dict[str, Any]) -> str:
+    """sha256 of canonical JSON (sorted keys, no whitespace): equal configs hash equal."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -62,24 +84,56 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _this_process() -> tuple[int, float, str]:
+    pid = os.getpid()
+    return pid, psutil.Process(pid).create_time(), platform.node()
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL (persistent). Hand-written retry: while other processes create the same
+    fresh file, this PRAGMA fails with "database is locked" at once instead of waiting on the timeout."""
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _alive(pid: int | None, started: float | None) -> bool:
+    """Whether the process that wrote the run still runs (same pid and, where known, same start time)."""
+    if pid is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(process.create_time() - started) < _PID_TIME_TOLERANCE_S
+    except psutil.NoSuchProcess:
+        return False
+
+
 @dataclass
 class RunRecord:
     run_id: str
     name: str
     study: str | None
-    group_id: str | None
-    mode: str
+    group_id: str | None  # single-mode runs of one training command share it
+    mode: str  # "single" | "multi"
     model: str
     method: str
     tasks: list[str]
     seed: int
     config: dict
     config_hash: str
-    status: str
-    metrics: dict
-    baselines: dict
+    status: str  # "running" | "finished" | "failed" | "interrupted"
+    metrics: dict  # {split: {task: {metric: value}}}
+    baselines: dict  # {task: {baseline: {metric: value}}}
     cost: dict
-    data_quality: dict
+    data_quality: dict  # {task: inspect summary}
     versions: dict
     run_dir: str
     error: str | None
@@ -92,20 +146,36 @@ class RunStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
-            db.executescript(_SCHEMA)
-            if db.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 0:
-                db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            _enable_wal(db)
+            self._migrate(db)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
+        """A connection whose block is one transaction: committed on success, rolled back on error."""
+        db = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S)  # waits for other processes' writes
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
         try:
-            with db:  # one transaction: committed on success, rolled back on any error
+            with db:
                 yield db
         finally:
             db.close()
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")  # write lock first: processes opening a fresh store at once wait here
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        if current > SCHEMA_VERSION:
+            raise MtpeftError(
+                f"{self.path}: store schema version {current} is newer than this mtpeft's "
+                f"({SCHEMA_VERSION}); upgrade mtpeft"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("DELETE FROM schema_version")
+            db.execute("INSERT INTO schema_version VALUES (?)", (version,))
 
     # ---- writes ---------------------------------------------------------------------------------
     def start_run(
@@ -122,40 +192,28 @@ class RunStore:
         config: dict,
         run_dir: str,
     ) -> str:
+        """Record a new run as running in this process; returns its id."""
         run_id = uuid.uuid4().hex
+        pid, started, host = _this_process()
+        row = {
+            "run_id": run_id, "name": name, "study": study, "group_id": group_id, "mode": mode,
+            "model": model, "method": method, "tasks": json.dumps(tasks), "seed": seed,
+            "config": json.dumps(config, default=str), "config_hash": config_hash(config),
+            "status": "running", "versions": json.dumps(software_versions()), "run_dir": str(run_dir),
+            "pid": pid, "pid_started": started, "host": host, "created_at": _now(),
+        }  # fmt: skip
         with self._connect() as db:
-            db.execute(
-                "INSERT INTO runs (run_id, name, study, group_id, mode, model, method, tasks, seed, config,"
-                " config_hash, status, versions, run_dir, pid, host, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    run_id,
-                    name,
-                    study,
-                    group_id,
-                    mode,
-                    model,
-                    method,
-                    json.dumps(tasks),
-                    seed,
-                    json.dumps(config, default=str),
-                    config_hash(config),
-                    "running",
-                    json.dumps(software_versions()),
-                    run_dir,
-                    os.getpid(),
-                    platform.node(),
-                    _now(),
-                ),
-            )
+            columns, marks = ", ".join(row), ", ".join("?" * len(row))
+            db.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", tuple(row.values()))
         return run_id
 
     def resume_run(self, run_id: str) -> None:
         """A resumed run is running again, in this process."""
+        pid, started, host = _this_process()
         with self._connect() as db:
-            db.execute(
-                "UPDATE runs SET status='running', error=NULL, pid=?, host=? WHERE run_id=?",
-                (os.getpid(), platform.node(), run_id),
+            self._update(
+                db, run_id, "status='running', error=NULL, finished_at=NULL, pid=?, pid_started=?, host=?",
+                (pid, started, host),
             )
 
     def finish_run(
@@ -167,35 +225,35 @@ class RunStore:
         baselines: dict | None = None,
         data_quality: dict | None = None,
     ) -> None:
+        """Metrics ({split: {task: {metric: value}}}) and the finished status, in ONE transaction."""
         with self._connect() as db:
             self._write_metrics(db, run_id, metrics)
             _test_pause_hook()
-            db.execute(
-                "UPDATE runs SET status='finished', cost=?, baselines=?, data_quality=?, finished_at=?,"
-                " error=NULL WHERE run_id=?",
-                (
-                    json.dumps(cost),
-                    json.dumps(baselines or {}),
-                    json.dumps(data_quality or {}),
-                    _now(),
-                    run_id,
-                ),
-            )
+            assignments = "status='finished', cost=?, baselines=?, data_quality=?, finished_at=?, error=NULL"
+            values = (json.dumps(cost), json.dumps(baselines or {}), json.dumps(data_quality or {}), _now())
+            self._update(db, run_id, assignments, values)
 
     def update_metrics(self, run_id: str, split: str, metrics: dict) -> None:
+        """Merge {task: {metric: value}} into a split (e.g. `mtpeft evaluate` adds a split later)."""
         with self._connect() as db:
+            self._require(db, run_id)
             self._write_metrics(db, run_id, {split: metrics})
 
     def set_metric(self, run_id: str, split: str, task: str, metric: str, value: float) -> None:
-        with self._connect() as db:
-            self._write_metrics(db, run_id, {split: {task: {metric: value}}})
+        self.update_metrics(run_id, split, {task: {metric: value}})
 
     def fail_run(self, run_id: str, error: str) -> None:
         with self._connect() as db:
-            db.execute(
-                "UPDATE runs SET status='failed', error=?, finished_at=? WHERE run_id=?",
-                (error, _now(), run_id),
-            )
+            self._update(db, run_id, "status='failed', error=?, finished_at=?", (error, _now()))
+
+    def _require(self, db: sqlite3.Connection, run_id: str) -> None:
+        if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            raise RunNotFound(f"no run '{run_id}' in {self.path}")
+
+    def _update(self, db: sqlite3.Connection, run_id: str, assignments: str, args: tuple) -> None:
+        cursor = db.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", (*args, run_id))
+        if cursor.rowcount == 0:
+            raise RunNotFound(f"no run '{run_id}' in {self.path}")
 
     @staticmethod
     def _write_metrics(db: sqlite3.Connection, run_id: str, metrics: dict) -> None:
@@ -211,76 +269,59 @@ class RunStore:
     def get(self, run_id: str) -> RunRecord:
         records = self._select("WHERE run_id = ?", (run_id,))
         if not records:
-            raise KeyError(f"no run {run_id} in {self.path}")
+            raise RunNotFound(f"no run '{run_id}' in {self.path}")
         return records[0]
 
     def list_runs(self, *, study: str | None = None, status: str | None = None) -> list[RunRecord]:
-        clauses, args = [], []
-        if study is not None:
-            clauses.append("study = ?")
-            args.append(study)
-        records = self._select(("WHERE " + " AND ".join(clauses)) if clauses else "", tuple(args))
+        """Runs in creation order; `status` filters on the status as shown (interrupted included)."""
+        if status is not None and status not in STATUSES:
+            raise MtpeftError(f"unknown run status '{status}'; known: {', '.join(STATUSES)}")
+        records = self._select("WHERE study = ?", (study,)) if study is not None else self._select("", ())
         return [r for r in records if status is None or r.status == status]
 
-    def find_finished(self, config_hash_: str) -> RunRecord | None:
-        records = self._select("WHERE config_hash = ? AND status = 'finished'", (config_hash_,))
+    def find_finished(self, config_hash: str) -> RunRecord | None:
+        """The latest finished run with this config hash (studies skip what is already done)."""
+        records = self._select("WHERE config_hash = ? AND status = 'finished'", (config_hash,))
         return records[-1] if records else None
 
     def _select(self, where: str, args: tuple) -> list[RunRecord]:
         with self._connect() as db:
+            db.execute("BEGIN")  # one snapshot for both reads: never a finished run without its metrics
             rows = db.execute(f"SELECT * FROM runs {where} ORDER BY created_at, rowid", args).fetchall()
-            metric_rows = db.execute("SELECT * FROM metrics").fetchall() if rows else []
+            metric_rows = db.execute(
+                f"SELECT * FROM metrics WHERE run_id IN (SELECT run_id FROM runs {where})", args
+            ).fetchall()
         metrics: dict[str, dict] = {}
         for m in metric_rows:
-            metrics.setdefault(m["run_id"], {}).setdefault(m["split"], {}).setdefault(m["task"], {})[
-                m["metric"]
-            ] = m["value"]
-        return [self._record(row, metrics.get(row["run_id"], {})) for row in rows]
-
-    @staticmethod
-    def _record(row: sqlite3.Row, metrics: dict) -> RunRecord:
-        status = row["status"]
-        if status == "running" and row["host"] == platform.node() and not _alive(row["pid"]):
-            status = "interrupted"
-        return RunRecord(
-            run_id=row["run_id"],
-            name=row["name"],
-            study=row["study"],
-            group_id=row["group_id"],
-            mode=row["mode"],
-            model=row["model"],
-            method=row["method"],
-            tasks=json.loads(row["tasks"]),
-            seed=row["seed"],
-            config=json.loads(row["config"]),
-            config_hash=row["config_hash"],
-            status=status,
-            metrics=metrics,
-            baselines=json.loads(row["baselines"]),
-            cost=json.loads(row["cost"]),
-            data_quality=json.loads(row["data_quality"]),
-            versions=json.loads(row["versions"]),
-            run_dir=row["run_dir"],
-            error=row["error"],
-            created_at=row["created_at"],
-            finished_at=row["finished_at"],
-        )
+            by_task = metrics.setdefault(m["run_id"], {}).setdefault(m["split"], {})
+            by_task.setdefault(m["task"], {})[m["metric"]] = m["value"]
+        return [_record(row, metrics.get(row["run_id"], {})) for row in rows]
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+def _shown_status(row: sqlite3.Row) -> str:
+    # Only a process on this host can be checked; elsewhere "running" is taken at its word.
+    checkable = row["status"] == "running" and row["host"] == platform.node()
+    return "interrupted" if checkable and not _alive(row["pid"], row["pid_started"]) else row["status"]
+
+
+def _record(row: sqlite3.Row, metrics: dict) -> RunRecord:
+    json_columns = ("tasks", "config", "baselines", "cost", "data_quality", "versions")
+    plain_columns = (
+        "run_id", "name", "study", "group_id", "mode", "model", "method", "seed", "config_hash",
+        "run_dir", "error", "created_at", "finished_at",
+    )  # fmt: skip
+    return RunRecord(
+        **{c: row[c] for c in plain_columns},
+        **{c: json.loads(row[c]) for c in json_columns},
+        status=_shown_status(row),
+        metrics=metrics,
+    )
 
 
 def _test_pause_hook() -> None:
-    # Test hook: MTPEFT_STORE_PAUSE=seconds sleeps between the two writes of finish_run, so a test
-    # can SIGKILL the process mid-transaction and check nothing half-written shows.
+    # Test hook: MTPEFT_STORE_PAUSE=seconds sleeps between the two writes of finish_run (announced on
+    # stderr), so a test can SIGKILL the process mid-transaction and check nothing half-written shows.
     pause = os.environ.get("MTPEFT_STORE_PAUSE")
     if pause:
-        import time
-
+        print(f"{PAUSE_MESSAGE} {pause} s", file=sys.stderr, flush=True)
         time.sleep(float(pause))
