@@ -2,8 +2,169 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from mtpeft.store import RunRecord
+    from mtpeft.study.runner import Job, Outcome
+    from mtpeft.study.spec import StudySpec
+
+# What the study will do with a run, by the latest store status of its run key.
+ACTIONS = {
+    None: "new",
+    "finished": "skip",
+    "interrupted": "resume",
+    "failed": "retry",
+    "running": "skip (running)",
+}
+
+
+def _human(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "unknown"
+    for suffix in ("", "K", "M", "G", "T", "P"):
+        if abs(value) < 1000:
+            return f"{value:.1f}{suffix}{unit}"
+        value /= 1000
+    return f"{value:.1f}E{unit}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def plan_table(spec: StudySpec, jobs: list[Job], records: list[RunRecord]) -> tuple[Table, list[str]]:
+    """The runs of the study with what will happen to each and its estimated cost; plus footnotes."""
+    from rich import box
+    from rich.table import Table
+
+    from mtpeft.study.estimate import estimate_run, measured_throughput
+
+    table = Table(
+        title=f"Study {spec.name}: {len(jobs)} runs (workspace {spec.workspace})",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+    )
+    for column in ("#", "tasks", "model/method", "seed", "action"):
+        table.add_column(column, overflow="fold" if column == "tasks" else "ellipsis")
+    for column in ("batches", "tokens", "FLOPs", "time"):
+        table.add_column(column, justify="right", no_wrap=True)
+    throughputs: dict[tuple[str, str], object] = {}
+    totals = {"tokens": 0.0, "flops": 0.0, "seconds": 0.0}
+    unknown = {"flops": False, "seconds": False}
+    for i, job in enumerate(jobs, 1):
+        cfg = job.planned.config
+        key = (cfg.model, cfg.method)
+        if key not in throughputs:
+            throughputs[key] = measured_throughput(records, *key)
+        est = estimate_run(cfg, throughputs[key])
+        todo = job.previous != "finished"
+        if todo:
+            totals["tokens"] += est.tokens
+            for name, value in (("flops", est.flops), ("seconds", est.seconds)):
+                unknown[name] |= value is None
+                totals[name] += value or 0.0
+        table.add_row(
+            str(i),
+            "all" if job.planned.task_set == "all" else " + ".join(job.planned.group),
+            f"{cfg.model}/{job.planned.method_label}",
+            str(cfg.seed),
+            ACTIONS.get(job.previous, job.previous or "new"),
+            f"{est.micro_batches:,}",
+            _human(est.tokens),
+            _human(est.flops),
+            _duration(est.seconds),
+        )
+    todo_count = sum(j.previous != "finished" for j in jobs)
+    time_text = f"~{_duration(totals['seconds'])}" if totals["seconds"] else "unknown"
+    if unknown["seconds"] and totals["seconds"]:
+        time_text += " for the runs with an estimate (others unknown)"
+    notes = [
+        f"To run: {todo_count} of {len(jobs)}; {_human(totals['tokens'])} tokens at most, "
+        f"{'unknown' if unknown['flops'] else _human(totals['flops'])} FLOPs (est.), training time "
+        f"{time_text} (evaluation and model loading not included).",
+        "batches: micro-batches = steps x tasks; tokens: micro-batches x batch x max length (padded: an "
+        "upper bound); FLOPs (estimate) ~ 6 (full) or 4 (PEFT) x backbone params x tokens.",
+    ]
+    sources = {f"{m}/{meth}: {t.source}" for (m, meth), t in throughputs.items() if t is not None}
+    missing = sorted(f"{m}/{meth}" for (m, meth), t in throughputs.items() if t is None)
+    notes += [f"time from measured throughput: {s}" for s in sorted(sources)]
+    if missing:
+        notes.append(
+            f"time unknown for {', '.join(missing)}: no finished run of that model in the store yet."
+        )
+    return table, notes
+
+
+def outcome_table(outcomes: list[Outcome]) -> Table:
+    from rich.table import Table
+
+    table = Table(title="Study runs")
+    for column in ("run", "result", "attempts", "error"):
+        table.add_column(column)
+    for o in outcomes:
+        table.add_row(o.name, o.status, str(o.attempts), (o.error or "")[:200])
+    return table
+
+
+def _study(
+    study_file: Path = typer.Argument(..., help="Study YAML (see examples/studies/)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="List the runs and their estimated cost; train nothing."
+    ),
+    workspace: str | None = typer.Option(None, help="Override the study's workspace (runs/ and the store)."),
+    executor: str | None = typer.Option(None, help="local | ray (default: the study's `executor`)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Run a grid of models x methods x task sets x seeds; skips finished runs, resumes interrupted ones."""
+    from mtpeft.report.console import console
+    from mtpeft.store import RunStore
+    from mtpeft.study.runner import plan, run_study, store_path
+    from mtpeft.study.spec import load_study
+
+    spec = load_study(study_file).with_workspace(workspace)
+    store = RunStore(store_path(spec))
+    jobs = plan(spec, store)
+    table, notes = plan_table(spec, jobs, store.list_runs())
+    console.print(table)
+    for note in notes:
+        console.print(note)
+    if dry_run:
+        return
+    outcomes = run_study(spec, progress=progress, executor=executor, jobs=jobs)
+    console.print(outcome_table(outcomes))
+    console.print(f"report: mtpeft report --workspace {spec.workspace} --study {spec.name} --out REPORT_DIR")
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        console.print(f"[red]{len(failed)} run(s) failed twice; see the errors above. Re-run to retry.[/red]")
+        raise typer.Exit(1)
+
+
+def _report(
+    out: Path = typer.Option(..., "--out", help="Folder for report.md, report.html, runs.csv, figures/."),
+    study: str | None = typer.Option(None, help="Study name (default: the only study in the store)."),
+    workspace: Path = typer.Option(Path("workspace"), help="Workspace holding mtpeft.sqlite."),
+    split: str = typer.Option("test", help="Split whose scores the report compares."),
+) -> None:
+    """Build the study report from the store: Markdown, self-contained HTML, CSV of every run."""
+    from mtpeft.report.build import build_report
+    from mtpeft.report.console import console
+
+    files = build_report(workspace, out, study=study, split=split)
+    console.print(
+        f"report: {files.html}\n        {files.markdown}\n        {files.csv} ({len(files.figures)} figures)"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("study")(_study)
+    app.command("report")(_report)

@@ -1,0 +1,104 @@
+"""What a planned run will cost, before it runs (`mtpeft study --dry-run`).
+
+tokens  = optimiser steps x micro-batches per step (one per task) x batch size x tokens per example,
+          with every input padded to its max length: an upper bound (dynamic padding computes less).
+FLOPs  ~= 6 x backbone params x tokens for full fine-tuning, 4 x params x tokens with a frozen backbone
+          (the same estimate the cost meter records; see mtpeft.training.cost).
+seconds = tokens x (measured wall seconds per estimated token) of finished runs of the same model
+          (and method, where there are some) in the store; unknown without any.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+from mtpeft.store import RunRecord
+from mtpeft.tasks import TaskKind, get_task
+from mtpeft.training.config import TaskEntry, TrainConfig, validate_config
+
+# Registry: task kind -> tokens one example feeds the backbone (each input padded to its maximum).
+TOKENS_PER_EXAMPLE: dict[TaskKind, Callable[[TaskEntry], int]] = {
+    TaskKind.BINARY: lambda e: e.max_length,
+    TaskKind.MULTICLASS: lambda e: e.max_length,
+    TaskKind.PAIR: lambda e: 2 * e.max_length,
+    TaskKind.RETRIEVAL: lambda e: e.max_length + e.max_query_length,
+    TaskKind.GENERATION: lambda e: e.max_length,
+}
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    micro_batches: int
+    tokens: int
+    flops: float | None
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class Throughput:
+    seconds_per_token: float
+    source: str  # which finished runs it was measured on
+
+
+def tokens_per_step(config: TrainConfig) -> int:
+    total = 0
+    for entry in config.tasks:
+        try:
+            kind = get_task(entry.task).kind
+        except Exception:  # a task YAML that is not there yet: count one input per example
+            kind = TaskKind.BINARY
+        total += entry.batch_size * TOKENS_PER_EXAMPLE[kind](entry)
+    return total
+
+
+@cache
+def backbone_parameters(model: str) -> int | None:
+    """Parameter count of a known short model name, without loading weights; None when unknown."""
+    from mtpeft.models.registry import MODELS
+
+    entry = MODELS.get(model)
+    if entry is None or entry.parameter_count is None:
+        return None
+    try:
+        return entry.parameter_count()
+    except Exception:  # package missing or unreadable: the estimate just says unknown
+        return None
+
+
+def estimate_run(config: TrainConfig, throughput: Throughput | None) -> RunEstimate:
+    tokens = config.max_steps * tokens_per_step(config)
+    params = backbone_parameters(config.model)
+    factor = 6.0 if config.method == "full" else 4.0
+    return RunEstimate(
+        micro_batches=config.max_steps * len(config.tasks),
+        tokens=tokens,
+        flops=factor * params * tokens if params else None,
+        seconds=tokens * throughput.seconds_per_token if throughput else None,
+    )
+
+
+def _record_config(record: RunRecord) -> TrainConfig | None:
+    data = {k: v for k, v in record.config.items() if k != "key"}
+    try:
+        return validate_config(data)
+    except Exception:  # written by an older version: not usable for calibration
+        return None
+
+
+def measured_throughput(records: list[RunRecord], model: str, method: str) -> Throughput | None:
+    """Wall seconds per estimated token on finished runs of this model and method (else this model)."""
+    finished = [
+        r for r in records if r.status == "finished" and r.model == model and r.cost.get("wall_time_s")
+    ]
+    same_method = [r for r in finished if r.method == method]
+    chosen = same_method or finished
+    pairs = [(r.cost["wall_time_s"], _record_config(r)) for r in chosen]
+    pairs = [(wall, cfg) for wall, cfg in pairs if cfg is not None]
+    if not pairs:
+        return None
+    tokens = sum(cfg.max_steps * tokens_per_step(cfg) for _, cfg in pairs)
+    seconds = sum(wall for wall, _ in pairs)
+    what = f"{model}/{method}" if same_method else f"{model} (any method)"
+    return Throughput(seconds / max(tokens, 1), f"{len(pairs)} finished {what} run(s) in the store")

@@ -1,0 +1,110 @@
+"""Expand a study's grid into train configs, one per run.
+
+A one-task run is a `mode: single` config with that one task: the store then records it as a single-task
+run and its key is the key `mtpeft train --mode single` gives the same task and settings. Every other
+group is a `mode: multi` run with one shared module. Analyses classify runs by their task list alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mtpeft.errors import ConfigError
+from mtpeft.store import config_hash
+from mtpeft.study.spec import MethodChoice, StudySpec, TaskSet
+from mtpeft.training.config import TaskEntry, TrainConfig, validate_config
+
+Group = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    config: TrainConfig
+    method_label: str
+    group: Group
+    task_set: str  # "single" | "all" | "pair" | "group"
+    key: str  # run_key of the config: what the store matches finished runs on
+
+    @property
+    def display_name(self) -> str:
+        """The name the store will show (single mode appends the task, as `mtpeft train` does)."""
+        return f"{self.config.name}-{self.group[0]}" if self.config.mode == "single" else self.config.name
+
+
+# Registry: task-set name -> groups of task labels.
+TASK_SETS: dict[str, Callable[[list[str]], list[Group]]] = {
+    "single": lambda labels: [(label,) for label in labels],
+    "all": lambda labels: [tuple(labels)],
+    "pairs": lambda labels: list(itertools.combinations(labels, 2)),
+}
+
+
+def run_key_of(config: TrainConfig) -> str:
+    """Same hash as `mtpeft.training.run.run_key`, without importing the trainer (and torch)."""
+    data = config.hashable()
+    data.pop("name", None)
+    return config_hash(data)
+
+
+def groups_of(task_set: TaskSet, labels: list[str]) -> list[Group]:
+    if isinstance(task_set, str):
+        return TASK_SETS[task_set](labels)
+    order = {label: i for i, label in enumerate(labels)}  # keep the study's task order inside a group
+    return [tuple(sorted(dict.fromkeys(group), key=order.__getitem__)) for group in task_set]
+
+
+def group_kind(group: Group, all_labels: list[str]) -> str:
+    if len(group) == 1:
+        return "single"
+    if set(group) == set(all_labels):
+        return "all"
+    return "pair" if len(group) == 2 else "group"
+
+
+def group_label(group: Group, all_labels: list[str]) -> str:
+    return "all" if len(group) > 1 and set(group) == set(all_labels) else "+".join(group)
+
+
+def _config(
+    spec: StudySpec, entries: dict[str, TaskEntry], model: str, method: MethodChoice, group: Group, seed: int
+) -> TrainConfig:
+    labels = list(entries)
+    single = len(group) == 1
+    name = f"{spec.name}-{model}-{method.display}-s{seed}"
+    data: dict[str, Any] = (
+        dict(spec.base)
+        | method.overrides
+        | {
+            "name": name if single else f"{name}-{group_label(group, labels)}",
+            "mode": "single" if single else "multi",
+            "model": model,
+            "method": method.name,
+            "method_options": method.options,
+            "seed": seed,
+            "tasks": [entries[label].model_dump(mode="json") for label in group],
+            "workspace": spec.workspace,
+            "study": spec.name,
+        }
+    )
+    return validate_config(data)
+
+
+def expand(spec: StudySpec) -> list[PlannedRun]:
+    """Every run of the grid, once (a pair that is also `all`, or a repeated group, runs once)."""
+    entries = {entry.label: entry for entry in spec.task_entries()}
+    labels = list(entries)
+    groups = list(dict.fromkeys(g for ts in spec.grid.task_sets for g in groups_of(ts, labels)))
+    planned: dict[str, PlannedRun] = {}
+    for model, method, group, seed in itertools.product(
+        spec.grid.models, spec.grid.methods, groups, spec.grid.seeds
+    ):
+        try:
+            config = _config(spec, entries, model, method, group, seed)
+        except ConfigError as err:
+            raise ConfigError(f"the study's base config does not make a valid train config: {err}") from err
+        key = run_key_of(config)
+        planned.setdefault(key, PlannedRun(config, method.display, group, group_kind(group, labels), key))
+    return list(planned.values())

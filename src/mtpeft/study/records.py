@@ -1,0 +1,142 @@
+"""The finished runs of a study, indexed for analysis: by arm (model x method), task group and seed.
+
+A run's group is its task list; the study's grid dimension it came from is not needed (a pair of two tasks
+out of two is the `all` run too). Scores are each task's primary metric on one split (test by default).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from mtpeft.store import RunRecord
+from mtpeft.study.grid import Group, group_kind
+
+SPLIT = "test"
+FULL_METHOD = "full"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One model x method (x method options, when the study varies them) of the grid."""
+
+    model: str
+    method: str  # display label, e.g. "lora" or "lora(r=16)"
+    method_name: str = ""  # the PEFT method itself ("full" for full fine-tuning)
+
+    def __str__(self) -> str:
+        return f"{self.model} / {self.method}"
+
+    @property
+    def is_full(self) -> bool:
+        return self.method_name == FULL_METHOD
+
+
+@dataclass(frozen=True)
+class RunView:
+    record: RunRecord
+    arm: Arm
+    group: Group  # task labels in the study's order
+    kind: str  # "single" | "all" | "pair" | "group"
+
+
+def _method_labels(records: list[RunRecord]) -> dict[str, str]:
+    """run_id -> method label; options are shown only where one method ran with several option sets."""
+    options_by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        opts = r.config.get("method_options", {}) or {}
+        if opts not in options_by_method[r.method]:
+            options_by_method[r.method].append(opts)
+    labels = {}
+    for r in records:
+        variants = options_by_method[r.method]
+        if len(variants) == 1:
+            labels[r.run_id] = r.method
+            continue
+        keys = sorted({k for v in variants for k in v if len({json.dumps(x.get(k)) for x in variants}) > 1})
+        opts = r.config.get("method_options", {}) or {}
+        labels[r.run_id] = f"{r.method}({', '.join(f'{k}={opts.get(k)}' for k in keys)})"
+    return labels
+
+
+def _primary_metric(record: RunRecord, task: str, split: str) -> str | None:
+    from mtpeft.tasks import get_task
+
+    for entry in record.config.get("tasks", []):
+        label = entry.get("name") or Path(entry["task"]).stem
+        if label == task:
+            try:
+                return get_task(entry["task"]).primary
+            except Exception:  # task YAML moved since: fall back to the first stored metric
+                break
+    stored = record.metrics.get(split, {}).get(task, {})
+    return next(iter(stored), None)
+
+
+class StudyRuns:
+    """Finished runs of one study (or of a whole store) and their primary test scores."""
+
+    def __init__(self, records: list[RunRecord], *, split: str = SPLIT) -> None:
+        self.records = records
+        self.split = split
+        self.finished = [r for r in records if r.status == "finished"]
+        self.tasks: list[str] = list(dict.fromkeys(t for r in self.finished for t in r.tasks))
+        labels = _method_labels(self.finished)
+        order = {t: i for i, t in enumerate(self.tasks)}
+        self.views = [
+            RunView(
+                r,
+                Arm(r.model, labels[r.run_id], r.method),
+                group := tuple(sorted(r.tasks, key=order.__getitem__)),
+                group_kind(group, self.tasks),
+            )
+            for r in self.finished
+        ]
+
+    @cached_property
+    def primary(self) -> dict[str, str]:
+        """task -> its primary metric (from the task spec; else the first metric stored)."""
+        metrics: dict[str, str] = {}
+        for view in self.views:
+            for task in view.group:
+                if task not in metrics and (m := _primary_metric(view.record, task, self.split)):
+                    metrics[task] = m
+        return metrics
+
+    @cached_property
+    def arms(self) -> list[Arm]:
+        return list(dict.fromkeys(v.arm for v in self.views))  # grid order
+
+    def groups(self, arm: Arm) -> list[Group]:
+        return list(dict.fromkeys(v.group for v in self.views if v.arm == arm))
+
+    def runs(self, arm: Arm, group: Group) -> dict[int, RunRecord]:
+        """seed -> run (the latest, if a seed was run twice)."""
+        return {v.record.seed: v.record for v in self.views if v.arm == arm and v.group == group}
+
+    def score(self, record: RunRecord, task: str) -> float | None:
+        metric = self.primary.get(task)
+        return record.metrics.get(self.split, {}).get(task, {}).get(metric) if metric else None
+
+    def scores(self, arm: Arm, group: Group, task: str) -> dict[int, float]:
+        """seed -> primary score of `task` in the run of `group`."""
+        found = {seed: self.score(r, task) for seed, r in self.runs(arm, group).items()}
+        return {seed: v for seed, v in found.items() if v is not None}
+
+    def single_scores(self, arm: Arm, task: str) -> dict[int, float]:
+        return self.scores(arm, (task,), task)
+
+    @property
+    def all_group(self) -> Group:
+        return tuple(self.tasks)
+
+    def per_example(self, record: RunRecord, task: str) -> dict[str, list] | None:
+        path = Path(record.run_dir) / "predictions" / self.split / f"{task}.per_example.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None

@@ -1,0 +1,163 @@
+"""The study YAML: a base train config, the task list and a grid over models x methods x task sets x seeds.
+
+Relative paths (workspace, task data) are read from the directory `mtpeft study` runs in: run it from the
+repository root. `{workspace}` inside a task's `data` is replaced by the study's workspace, so that
+`--workspace` moves the data with it (e.g. `data: "{workspace}/data/py-defect"`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mtpeft.errors import ConfigError
+from mtpeft.training.config import TaskEntry
+
+# Grid dimensions: the study sets these per run, so the base config must not.
+GRID_FIELDS = ("tasks", "model", "method", "method_options", "seed", "mode", "name", "workspace", "study")
+NAMED_TASK_SETS = ("single", "all", "pairs")
+
+TaskSet = str | list[list[str]]  # a name of NAMED_TASK_SETS, or explicit groups of task names
+
+
+def _without_grid_fields(fields: dict[str, Any], where: str) -> dict[str, Any]:
+    clash = sorted(set(fields) & set(GRID_FIELDS))
+    if clash:
+        raise ValueError(f"{clash} are set by the study (its tasks list and grid), not in {where}")
+    return fields
+
+
+class MethodChoice(BaseModel):
+    """One method of the grid, with its options (`lora` alone is short for `{name: lora}`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict, description="method_options of its runs.")
+    label: str | None = Field(default=None, description="Shown in run names and reports; default: name.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Base fields this method's runs change (e.g. a lower lr for full)."
+    )
+
+    @field_validator("overrides")
+    @classmethod
+    def _no_grid_fields(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        return _without_grid_fields(overrides, "a method's `overrides`")
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class Grid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] = Field(default_factory=lambda: ["minilm"], min_length=1)
+    methods: list[MethodChoice] = Field(min_length=1)
+    task_sets: list[TaskSet] = Field(default_factory=lambda: ["single", "all"], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _short_methods(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": m} if isinstance(m, str) else m for m in value]
+        return value
+
+    @field_validator("task_sets")
+    @classmethod
+    def _known_task_sets(cls, task_sets: list[TaskSet]) -> list[TaskSet]:
+        for task_set in task_sets:
+            if isinstance(task_set, str) and task_set not in NAMED_TASK_SETS:
+                raise ValueError(
+                    f"unknown task set '{task_set}'; use {', '.join(NAMED_TASK_SETS)} "
+                    "or a list of task groups, e.g. [[vulnerability, flaky], [clone]]"
+                )
+        return task_sets
+
+    @model_validator(mode="after")
+    def _unique_method_labels(self) -> Grid:
+        labels = [m.display for m in self.methods]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"two methods share the label {dupes}; give each a distinct `label:`")
+        return self
+
+
+class RayOptions(BaseModel):
+    """Resources of each run when `executor: ray` (one Ray task per run)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(default=None, description="Cluster address; None starts a local Ray.")
+    num_cpus: float = Field(default=1, ge=0)
+    num_gpus: float = Field(default=0, ge=0)
+
+
+class StudySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    workspace: str = "workspace"
+    executor: str = "local"
+    ray: RayOptions = Field(default_factory=RayOptions)
+    base: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields shared by every run.")
+    tasks: list[TaskEntry] = Field(min_length=1)
+    grid: Grid
+
+    @field_validator("base")
+    @classmethod
+    def _no_grid_fields_in_base(cls, base: dict[str, Any]) -> dict[str, Any]:
+        return _without_grid_fields(base, "`base`")
+
+    @model_validator(mode="after")
+    def _task_sets_name_known_tasks(self) -> StudySpec:
+        labels = {t.label for t in self.tasks}
+        for task_set in self.grid.task_sets:
+            if isinstance(task_set, str):
+                continue
+            for group in task_set:
+                unknown = sorted(set(group) - labels)
+                if unknown or not group:
+                    raise ValueError(
+                        f"task set group {group} names unknown tasks {unknown}; known: {sorted(labels)}"
+                    )
+        return self
+
+    def with_workspace(self, workspace: str | None) -> StudySpec:
+        return self if workspace is None else self.model_copy(update={"workspace": workspace})
+
+    def task_entries(self) -> list[TaskEntry]:
+        """The task list with `{workspace}` in data paths filled in."""
+        return [
+            entry.model_copy(update={"data": entry.data.replace("{workspace}", self.workspace)})
+            if entry.data
+            else entry
+            for entry in self.tasks
+        ]
+
+
+def parse_study(data: dict[str, Any], *, path: str | Path | None = None) -> StudySpec:
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        raise ConfigError(first["msg"], path=path, field=field) from err
+
+
+def load_study(path: str | Path) -> StudySpec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as err:
+        raise ConfigError("study file not found", path=path) from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {err}", path=path) from err
+    if not isinstance(data, dict):
+        raise ConfigError("a study file must be a mapping (name, workspace, base, tasks, grid)", path=path)
+    return parse_study(data, path=path)

@@ -1,0 +1,120 @@
+"""Study YAML -> runs: how many, which groups, which settings, and clear errors for bad studies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtpeft.errors import ConfigError
+from mtpeft.study.grid import expand
+from mtpeft.study.spec import load_study, parse_study
+
+REPO = Path(__file__).resolve().parents[2]
+TASKS = [{"task": t, "data": f"{{workspace}}/data/{t}"} for t in ("py-defect", "py-clone", "py-search")]
+
+
+def _study(**grid) -> dict:
+    return {
+        "name": "grid-test",
+        "workspace": "ws",
+        "base": {"max_steps": 10, "lr": 0.001},
+        "tasks": TASKS,
+        "grid": {"methods": ["lora"], **grid},
+    }
+
+
+@pytest.mark.parametrize(
+    ("task_sets", "runs_per_arm_seed"),
+    [(["single"], 3), (["all"], 1), (["pairs"], 3), (["single", "all", "pairs"], 7)],
+)
+def test_grid_size_is_task_groups_times_seeds_times_methods(task_sets, runs_per_arm_seed):
+    spec = parse_study(_study(task_sets=task_sets, seeds=[0, 1], methods=["lora", "adapter", "full"]))
+    assert len(expand(spec)) == runs_per_arm_seed * 2 * 3
+
+
+def test_single_runs_are_single_mode_one_task_and_groups_are_multi_mode():
+    runs = expand(parse_study(_study(task_sets=["single", "all", "pairs"])))
+    single = [r for r in runs if r.task_set == "single"]
+    assert [r.group for r in single] == [("py-defect",), ("py-clone",), ("py-search",)]
+    assert all(r.config.mode == "single" and len(r.config.tasks) == 1 for r in single)
+    pairs = [r.group for r in runs if r.task_set == "pair"]
+    assert pairs == [("py-defect", "py-clone"), ("py-defect", "py-search"), ("py-clone", "py-search")]
+    assert all(r.config.mode == "multi" and r.config.study == "grid-test" for r in runs if len(r.group) > 1)
+    assert single[0].display_name == "grid-test-minilm-lora-s0-py-defect"
+
+
+def test_explicit_groups_keep_study_task_order_and_duplicates_run_once():
+    spec = parse_study(
+        _study(task_sets=["all", [["py-search", "py-defect"], ["py-defect", "py-clone", "py-search"]]])
+    )
+    runs = expand(spec)
+    # The second explicit group is the `all` run again: one run, not two.
+    assert [r.group for r in runs] == [("py-defect", "py-clone", "py-search"), ("py-defect", "py-search")]
+
+
+def test_base_fields_and_method_options_reach_every_config():
+    data = _study(
+        methods=[{"name": "lora", "options": {"r": 4}}, {"name": "full", "overrides": {"lr": 5e-5}}],
+        task_sets=["all"],
+    )
+    lora, full = expand(parse_study(data))
+    assert lora.config.method_options == {"r": 4} and lora.config.lr == 0.001 and lora.config.max_steps == 10
+    assert full.config.method == "full" and full.config.lr == 5e-5
+
+
+def test_workspace_override_moves_the_data_placeholder():
+    spec = parse_study(_study(task_sets=["single"])).with_workspace("/elsewhere")
+    run = expand(spec)[0]
+    assert run.config.workspace == "/elsewhere"
+    assert run.config.tasks[0].data == "/elsewhere/data/py-defect"
+
+
+def test_run_key_matches_the_trainers_key():
+    from mtpeft.training.run import run_key
+
+    for run in expand(parse_study(_study(task_sets=["single", "all"]))):
+        assert run.key == run_key(run.config)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"base": {"seed": 3}}, "base", "set by the study"),
+        (
+            {"grid": {"methods": ["lora"], "task_sets": [[["py-defect", "nope"]]]}},
+            None,
+            "unknown tasks ['nope']",
+        ),
+        ({"grid": {"methods": ["lora", "lora"]}}, "grid", "distinct `label:`"),
+        (
+            {"grid": {"methods": ["lora"], "task_sets": ["triples"]}},
+            "grid.task_sets",
+            "unknown task set 'triples'",
+        ),
+    ],
+)
+def test_bad_studies_name_the_field(change, field, words):
+    with pytest.raises(ConfigError) as err:
+        parse_study(_study() | change)
+    if field:
+        assert field in str(err.value)
+    if words:
+        assert words in str(err.value)
+
+
+def test_bad_base_value_is_reported_as_a_train_config_problem():
+    with pytest.raises(ConfigError, match="max_steps"):
+        expand(parse_study(_study() | {"base": {"max_steps": 0}}))
+
+
+@pytest.mark.parametrize("name", ["default-benchmark.yaml", "published-design.yaml"])
+def test_shipped_example_studies_load_and_expand(name):
+    path = REPO / "examples" / "studies" / name
+    spec = load_study(path)
+    runs = expand(spec)
+    raw = yaml.safe_load(path.read_text())
+    n_tasks = len(raw["tasks"])
+    per_arm_seed = n_tasks + 1 + n_tasks * (n_tasks - 1) // 2
+    assert len(runs) == per_arm_seed * len(raw["grid"]["methods"]) * len(raw["grid"]["seeds"])
