@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from mtpeft.errors import ConfigError
-from mtpeft.store import config_hash
 from mtpeft.study.spec import MethodChoice, StudySpec, TaskSet
 from mtpeft.training.config import TaskEntry, TrainConfig, validate_config
 
@@ -43,10 +42,7 @@ TASK_SETS: dict[str, Callable[[list[str]], list[Group]]] = {
 
 
 def run_key_of(config: TrainConfig) -> str:
-    """Same hash as `mtpeft.training.run.run_key`, without importing the trainer (and torch)."""
-    data = config.hashable()
-    data.pop("name", None)
-    return config_hash(data)
+    return config.run_key()
 
 
 def groups_of(task_set: TaskSet, labels: list[str]) -> list[Group]:

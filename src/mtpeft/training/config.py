@@ -79,6 +79,18 @@ class TrainConfig(BaseModel):
             raise ValueError(f"task names must be unique; give `name:` to tell apart: {sorted(dupes)}")
         return self
 
+    def run_key(self) -> str:
+        """Hash of what defines the result (the name is only a label, the workspace only a place).
+
+        The store matches finished runs on it; kept here, torch-free, so `mtpeft study --dry-run`
+        computes it without importing the trainer.
+        """
+        from mtpeft.store import config_hash
+
+        data = self.hashable()
+        data.pop("name", None)
+        return config_hash(data)
+
     def hashable(self) -> dict[str, Any]:
         """The part of the config that defines the result (workspace and study do not)."""
         data = self.model_dump(mode="json")

@@ -14,7 +14,7 @@ import yaml
 
 from mtpeft.errors import MtpeftError
 from mtpeft.evaluation.run_eval import RUN_FILE, evaluate_run
-from mtpeft.store import RunStore, config_hash
+from mtpeft.store import RunStore
 from mtpeft.training.config import TrainConfig
 from mtpeft.training.trainer import MultiTaskTrainer
 
@@ -39,10 +39,7 @@ def store_for(config: TrainConfig) -> RunStore:
 
 
 def run_key(config: TrainConfig) -> str:
-    """Hash of what defines the result (the name is only a label, the workspace only a place)."""
-    data = config.hashable()
-    data.pop("name", None)
-    return config_hash(data)
+    return config.run_key()
 
 
 def run_dir_for(config: TrainConfig) -> Path:
