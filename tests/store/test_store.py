@@ -92,6 +92,16 @@ def test_failed_runs_keep_their_error(tmp_path):
     assert store.find_finished(record.config_hash) is None
 
 
+def test_a_run_stopped_by_the_user_is_interrupted_not_failed_and_resumes(tmp_path):
+    store = RunStore(tmp_path / "s.sqlite")
+    run_id = _start(store)
+    store.interrupt_run(run_id, "stopped by the user (KeyboardInterrupt)")
+    assert [r.run_id for r in store.list_runs(status="interrupted")] == [run_id]
+    assert store.list_runs(status="failed") == []
+    store.resume_run(run_id)
+    assert (store.get(run_id).status, store.get(run_id).error) == ("running", None)
+
+
 def test_list_runs_filters_by_study_and_shown_status(tmp_path):
     store = RunStore(tmp_path / "s.sqlite")
     a, b = _start(store, study="s1"), _start(store, study="s2", group_id="g1")

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from mtpeft.data.fixtures import write_fixture_dataset
@@ -10,18 +17,16 @@ from mtpeft.store import RunStore
 from mtpeft.study.spec import parse_study
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e-study")
+def _write_study(root, name: str, base: dict):
     data = {
         "vulnerability": write_fixture_dataset("devign-jsonl", root / "data", n_per_split=24),
         "code-search": write_fixture_dataset("codesearchnet", root / "data", n_per_split=24),
     }
     spec = parse_study(
         {
-            "name": "tiny",
+            "name": name,
             "workspace": str(root / "ws"),
-            "base": {"max_steps": 4, "eval_every": 4, "save_every": 4, "lr": 0.005, "baselines": False},
+            "base": {"lr": 0.005, "baselines": False, **base},
             "tasks": [
                 {"task": t, "data": str(p), "batch_size": 8, "max_length": 48} for t, p in data.items()
             ],
@@ -34,10 +39,15 @@ def study(tmp_path_factory):
         }
     )
     path = root / "study.yaml"
-    import yaml
-
     path.write_text(yaml.safe_dump(spec.model_dump(mode="json")), encoding="utf-8")
     return spec, path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return _write_study(
+        tmp_path_factory.mktemp("e2e-study"), "tiny", {"max_steps": 4, "eval_every": 4, "save_every": 4}
+    )
 
 
 def test_tiny_study_trains_skips_and_reports(study, tmp_path):
@@ -65,3 +75,28 @@ def test_tiny_study_trains_skips_and_reports(study, tmp_path):
     assert "| tiny-bert / lora | code-search | mrr |" in markdown
     # One seed and real per-example prediction files: the interval comes from a paired bootstrap.
     assert "paired bootstrap over 24 test examples" in markdown
+
+
+def test_study_stopped_half_way_resumes_without_redoing_finished_runs(tmp_path):
+    spec, path = _write_study(tmp_path, "stopped", {"max_steps": 8, "eval_every": 4, "save_every": 4})
+    cli = [sys.executable, "-m", "mtpeft.cli.main", "study", str(path), "--no-progress"]
+    # Ctrl-C at the 14th optimiser step of the process: run 1 done (8 steps), run 2 at its step 6.
+    stopped = subprocess.run(
+        cli, env=os.environ | {"MTPEFT_INTERRUPT_AT_STEP": "14"}, capture_output=True, text=True
+    )
+    assert stopped.returncode == 130, stopped.stdout[-2000:] + stopped.stderr[-2000:]
+    assert "stopped: 1 finished run(s)" in stopped.stdout
+    store = RunStore(f"{spec.workspace}/mtpeft.sqlite")
+    first, second = store.list_runs(study="stopped")
+    assert (first.status, second.status) == ("finished", "interrupted")
+    first_finished_at = first.finished_at
+
+    resumed = subprocess.run(cli, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    runs = store.list_runs(study="stopped")
+    assert [r.status for r in runs] == ["finished"] * 3  # the interrupted row finished, none added
+    assert runs[0].finished_at == first_finished_at  # the finished run was skipped, not retrained
+    log = Path(runs[1].run_dir, "train.log").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in log]
+    # Resumed from its step-4 checkpoint: steps 5-6 ran twice, 1-4 once.
+    assert steps.count(4) == 1 and steps.count(5) == 2 and sorted(set(steps)) == list(range(1, 9))

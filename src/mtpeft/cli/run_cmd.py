@@ -39,7 +39,14 @@ def _train(
     }
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_)
     cfg = load_config(config, overrides)
-    results = run_training(cfg, resume=resume, progress=progress)
+    try:
+        results = run_training(cfg, resume=resume, progress=progress)
+    except KeyboardInterrupt:
+        console.print(
+            f"[yellow]stopped; the run is recorded as interrupted. Continue it from its last checkpoint: "
+            f"mtpeft train {config} --resume (with the same --set/flags)[/yellow]"
+        )
+        raise typer.Exit(130) from None
     rows = []
     for result in results:
         for task in result.tasks:

@@ -140,7 +140,15 @@ def _study(
         console.print(note)
     if dry_run:
         return
-    outcomes = run_study(spec, progress=progress, executor=executor, jobs=jobs)
+    try:
+        outcomes = run_study(spec, progress=progress, executor=executor, jobs=jobs)
+    except KeyboardInterrupt:
+        finished = sum(r.status == "finished" for r in store.list_runs(study=spec.name))
+        console.print(
+            f"[yellow]stopped: {finished} finished run(s) are kept in {store.path}; run the same command "
+            "again to skip them and resume the interrupted run from its last checkpoint.[/yellow]"
+        )
+        raise typer.Exit(130) from None
     console.print(outcome_table(outcomes))
     console.print(f"report: mtpeft report --workspace {spec.workspace} --study {spec.name} --out REPORT_DIR")
     failed = [o for o in outcomes if o.status == "failed"]

@@ -246,6 +246,11 @@ class RunStore:
         with self._connect() as db:
             self._update(db, run_id, "status='failed', error=?, finished_at=?", (error, _now()))
 
+    def interrupt_run(self, run_id: str, reason: str) -> None:
+        """Stopped by the user (Ctrl-C): not a failure; `--resume` or the study continues it."""
+        with self._connect() as db:
+            self._update(db, run_id, "status='interrupted', error=?, finished_at=?", (reason, _now()))
+
     def _require(self, db: sqlite3.Connection, run_id: str) -> None:
         if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
             raise RunNotFound(f"no run '{run_id}' in {self.path}")

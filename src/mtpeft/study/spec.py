@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mtpeft.errors import ConfigError
+from mtpeft.config_files import read_yaml_mapping, validate_model
 from mtpeft.training.config import TaskEntry
 
 # Grid dimensions: the study sets these per run, so the base config must not.
@@ -142,22 +141,9 @@ class StudySpec(BaseModel):
 
 
 def parse_study(data: dict[str, Any], *, path: str | Path | None = None) -> StudySpec:
-    try:
-        return StudySpec.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        raise ConfigError(first["msg"], path=path, field=field) from err
+    return validate_model(StudySpec, data, path=path)
 
 
 def load_study(path: str | Path) -> StudySpec:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as err:
-        raise ConfigError("study file not found", path=path) from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"not valid YAML: {err}", path=path) from err
-    if not isinstance(data, dict):
-        raise ConfigError("a study file must be a mapping (name, workspace, base, tasks, grid)", path=path)
+    data = read_yaml_mapping(path, what="study file", expected="name, workspace, base, tasks, grid")
     return parse_study(data, path=path)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mtpeft.errors import ConfigError, DataError
+from mtpeft.config_files import read_yaml_mapping, validate_model
+from mtpeft.errors import DataError
 
 
 class TaskKind(str, Enum):
@@ -101,22 +101,8 @@ class TaskSpec(BaseModel):
 def load_task_yaml(path: str | Path) -> TaskSpec:
     """Read a task YAML; a relative `data` path is resolved against the YAML's folder."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise ConfigError("task file not found", path=path) from err
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"not valid YAML{line}: {err}", path=path) from err
-    if not isinstance(raw, dict):
-        raise ConfigError("a task file must be a mapping of fields (name, kind, format, ...)", path=path)
-    try:
-        spec = TaskSpec.model_validate(raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        raise ConfigError(first["msg"], path=path, field=field) from err
+    raw = read_yaml_mapping(path, what="task file", expected="name, kind, format, ...")
+    spec = validate_model(TaskSpec, raw, path=path)
     if spec.data and not Path(spec.data).is_absolute():
         spec = spec.with_data((path.parent / spec.data).resolve())
     return spec

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mtpeft.config_files import read_yaml_mapping, validate_model
 from mtpeft.errors import ConfigError
 
 
@@ -126,22 +127,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def validate_config(data: dict[str, Any], *, path: str | Path | None = None) -> TrainConfig:
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        raise ConfigError(first["msg"], path=path, field=field) from err
+    return validate_model(TrainConfig, data, path=path)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as err:
-        raise ConfigError("config file not found", path=path) from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"not valid YAML: {err}", path=path) from err
-    if not isinstance(data, dict):
-        raise ConfigError("a train config must be a mapping of fields", path=path)
+    data = read_yaml_mapping(path, what="config file", expected="name, mode, model, method, tasks, ...")
     return validate_config(apply_overrides(data, overrides or []), path=path)

@@ -116,7 +116,10 @@ def _run_one(
             run_id, metrics=metrics, cost=outcome.cost, baselines=baselines, data_quality=quality
         )
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # only needed to resume
-    except (Exception, KeyboardInterrupt) as err:
+    except KeyboardInterrupt:
+        store.interrupt_run(run_id, "stopped by the user (KeyboardInterrupt)")
+        raise
+    except Exception as err:
         store.fail_run(run_id, f"{type(err).__name__}: {err}")
         raise
     return RunResult(

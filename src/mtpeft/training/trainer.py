@@ -71,11 +71,20 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def _fault_injection(step: int) -> None:
-    # Test hook: MTPEFT_KILL_AT_STEP=N makes the process SIGKILL itself after step N, like an OOM kill.
-    target = os.environ.get("MTPEFT_KILL_AT_STEP")
-    if target and step == int(target):
-        os.kill(os.getpid(), signal.SIGKILL)
+_STEPS_IN_PROCESS = 0  # optimiser steps taken by this process, over every run it trains
+
+
+def _fault_injection() -> None:
+    """Test hooks, counted in optimiser steps of this process (a study trains several runs in one):
+    MTPEFT_KILL_AT_STEP=N SIGKILLs the process after step N, like an OOM kill;
+    MTPEFT_INTERRUPT_AT_STEP=N sends it SIGINT, like Ctrl-C."""
+    global _STEPS_IN_PROCESS
+    _STEPS_IN_PROCESS += 1
+    faults = {"MTPEFT_KILL_AT_STEP": signal.SIGKILL, "MTPEFT_INTERRUPT_AT_STEP": signal.SIGINT}
+    for variable, sig in faults.items():
+        target = os.environ.get(variable)
+        if target and int(target) == _STEPS_IN_PROCESS:
+            os.kill(os.getpid(), sig)
 
 
 class MultiTaskTrainer:
@@ -181,7 +190,7 @@ class MultiTaskTrainer:
                 meter.stop()
                 self._checkpoint(state, meter)
                 meter.start()
-            _fault_injection(state.step)
+            _fault_injection()
         meter.stop()
         bar.close()
         log.close()
