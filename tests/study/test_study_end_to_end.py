@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +102,23 @@ def test_study_stopped_half_way_resumes_without_redoing_finished_runs(tmp_path):
     steps = [json.loads(line)["step"] for line in log]
     # Resumed from its step-4 checkpoint: steps 5-6 ran twice, 1-4 once.
     assert steps.count(4) == 1 and steps.count(5) == 2 and sorted(set(steps)) == list(range(1, 9))
+
+
+NO_RAY = importlib.util.find_spec("ray") is None
+
+
+@pytest.mark.skipif(NO_RAY, reason="Ray is optional: pip install 'mtpeft[ray]'")
+def test_ray_executor_trains_every_run_in_ray_workers(tmp_path):
+    spec, path = _write_study(tmp_path, "on-ray", {"max_steps": 4, "eval_every": 4, "save_every": 4})
+    cli = [sys.executable, "-m", "mtpeft.cli.main", "study", str(path), "--no-progress", "--executor", "ray"]
+    study_process = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = study_process.communicate(timeout=600)
+    assert study_process.returncode == 0, out[-2000:] + err[-2000:]
+    store_file = f"{spec.workspace}/mtpeft.sqlite"
+    runs = RunStore(store_file).list_runs(study="on-ray")
+    assert sorted(r.status for r in runs) == ["finished"] * 3
+    with sqlite3.connect(store_file) as db:
+        pids = {pid for (pid,) in db.execute("SELECT pid FROM runs")}
+    assert study_process.pid not in pids  # each run was trained in a Ray worker process
+    again = subprocess.run(cli, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("skipped") == 3

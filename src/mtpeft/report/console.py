@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -45,40 +46,43 @@ def scores_table(
     return table
 
 
+# (row label, cost-report key, how to show a value); lower is better for every row except tokens/s.
+COST_ROWS: list[tuple[str, str, Callable[[float], str]]] = [
+    ("shared-module params", "shared_params", lambda v: f"{v:,.0f}"),
+    ("head params", "head_params", lambda v: f"{v:,.0f}"),
+    ("all trainable params", "trainable_params", lambda v: f"{v:,.0f}"),
+    ("% of backbone", "trainable_pct", lambda v: f"{v:.2f}%"),
+    ("stored (module + heads)", "stored_bytes", _human_bytes),
+    ("non-padding tokens", "tokens", lambda v: f"{v:,.0f}"),
+    ("train FLOPs (estimate)", "train_flops_estimate", lambda v: f"{v:.2e}"),
+    ("wall time", "wall_time_s", lambda v: f"{v:.0f} s"),
+    ("peak memory", "peak_memory_bytes", _human_bytes),
+    ("tokens/s", "tokens_per_s", lambda v: f"{v:.0f}"),
+]
+
+
 def cost_table(costs: dict[str, dict[str, Any]], num_tasks: int) -> Table:
-    """costs: {setting: summed cost report}. Ratios are against the first setting."""
+    """costs: {setting: summed cost report}, one column each; with two settings, a first/second ratio.
+
+    Measures are rows, so the table fits an 80-column terminal whatever the number of settings.
+    """
+    settings = list(costs)
     table = Table(
-        title="Cost (measured on this machine; FLOPs are estimates from parameters x tokens)",
-        caption=f"{num_tasks} tasks. Lower is better for every column.",
+        title="Cost (measured here; FLOPs estimated from parameters x tokens)",
+        caption=f"{num_tasks} tasks. Lower is better, except tokens/s.",
     )
-    for column in (
-        "setting",
-        "shared-module params",
-        "head params",
-        "trainable params",
-        "% of backbone",
-        "stored",
-        "tokens",
-        "train FLOPs (est.)",
-        "wall time",
-        "peak memory",
-        "tokens/s",
-    ):
-        table.add_column(column, justify="right" if column != "setting" else "left")
-    for setting, cost in costs.items():
-        table.add_row(
-            setting,
-            f"{cost.get('shared_params', 0):,}",
-            f"{cost.get('head_params', 0):,}",
-            f"{cost.get('trainable_params', 0):,}",
-            f"{cost.get('trainable_pct', 0):.2f}%",
-            _human_bytes(cost.get("stored_bytes", 0)),
-            f"{cost.get('tokens', 0):,}",
-            f"{cost.get('train_flops_estimate', 0):.2e}",
-            f"{cost.get('wall_time_s', 0):.0f} s",
-            _human_bytes(cost.get("peak_memory_bytes", 0)),
-            f"{cost.get('tokens_per_s', 0):.0f}",
-        )
+    table.add_column("measure")
+    for setting in settings:
+        table.add_column(setting, justify="right")
+    with_ratio = len(settings) == 2
+    if with_ratio:
+        table.add_column("ratio", justify="right")
+    for label, key, show in COST_ROWS:
+        values = [costs[s].get(key, 0) or 0 for s in settings]
+        cells = [show(v) for v in values]
+        if with_ratio:
+            cells.append(f"{values[0] / values[1]:.2f}x" if values[1] else "-")
+        table.add_row(label, *cells)
     return table
 
 
