@@ -78,6 +78,17 @@ def test_changing_a_stored_metric_changes_the_report(tmp_path):
     )
 
 
+def test_baselines_come_from_the_newest_run(tmp_path):
+    spec = synthetic_spec(workspace=tmp_path / "ws", methods=["lora"], seeds=[0], task_sets=["single", "all"])
+    store = synthetic_store(spec, per_example=False)
+    before = _row(build_report(tmp_path / "ws", tmp_path / "out").markdown.read_text(), "py-defect")
+    assert "| 0.987 |" not in before
+    rescored = {"py-defect": {"tfidf": {"accuracy": 0.987}}}
+    record_scores(store, {"py-defect": 0.6}, study=spec.name, seed=1, baselines=rescored)
+    after = _row(build_report(tmp_path / "ws", tmp_path / "out").markdown.read_text(), "py-defect")
+    assert after.endswith("| 0.987 |")
+
+
 def test_csv_has_one_row_per_run_split_task_metric(workspace, report):
     rows = list(csv.DictReader(report.csv.open()))
     records = RunStore(workspace / "mtpeft.sqlite").list_runs()

@@ -189,8 +189,9 @@ def overview(a: StudyAnalysis, ctx: Context) -> Section:
 
 
 def _baseline(a: StudyAnalysis, task: str, name: str) -> float | None:
+    """The newest run's baseline: older runs may have scored it with older baseline code or data."""
     metric = a.runs.primary.get(task)
-    for view in a.runs.views:
+    for view in reversed(a.runs.views):
         value = view.record.baselines.get(task, {}).get(name, {}).get(metric)
         if value is not None:
             return value

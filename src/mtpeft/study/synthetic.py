@@ -187,6 +187,7 @@ def record_scores(
     method: str = "lora",
     cost: dict[str, Any] | None = None,
     run_dir: str | Path = "runs/none",
+    baselines: dict[str, Any] | None = None,
 ) -> str:
     """One finished run with exactly these primary scores ({task: score}, tasks in the run's order)."""
     tasks = list(scores)
@@ -208,5 +209,5 @@ def record_scores(
         run_dir=str(run_dir),
     )
     metrics = {t: {get_task(t).primary: v} for t, v in scores.items()}
-    store.finish_run(run_id, metrics={"test": metrics}, cost=cost or {})
+    store.finish_run(run_id, metrics={"test": metrics}, cost=cost or {}, baselines=baselines)
     return run_id
