@@ -144,3 +144,18 @@ def test_report_command(workspace, tmp_path):
     result = CliRunner().invoke(app, ["report", "--workspace", str(workspace), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "report.html").exists() and "report.html" in result.output
+
+
+def test_grouping_says_when_plans_differ_by_less_than_the_noise(tmp_path):
+    spec = synthetic_spec(workspace=tmp_path / "ws", methods=["lora"], seeds=[0])
+    store = synthetic_store(spec)
+    close = build_report(tmp_path / "ws", tmp_path / "out").markdown.read_text()
+    assert "the choice is within noise" in close
+    # Single-task modules far worse than the shared one: the plans now differ by far more than the noise.
+    for run in store.list_runs():
+        if len(run.tasks) == 1:
+            (task,) = run.tasks
+            metric, value = next(iter(run.metrics["test"][task].items()))
+            store.set_metric(run.run_id, "test", task, metric, value - 0.4)
+    apart = build_report(tmp_path / "ws", tmp_path / "out").markdown.read_text()
+    assert "the choice is within noise" not in apart

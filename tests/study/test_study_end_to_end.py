@@ -95,6 +95,7 @@ def test_study_stopped_half_way_resumes_without_redoing_finished_runs(tmp_path):
 
     resumed = subprocess.run(cli, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "resumed" in resumed.stdout and resumed.stdout.count("skipped") == 1
     runs = store.list_runs(study="stopped")
     assert [r.status for r in runs] == ["finished"] * 3  # the interrupted row finished, none added
     assert runs[0].finished_at == first_finished_at  # the finished run was skipped, not retrained

@@ -112,7 +112,11 @@ def outcome_table(outcomes: list[Outcome]) -> Table:
     for column in ("run", "result", "attempts", "error"):
         table.add_column(column)
     for o in outcomes:
-        table.add_row(o.name, o.status, str(o.attempts), (o.error or "")[:200])
+        result = o.status
+        if o.status == "trained" and o.previous in ("interrupted", "failed"):
+            # The first attempt continued the earlier one from its last checkpoint (if it had saved one).
+            result = f"resumed ({o.previous} before)" if o.attempts == 1 else "trained from scratch"
+        table.add_row(o.name, result, str(o.attempts), (o.error or "")[:200])
     return table
 
 

@@ -463,9 +463,31 @@ def grouping_section(a: StudyAnalysis, ctx: Context) -> Section:
             )
         )
         section.blocks.extend(rec.notes)
+        noise = _within_noise(a, arm, rec)
+        if noise:
+            section.blocks.append(noise)
     if not a.grouping:
         section.blocks.append("No recommendation: it needs single-task scores of every task.")
     return section
+
+
+def _within_noise(a: StudyAnalysis, arm: Arm, rec: Recommendation) -> str | None:
+    """A caution when the plans' mean scores differ by less than the measured noise of one difference."""
+    half_widths = [
+        (c.diff.hi - c.diff.lo) / 2 for c in a.single_vs_multi if c.arm == arm and c.diff.has_ci
+    ]
+    if not half_widths:
+        return None
+    noise = float(np.median(half_widths))
+    means = [p.mean_score for p in (rec.best, rec.all_single, rec.all_in_one)]
+    spread = max(means) - min(means)
+    if spread >= noise:
+        return None
+    return (
+        f"Caution ({arm}): the three plans' mean scores differ by at most {spread:.3f}, less than the "
+        f"median 95% CI half-width ({noise:.3f}) of the all-task minus single-task differences above: at "
+        "this data size the choice is within noise. More seeds or larger test sets would separate them."
+    )
 
 
 def _cost_rows(c: CostComparison) -> list[list[str]]:

@@ -80,27 +80,21 @@ def _key(f: Function) -> str:
 # py-search and py-summarize: (first docstring line, function without docstring), CodeSearchNet format
 
 
-def _documented_sample(ctx: SuiteContext, task: str) -> dict[str, list[Function]]:
+def _build_documented(ctx: SuiteContext, folder: Path, task: str, note: str) -> TaskResult:
     targets = ctx.targets(task)
-    return {s: seeded_order(ctx.documented[s], _key, ctx.seed, task)[: targets[s]] for s in SPLITS}
+    sample = {s: seeded_order(ctx.documented[s], _key, ctx.seed, task)[: targets[s]] for s in SPLITS}
+    write_codesearchnet(folder, sample)
+    return TaskResult({s: len(v) for s, v in sample.items()}, [note])
 
 
 @task_builder("py-search")
 def build_search(ctx: SuiteContext, folder: Path) -> TaskResult:
-    sample = _documented_sample(ctx, "py-search")
-    write_codesearchnet(folder, sample)
-    return TaskResult(
-        {s: len(v) for s, v in sample.items()}, ["query = first docstring line; candidate = code"]
-    )
+    return _build_documented(ctx, folder, "py-search", "query = first docstring line; candidate = code")
 
 
 @task_builder("py-summarize")
 def build_summarize(ctx: SuiteContext, folder: Path) -> TaskResult:
-    sample = _documented_sample(ctx, "py-summarize")
-    write_codesearchnet(folder, sample)
-    return TaskResult(
-        {s: len(v) for s, v in sample.items()}, ["source = code; target = first docstring line"]
-    )
+    return _build_documented(ctx, folder, "py-summarize", "source = code; target = first docstring line")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -4,9 +4,10 @@ sorted nothing implicitly, `\\n` line ends, UTF-8)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from mtpeft.data.default_suite.sources import Function
 from mtpeft.data.inspect import regex_tokens
@@ -44,13 +45,7 @@ def codesearchnet_record(func: Function, idx: int) -> dict:
 
 
 def write_codesearchnet(folder: Path, splits: dict[str, Sequence[Function]]) -> None:
-    idx = 0
-    for split, functions in splits.items():
-        records = []
-        for func in functions:
-            records.append(_json(codesearchnet_record(func, idx)))
-            idx += 1
-        _write_lines(folder / f"{split}.jsonl", records)
+    _write_jsonl_splits(folder, splits, codesearchnet_record)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -66,21 +61,16 @@ class DefectRecord:
 
 
 def write_devign(folder: Path, splits: dict[str, Sequence[DefectRecord]]) -> None:
+    _write_jsonl_splits(folder, splits, lambda r, idx: {**asdict(r), "idx": idx})
+
+
+def _write_jsonl_splits(folder: Path, splits: dict[str, Sequence[Any]], to_record: Callable) -> None:
+    """One <split>.jsonl per split; `idx` runs on across splits, so every example id is unique."""
     idx = 0
-    for split, records in splits.items():
+    for split, items in splits.items():
         lines = []
-        for r in records:
-            lines.append(
-                _json(
-                    {
-                        "project": r.project,
-                        "commit_id": r.commit_id,
-                        "target": r.target,
-                        "func": r.func,
-                        "idx": idx,
-                    }
-                )
-            )
+        for item in items:
+            lines.append(_json(to_record(item, idx)))
             idx += 1
         _write_lines(folder / f"{split}.jsonl", lines)
 
