@@ -138,7 +138,7 @@ def main() -> None:
         "valid_score_delta": mtpeft["valid_mean_primary"] - reference["valid_mean_primary"],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"train_throughput-{args.model}.json"
+    out = RESULTS / f"train_throughput-{args.model}-len{args.max_length}.json"
     out.write_text(json.dumps(result, indent=2))
     print(
         f"train_throughput {args.model}: mtpeft {mtpeft['tokens_per_s']:.0f} tok/s vs reference "

@@ -81,3 +81,18 @@ def test_many_tasks_fall_back_to_greedy_merging_and_still_find_clusters():
 def test_a_task_without_a_single_score_is_an_error():
     with pytest.raises(ValueError, match="single-task score"):
         recommend(["a", "b"], {"a": 0.5}, {})
+
+
+def test_tasks_never_co_trained_are_not_grouped_on_no_evidence():
+    # Only single runs and the all-in-one run (which hurt c); no pairs: a+b was never measured.
+    tasks = ["a", "b", "c"]
+    measured = {frozenset(tasks): {"a": 0.60, "b": 0.60, "c": 0.30}}
+    rec = recommend(tasks, {t: 0.6 for t in tasks}, {}, measured)
+    assert rec.best.modules == 3 and {g.source for g in rec.best.groups} == {"single"}
+    assert rec.all_in_one.known and rec.all_in_one.mean_score == pytest.approx(0.5)
+    assert any("no measured pairwise transfer were left out" in n for n in rec.notes)
+    unmeasured = recommend(tasks, {t: 0.6 for t in tasks}, {})
+    assert unmeasured.best.modules == 3 and not unmeasured.all_in_one.known
+    assert any("left out" in n for n in unmeasured.notes)
+    paired = recommend(tasks, {t: 0.6 for t in tasks}, {(i, j): 0.0 for i in tasks for j in tasks if i != j})
+    assert not any("left out" in n for n in paired.notes)

@@ -388,7 +388,7 @@ def _plan_row(name: str, plan: Plan, rec: Recommendation) -> list[str]:
     return [
         name,
         str(plan.modules),
-        num(plan.mean_score),
+        num(plan.mean_score) if plan.known else "not measured",
         flops(plan.total("flops")),
         seconds(plan.total("wall_s")),
         versus(rec.all_single),
@@ -479,7 +479,7 @@ def _within_noise(a: StudyAnalysis, arm: Arm, rec: Recommendation) -> str | None
     if not half_widths:
         return None
     noise = float(np.median(half_widths))
-    means = [p.mean_score for p in (rec.best, rec.all_single, rec.all_in_one)]
+    means = [p.mean_score for p in (rec.best, rec.all_single, rec.all_in_one) if p.known]
     spread = max(means) - min(means)
     if spread >= noise:
         return None

@@ -4,7 +4,9 @@ A task's predicted score in a group:
 - measured: the mean over seeds of its score in a run of exactly that group, when there is one;
 - single: its single-task score, for a group of one;
 - estimated: its single-task score plus the mean transfer T[task][other] over the other tasks of the group
-  (pairwise transfers assumed additive: an approximation, which the report states).
+  (pairwise transfers assumed additive: an approximation, which the report states);
+- unknown: a group neither run nor estimable (a task of it has no measured pairing with any other task
+  of the group). Plans with such a group are never recommended: no evidence is not "no transfer".
 The search is exhaustive over set partitions up to 8 tasks (4,140 partitions) and a greedy merge above.
 Ties go to fewer modules (less storage). Compute of a group: measured when it was run, else the sum of
 its tasks' single-task compute (a multi-task step trains one micro-batch per task, as the single runs do).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import combinations
 
 import numpy as np
 
@@ -32,7 +35,7 @@ class Cost:
 class GroupPrediction:
     tasks: Group
     scores: dict[str, float]
-    source: str  # "measured" | "single" | "estimated"
+    source: str  # "measured" | "single" | "estimated" | "unknown"
     cost: Cost
     cost_source: str  # "measured" | "estimated" | "unknown"
 
@@ -50,6 +53,11 @@ class Plan:
     @property
     def modules(self) -> int:
         return len(self.groups)
+
+    @property
+    def known(self) -> bool:
+        """Every group's scores rest on measurements (not on missing pairings)."""
+        return all(g.source != "unknown" for g in self.groups)
 
     def total(self, attr: str) -> float | None:
         values = [getattr(g.cost, attr) for g in self.groups]
@@ -110,11 +118,13 @@ class GroupScorer:
             return {t: measured[t] for t in group}, "measured"
         if len(group) == 1:
             return {group[0]: self.single[group[0]]}, "single"
-        scores = {}
+        scores, source = {}, "estimated"
         for task in group:
             known = [self.transfer[(task, o)] for o in group if o != task and (task, o) in self.transfer]
+            if not known:
+                source = "unknown"
             scores[task] = self.single[task] + (float(np.mean(known)) if known else 0.0)
-        return scores, "estimated"
+        return scores, source
 
     def _cost(self, group: Group) -> tuple[Cost, str]:
         if frozenset(group) in self.costs:
@@ -137,6 +147,8 @@ class GroupScorer:
 
 
 def _better(a: Plan, b: Plan | None) -> bool:
+    if not a.known:
+        return False
     if b is None:
         return True
     if a.mean_score > b.mean_score + TIE:
@@ -151,7 +163,7 @@ def _exhaustive(scorer: GroupScorer, tasks: list[str]) -> tuple[Plan, int]:
         plan = scorer.plan(partition)
         if _better(plan, best):
             best = plan
-    assert best is not None
+    assert best is not None  # one module per task is always known
     return best, count
 
 
@@ -196,6 +208,12 @@ def recommend(
         best, count = _greedy(scorer, tasks)
         search = f"greedy merging ({len(tasks)} tasks > {MAX_EXHAUSTIVE}; {count} partitions scored)"
     notes = []
+    all_in_one = scorer.plan([list(tasks)])
+    if any(scorer(list(pair)).source == "unknown" for pair in combinations(tasks, 2)):
+        notes.append(
+            "groupings not run as such whose tasks have no measured pairwise transfer were left out: "
+            "no measurement is not the same as no transfer. Run the `pairs` task set to score them"
+        )
     if any(g.source == "estimated" for g in best.groups):
         notes.append(
             "groups marked 'estimated' were not run as such: single-task score + mean pairwise transfer; "
@@ -204,7 +222,7 @@ def recommend(
     return Recommendation(
         best,
         scorer.plan([[t] for t in tasks]),
-        scorer.plan([list(tasks)]),
+        all_in_one,
         search,
         count,
         notes,
