@@ -323,7 +323,9 @@ def transfer_section(a: StudyAnalysis, ctx: Context) -> Section:
                 "heatmap",
                 f"{arm}: transfer matrix",
                 "Cell (i, j): primary test score of task i when co-trained with task j alone, minus its "
-                "single-task score (mean over seeds). Higher (blue) is better: j helps i. n/a: pair not run.",
+                "single-task score (mean over seeds). Higher (blue) is better: j helps i. n/a: pair not run. "
+                f"Colours span at least ±{plots.MIN_COLOUR_RANGE:g}, so differences of a few thousandths "
+                "stay pale.",
                 plots.transfer_heatmap(
                     matrix.tasks, matrix.values, f"{arm}: T[i][j] = score(i with j) - score(i)"
                 ),

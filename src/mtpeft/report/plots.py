@@ -40,13 +40,18 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+MIN_COLOUR_RANGE = 0.05  # the heatmap's colours span at least -0.05 .. +0.05
+
+
 def transfer_heatmap(tasks: list[str], values: np.ndarray, title: str) -> bytes:
     """T[i][j] with its number in every cell; blue = co-training helped row task i, red = it hurt."""
     n = len(tasks)
     fig = Figure(figsize=(2.4 + 1.0 * n, 1.8 + 0.85 * n), layout="constrained")
     ax = fig.add_subplot()
     finite = values[np.isfinite(values)]
-    limit = max(float(np.abs(finite).max()) if finite.size else 0.0, 1e-6)
+    # Scores live in [0, 1]: a colour range narrower than MIN_COLOUR_RANGE would paint differences of a
+    # few thousandths (noise at usual test-set sizes) as deep red or blue.
+    limit = max(float(np.abs(finite).max()) if finite.size else 0.0, MIN_COLOUR_RANGE)
     cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#dddddd")  # grey: diagonal, pairs not run
     image = ax.imshow(
         np.ma.masked_invalid(values), cmap=cmap, norm=TwoSlopeNorm(0.0, -limit, limit), aspect="auto"
