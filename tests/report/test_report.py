@@ -159,3 +159,14 @@ def test_grouping_says_when_plans_differ_by_less_than_the_noise(tmp_path):
             store.set_metric(run.run_id, "test", task, metric, value - 0.4)
     apart = build_report(tmp_path / "ws", tmp_path / "out").markdown.read_text()
     assert "the choice is within noise" not in apart
+
+
+def test_cost_headline_states_the_parameter_ratio_against_the_task_count(tmp_path):
+    spec = synthetic_spec(workspace=tmp_path / "ws", methods=["lora"], seeds=[0], task_sets=["single", "all"])
+    store = synthetic_store(spec, per_example=False)
+    markdown = build_report(tmp_path / "ws", tmp_path / "out").markdown.read_text()
+    line = next(x for x in markdown.splitlines() if "single / multi: shared-module parameters" in x)
+    singles = [r for r in store.list_runs() if len(r.tasks) == 1]
+    multi = next(r for r in store.list_runs() if len(r.tasks) == 3)
+    expected = sum(r.cost["shared_params"] for r in singles) / multi.cost["shared_params"]
+    assert f"parameters {expected:.2f}x (the task count is 3" in line

@@ -545,6 +545,21 @@ def _plan_points(a: StudyAnalysis, c: CostComparison) -> list[plots.Point]:
     return points
 
 
+def _headline_ratios(c: CostComparison) -> str:
+    """The two numbers the published claims are about, as single / multi (N means N times fewer)."""
+
+    def inverse(key: str) -> str:
+        r = c.ratio(key)
+        return f"{1 / r:.2f}x" if r else "-"
+
+    return (
+        f"{c.arm}, single / multi: shared-module parameters {inverse('shared_params')} (the task count is "
+        f"{c.n_tasks}: sharing divides them by it); training compute {inverse('train_flops_estimate')} "
+        f"in estimated FLOPs, {inverse('wall_time_s')} in measured wall time (above 1x: the shared module "
+        "is cheaper)."
+    )
+
+
 def cost_section(a: StudyAnalysis, ctx: Context) -> Section:
     section = Section("Cost")
     points = []
@@ -559,6 +574,7 @@ def cost_section(a: StudyAnalysis, ctx: Context) -> Section:
                 _cost_rows(c),
             )
         )
+        section.blocks.append(_headline_ratios(c))
         points += _plan_points(a, c)
     if points:
         section.blocks.append(
