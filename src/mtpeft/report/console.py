@@ -69,7 +69,8 @@ def cost_table(costs: dict[str, dict[str, Any]], num_tasks: int) -> Table:
     settings = list(costs)
     table = Table(
         title="Cost (measured here; FLOPs estimated from parameters x tokens)",
-        caption=f"{num_tasks} tasks. Lower is better, except tokens/s.",
+        caption=f"{num_tasks} tasks. Lower is better, except tokens/s."
+        + (f" ratio = {settings[0]} / {settings[1]}." if len(settings) == 2 else ""),
     )
     table.add_column("measure")
     for setting in settings:
