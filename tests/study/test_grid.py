@@ -71,11 +71,13 @@ def test_workspace_override_moves_the_data_placeholder():
     assert run.config.tasks[0].data == "/elsewhere/data/py-defect"
 
 
-def test_run_key_matches_the_trainers_key():
-    from mtpeft.training.run import run_key
+def test_run_key_matches_the_trainers_key_and_run_directory():
+    from mtpeft.training.layout import run_configs, run_dir_for
 
     for run in expand(parse_study(_study(task_sets=["single", "all"]))):
-        assert run.key == run_key(run.config)
+        (trained,) = run_configs(run.config)  # every study run is one training run
+        assert run.key == trained.run_key()
+        assert run_dir_for(trained).name.endswith(run.key[:10])  # where a resume looks for checkpoints
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,10 @@ def test_study_stopped_half_way_resumes_without_redoing_finished_runs(tmp_path):
     first, second = store.list_runs(study="stopped")
     assert (first.status, second.status) == ("finished", "interrupted")
     first_finished_at = first.finished_at
+    wide = os.environ | {"COLUMNS": "160"}
+    dry = subprocess.run([*cli, "--dry-run"], capture_output=True, text=True, env=wide)
+    resume_row = next(line.split() for line in dry.stdout.splitlines() if " resume " in line)
+    assert resume_row[4:6] == ["resume", "4"]  # 8 steps, checkpoint at 4: 4 micro-batches left to train
 
     resumed = subprocess.run(cli, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]

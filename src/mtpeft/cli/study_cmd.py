@@ -48,6 +48,7 @@ def plan_table(spec: StudySpec, jobs: list[Job], records: list[RunRecord]) -> tu
     from rich.table import Table
 
     from mtpeft.study.estimate import estimate_run, measured_throughput
+    from mtpeft.training.layout import checkpointed_steps
 
     table = Table(
         title=f"Study {spec.name}: {len(jobs)} runs (workspace {spec.workspace})",
@@ -66,7 +67,8 @@ def plan_table(spec: StudySpec, jobs: list[Job], records: list[RunRecord]) -> tu
         key = (cfg.model, cfg.method)
         if key not in throughputs:
             throughputs[key] = measured_throughput(records, *key)
-        est = estimate_run(cfg, throughputs[key])
+        resumed = job.previous in ("interrupted", "failed")
+        est = estimate_run(cfg, throughputs[key], checkpointed_steps(cfg) if resumed else 0)
         todo = job.previous != "finished"
         if todo:
             totals["tokens"] += est.tokens
@@ -92,8 +94,9 @@ def plan_table(spec: StudySpec, jobs: list[Job], records: list[RunRecord]) -> tu
         f"To run: {todo_count} of {len(jobs)}; {_human(totals['tokens'])} tokens at most, "
         f"{'unknown' if unknown['flops'] else _human(totals['flops'])} FLOPs (est.), training time "
         f"{time_text} (evaluation and model loading not included).",
-        "batches: micro-batches = steps x tasks; tokens: micro-batches x batch x max length (padded: an "
-        "upper bound); FLOPs (estimate) ~ 6 (full) or 4 (PEFT) x backbone params x tokens.",
+        "batches: micro-batches = steps still to train x tasks (a run to resume counts from its last "
+        "checkpoint); tokens: micro-batches x batch x max length (padded: an upper bound); FLOPs "
+        "(estimate) ~ 6 (full) or 4 (PEFT) x backbone params x tokens.",
     ]
     sources = {f"{m}/{meth}: {t.source}" for (m, meth), t in throughputs.items() if t is not None}
     missing = sorted(f"{m}/{meth}" for (m, meth), t in throughputs.items() if t is None)

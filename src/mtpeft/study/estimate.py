@@ -67,12 +67,14 @@ def backbone_parameters(model: str) -> int | None:
         return None
 
 
-def estimate_run(config: TrainConfig, throughput: Throughput | None) -> RunEstimate:
-    tokens = config.max_steps * tokens_per_step(config)
+def estimate_run(config: TrainConfig, throughput: Throughput | None, done_steps: int = 0) -> RunEstimate:
+    """The cost of the steps still to train (`done_steps`: those a resumed run takes from its checkpoint)."""
+    steps = max(config.max_steps - done_steps, 0)
+    tokens = steps * tokens_per_step(config)
     params = backbone_parameters(config.model)
     factor = 6.0 if config.method == "full" else 4.0
     return RunEstimate(
-        micro_batches=config.max_steps * len(config.tasks),
+        micro_batches=steps * len(config.tasks),
         tokens=tokens,
         flops=factor * params * tokens if params else None,
         seconds=tokens * throughput.seconds_per_token if throughput else None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from mtpeft.errors import MtpeftError
 from mtpeft.evaluation.run_eval import RUN_FILE, evaluate_run
 from mtpeft.store import RunStore
 from mtpeft.training.config import TrainConfig
+from mtpeft.training.layout import run_dir_for, split_single
 from mtpeft.training.trainer import MultiTaskTrainer
 
 STORE_FILE = "mtpeft.sqlite"
@@ -36,23 +36,6 @@ def store_for(config: TrainConfig) -> RunStore:
     workspace = Path(config.workspace)
     workspace.mkdir(parents=True, exist_ok=True)
     return RunStore(workspace / STORE_FILE)
-
-
-def run_key(config: TrainConfig) -> str:
-    return config.run_key()
-
-
-def run_dir_for(config: TrainConfig) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name).strip("-") or "run"
-    return Path(config.workspace) / "runs" / f"{slug}-{run_key(config)[:10]}"
-
-
-def split_single(config: TrainConfig) -> list[TrainConfig]:
-    """`mode: single` over N tasks = N one-task runs with the same code path and settings."""
-    return [
-        config.model_copy(update={"tasks": [entry], "name": f"{config.name}-{entry.label}"})
-        for entry in config.tasks
-    ]
 
 
 def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> list[RunResult]:
@@ -91,7 +74,7 @@ def _run_one(
             method=config.method,
             tasks=[t.label for t in config.tasks],
             seed=config.seed,
-            config=config.hashable() | {"key": run_key(config)},
+            config=config.hashable() | {"key": config.run_key()},
             run_dir=str(run_dir),
         )
         (run_dir / "config.yaml").write_text(

@@ -27,11 +27,11 @@ from mtpeft.peft_methods import apply_method
 from mtpeft.training.batching import TaskBatcher, TaskFeatures, collate
 from mtpeft.training.config import TrainConfig
 from mtpeft.training.cost import CostMeter
+from mtpeft.training.layout import STATE_FILE, latest_checkpoint
 from mtpeft.training.model import MultiTaskModel
 from mtpeft.training.sampling import build_schedule
 from mtpeft.training.task_data import RunTask, resolve_tasks
 
-STATE_FILE = "trainer_state.json"
 BEST_DIR = "best"
 
 
@@ -63,12 +63,6 @@ class TrainOutcome:
     valid_metrics: dict[str, dict[str, float]]
     cost: dict[str, Any]
     stopped_early: bool
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    checkpoints = sorted((run_dir / "checkpoints").glob("step-*"))
-    complete = [c for c in checkpoints if (c / STATE_FILE).exists()]
-    return complete[-1] if complete else None
 
 
 _STEPS_IN_PROCESS = 0  # optimiser steps taken by this process, over every run it trains

@@ -1,0 +1,45 @@
+"""Where a run's files live: its directory and its checkpoints (torch-free, so `--dry-run` can read them)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from mtpeft.training.config import TrainConfig
+
+STATE_FILE = "trainer_state.json"  # written last into a checkpoint: its presence marks it complete
+
+
+def run_dir_for(config: TrainConfig) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name).strip("-") or "run"
+    return Path(config.workspace) / "runs" / f"{slug}-{config.run_key()[:10]}"
+
+
+def split_single(config: TrainConfig) -> list[TrainConfig]:
+    """`mode: single` over N tasks = N one-task runs with the same code path and settings."""
+    return [
+        config.model_copy(update={"tasks": [entry], "name": f"{config.name}-{entry.label}"})
+        for entry in config.tasks
+    ]
+
+
+def run_configs(config: TrainConfig) -> list[TrainConfig]:
+    """The runs (each with its own directory) that training this config makes."""
+    return [config] if config.mode == "multi" else split_single(config)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    checkpoints = sorted((run_dir / "checkpoints").glob("step-*"))
+    complete = [c for c in checkpoints if (c / STATE_FILE).exists()]
+    return complete[-1] if complete else None
+
+
+def checkpointed_steps(config: TrainConfig) -> int:
+    """Optimiser steps a resumed run will not repeat: the step of its latest complete checkpoint
+    (0 where the config makes several runs: their progress differs, so nothing is taken off)."""
+    runs = run_configs(config)
+    checkpoint = latest_checkpoint(run_dir_for(runs[0])) if len(runs) == 1 else None
+    if checkpoint is None:
+        return 0
+    return int(json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")).get("step", 0))
