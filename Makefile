@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_workspace
 
-.PHONY: demo test install lint clean
+.PHONY: demo test fuzz install lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# The property-based tests with many more generated inputs (profile in tests/conftest.py).
+fuzz: $(STAMP)
+	MTPEFT_FUZZ_PROFILE=fuzz $(BIN)/python -m pytest -q -m fuzz tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

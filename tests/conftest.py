@@ -14,6 +14,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+try:  # Property-based (fuzz) tests: a bounded count in `make test`, many more in `make fuzz`.
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    )
+    settings.register_profile(
+        "fuzz", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+    settings.load_profile(os.environ.get("MTPEFT_FUZZ_PROFILE", "ci"))
+except ImportError:  # hypothesis is a dev dependency; the fuzz tests import it themselves
+    pass
+
 
 @pytest.fixture
 def shared_data() -> Path:
