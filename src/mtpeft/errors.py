@@ -46,6 +46,7 @@ class ConfigError(MtpeftError):
     def __init__(self, message: str, *, path: str | Path | None = None, field: str | None = None) -> None:
         self.path = str(path) if path is not None else None
         self.field = field
+        self.reason = message  # without the location, so a caller can re-locate it (e.g. in its config file)
         where = self.path or "<config>"
         if field:
             where += f", field '{field}'"
@@ -54,3 +55,24 @@ class ConfigError(MtpeftError):
 
 class ModelLoadError(MtpeftError):
     """A model could not be loaded (unknown name, no network, missing package)."""
+
+
+class TrainingDiverged(MtpeftError):
+    """The loss, the gradient norm or the weights became inf/NaN: training stopped before the optimiser
+    applied it (a NaN gradient poisons AdamW's moments for good, so there is no skipping past it)."""
+
+    def __init__(self, message: str, *, step: int | None = None) -> None:
+        self.step = step  # the optimiser step it happened at, where known
+        super().__init__(message)
+
+
+class NonFiniteMetric(MtpeftError):
+    """A metric is inf or NaN: such a number is never recorded as a result."""
+
+
+class DamagedFiles(MtpeftError):
+    """A saved directory (a checkpoint, a run's best/) does not match its manifest."""
+
+
+class RunLocked(MtpeftError):
+    """Another process is training the same run (same directory) right now."""

@@ -82,15 +82,27 @@ def _seed(rng: np.random.Generator) -> int:
     return int(rng.integers(2**31 - 1))
 
 
-def ranks_from_scores(scores: np.ndarray) -> np.ndarray:
-    """1-based rank of the diagonal entry in each row (row i's correct candidate is column i).
+def worst_for_nan(scores: np.ndarray) -> np.ndarray:
+    """NaN scores (a diverged model, inf - inf in a dot product) rank below every number.
 
-    Ties count against the model (rank = number of candidates scoring >= the correct one), so a model
-    that scores everything equally gets the last rank, not the first.
+    Compared as they are, a NaN correct score is ">=" nothing, giving rank 0 and an MRR of 1/0 = inf;
+    as -inf it ties with every candidate and gets the last rank, and a NaN wrong candidate never
+    outranks the correct one, so ranks stay in [1, candidates] and MRR in [0, 1].
     """
+    scores = np.asarray(scores, dtype=float)
+    return np.where(np.isnan(scores), -np.inf, scores)
+
+
+def _ranks(scores: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    # Ties count against the model (rank = candidates scoring >= the correct one), so a model that
+    # scores everything equally gets the last rank, not the first.
+    return (worst_for_nan(scores) >= worst_for_nan(correct)[:, None]).sum(axis=1)
+
+
+def ranks_from_scores(scores: np.ndarray) -> np.ndarray:
+    """1-based rank of the diagonal entry in each row (row i's correct candidate is column i)."""
     scores = np.asarray(scores)
-    correct = np.diagonal(scores)[:, None]
-    return (scores >= correct).sum(axis=1)
+    return _ranks(scores, np.diagonal(scores))
 
 
 def retrieval_ranks(query_emb: Any, code_emb: Any) -> np.ndarray:
@@ -99,9 +111,9 @@ def retrieval_ranks(query_emb: Any, code_emb: Any) -> np.ndarray:
     ranks = []
     for start in range(0, len(queries), _SCORE_CHUNK):
         rows = queries[start : start + _SCORE_CHUNK]
-        scores = rows @ codes.T
-        correct = scores[np.arange(len(rows)), np.arange(start, start + len(rows))][:, None]
-        ranks.append((scores >= correct).sum(axis=1))
+        with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN embeddings: NaN scores, ranked last
+            scores = rows @ codes.T
+        ranks.append(_ranks(scores, scores[np.arange(len(rows)), np.arange(start, start + len(rows))]))
     return np.concatenate(ranks)
 
 

@@ -51,9 +51,10 @@ def evaluate_task(
     stacked = {k: torch.cat(v)[inverse] for k, v in collected.items()}
     spec = features.task
     if spec.kind == TaskKind.RETRIEVAL:
-        from mtpeft.evaluation.baselines import retrieval_ranks
+        from mtpeft.evaluation.baselines import retrieval_ranks, worst_for_nan
 
-        scores = (stacked["query_emb"] @ stacked["code_emb"].T).numpy()
+        # NaN scores last, as the ranks count them, so the prediction files rank candidates the same way.
+        scores = worst_for_nan((stacked["query_emb"] @ stacked["code_emb"].T).numpy())
         ranks = retrieval_ranks(stacked["query_emb"].numpy(), stacked["code_emb"].numpy())
         metrics = compute_metrics(spec.metrics, ranks=ranks)
         return TaskEvaluation(metrics, {"scores": scores}, {"ranks": [int(r) for r in ranks]})

@@ -22,7 +22,7 @@ import numpy as np
 from sacrebleu.metrics.bleu import BLEU
 from sklearn import metrics as skm
 
-from mtpeft.errors import ConfigError, MtpeftError
+from mtpeft.errors import ConfigError, MtpeftError, NonFiniteMetric
 
 HIGHER = "higher"
 POSITIVE = 1  # label index of the positive class (vulnerable, clone, flaky)
@@ -206,12 +206,49 @@ def _inputs(metric: Metric, data: dict[str, Any]) -> dict[str, Any]:
     lengths = {len(data[key]) for key in needed}
     if len(lengths) != 1 or 0 in lengths:
         raise MtpeftError(f"metric '{metric.name}': {', '.join(needed)} must be non-empty, of equal length")
+    _check_values(metric, data)
     if metric.binary_only and max(max(data["y_true"]), max(data["y_pred"])) > POSITIVE:
         raise ConfigError(
             f"metric '{metric.name}' scores the positive class of a binary task; use macro_f1",
             field="metrics",
         )
     return {key: data[key] for key in needed}
+
+
+def _first_bad(values: np.ndarray, ok: np.ndarray) -> str:
+    position = int(np.argmin(ok))
+    return f"{values[position].item()!r} at position {position}"
+
+
+def _check_values(metric: Metric, data: dict[str, Any]) -> None:
+    """Refuse inputs a metric would turn into inf, NaN or an out-of-range score (a rank 0 gives 1/0)."""
+    if metric.consumes == "labels":
+        for key in ("y_true", "y_pred"):
+            values = np.asarray(data[key])
+            whole = np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.bool_)
+            ok = values >= 0 if whole else np.zeros(values.shape, dtype=bool)
+            if values.ndim != 1 or not ok.all():
+                raise MtpeftError(
+                    f"metric '{metric.name}': {key} must be label indices (integers >= 0); "
+                    f"got {_first_bad(values.ravel(), ok.ravel())}"
+                )
+    elif metric.consumes == "ranks":
+        ranks = np.asarray(data["ranks"], dtype=float)
+        ok = np.isfinite(ranks) & (ranks >= 1)
+        if ranks.ndim != 1 or not ok.all():
+            raise MtpeftError(
+                f"metric '{metric.name}': ranks must be finite and >= 1 (rank 1 = correct candidate first); "
+                f"got {_first_bad(ranks.ravel(), ok.ravel())} (a rank 0 or NaN comes from NaN scores; "
+                "rank them with mtpeft.evaluation.baselines.retrieval_ranks)"
+            )
+
+
+def _finite(name: str, value: float) -> float:
+    # Every metric is bounded ([0, 1], MCC [-1, 1]) on valid inputs; this guards the invariant, so an inf
+    # or NaN can never be selected as best or recorded as a result.
+    if not np.isfinite(value):
+        raise NonFiniteMetric(f"metric '{name}' came out as {value}; this is a bug in mtpeft's metrics")
+    return value
 
 
 def compute_metrics(
@@ -230,7 +267,7 @@ def compute_metrics(
     results = {}
     for name in names:
         metric = get_metric(name)
-        results[name] = metric.point(_inputs(metric, data))
+        results[name] = _finite(name, metric.point(_inputs(metric, data)))
     return results
 
 

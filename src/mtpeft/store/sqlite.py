@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import sqlite3
@@ -28,7 +29,7 @@ from typing import Any
 
 import psutil
 
-from mtpeft.errors import MtpeftError
+from mtpeft.errors import MtpeftError, NonFiniteMetric
 
 # Schema migrations, applied in order to bring any older store up to date (a registry, not an if-chain).
 MIGRATIONS: dict[int, str] = {
@@ -225,7 +226,11 @@ class RunStore:
         baselines: dict | None = None,
         data_quality: dict | None = None,
     ) -> None:
-        """Metrics ({split: {task: {metric: value}}}) and the finished status, in ONE transaction."""
+        """Metrics ({split: {task: {metric: value}}}) and the finished status, in ONE transaction.
+
+        Refused (NonFiniteMetric, nothing written) if any metric is inf or NaN: a finished run's numbers
+        go into reports and model selection as they are; the caller records the run as failed instead.
+        """
         with self._connect() as db:
             self._write_metrics(db, run_id, metrics)
             _test_pause_hook()
@@ -268,6 +273,16 @@ class RunStore:
             for task, by_metric in by_task.items()
             for metric, value in by_metric.items()
         ]
+        bad = [
+            f"{split}/{task}/{metric} = {value}"
+            for _, split, task, metric, value in rows
+            if not math.isfinite(value)
+        ]
+        if bad:
+            raise NonFiniteMetric(
+                f"run {run_id}: non-finite metrics are not recorded ({', '.join(bad)}); the model "
+                "behind them diverged or a metric is broken: see the run's train.log"
+            )
         db.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?)", rows)
 
     # ---- reads ----------------------------------------------------------------------------------

@@ -8,9 +8,11 @@ micro-batch with per-task heads and loss weights.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,18 +23,21 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from mtpeft.errors import MtpeftError, TrainingDiverged
 from mtpeft.evaluation.evaluate import evaluate_task
+from mtpeft.evaluation.run_eval import BEST_DIR
+from mtpeft.manifest import MANIFEST_FILE, manifest_problem, write_manifest
 from mtpeft.models import load_backbone
 from mtpeft.peft_methods import apply_method
 from mtpeft.training.batching import TaskBatcher, TaskFeatures, collate
 from mtpeft.training.config import TrainConfig
 from mtpeft.training.cost import CostMeter
-from mtpeft.training.layout import STATE_FILE, latest_checkpoint
+from mtpeft.training.layout import STATE_FILE, checkpoint_dirs
 from mtpeft.training.model import MultiTaskModel
 from mtpeft.training.sampling import build_schedule
 from mtpeft.training.task_data import RunTask, resolve_tasks
 
-BEST_DIR = "best"
+KEPT_CHECKPOINTS = 2  # the newest and one to fall back to when the newest turns out damaged
 
 
 @dataclass
@@ -79,6 +84,19 @@ def _fault_injection() -> None:
         target = os.environ.get(variable)
         if target and int(target) == _STEPS_IN_PROCESS:
             os.kill(os.getpid(), sig)
+
+
+def _log_event(log: Any, step: int, event: str, message: str) -> None:
+    """A line in train.log beside the per-step lines (JSON too; readers of steps look for "loss")."""
+    if log is not None and not log.closed:
+        log.write(json.dumps({"step": step, "event": event, "message": message}) + "\n")
+        log.flush()
+
+
+def _warn(log: Any, step: int, event: str, message: str) -> None:
+    """Where a user running the command sees it (stderr) and where it is kept (train.log)."""
+    _log_event(log, step, event, message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class MultiTaskTrainer:
@@ -143,10 +161,11 @@ class MultiTaskTrainer:
             optimizer, int(cfg.warmup_ratio * cfg.max_steps), cfg.max_steps
         )
         model, optimizer, scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
+        log = (self.run_dir / "train.log").open("a", encoding="utf-8")
         state = TrainState()
-        checkpoint = latest_checkpoint(self.run_dir) if resume else None
+        checkpoint = self._intact_checkpoint(log) if resume else None
         if checkpoint is not None:
-            self.accelerator.load_state(str(checkpoint))
+            self._load_checkpoint(checkpoint)
             state = TrainState.load(checkpoint)
             for name, cursor in state.cursors.items():
                 self.batchers[name].restore(cursor)
@@ -159,7 +178,6 @@ class MultiTaskTrainer:
             meter.load_state_dict(state.cost)
         sizes = {n: len(f) for n, f in self.train_features.items()}
         schedule = build_schedule(cfg.schedule, sizes, seed=cfg.seed, temperature=cfg.temperature)
-        log = (self.run_dir / "train.log").open("a", encoding="utf-8")
         bar = tqdm(
             total=cfg.max_steps,
             initial=state.step,
@@ -169,27 +187,36 @@ class MultiTaskTrainer:
         )
         model.train()
         meter.start()
-        while state.step < cfg.max_steps and not state.stopped_early:
-            losses = self._step(model, optimizer, scheduler, schedule(state.step), meter)
-            state.step += 1
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-            log.write(
-                json.dumps({"step": state.step, "loss": losses, "lr": scheduler.get_last_lr()[0]}) + "\n"
-            )
-            log.flush()  # a killed run keeps its log up to the last step
-            if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
-                self._validate(state, meter)
-            if state.step % cfg.save_every == 0 and state.step < cfg.max_steps:
-                meter.stop()
-                self._checkpoint(state, meter)
-                meter.start()
-            _fault_injection()
+        try:
+            while state.step < cfg.max_steps and not state.stopped_early:
+                losses = self._step(model, optimizer, scheduler, schedule(state.step), meter, state.step + 1)
+                state.step += 1
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+                log.write(
+                    json.dumps({"step": state.step, "loss": losses, "lr": scheduler.get_last_lr()[0]}) + "\n"
+                )
+                log.flush()  # a killed run keeps its log up to the last step
+                if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
+                    self._validate(state, meter, log)
+                if state.step % cfg.save_every == 0 and state.step < cfg.max_steps:
+                    meter.stop()
+                    self._checkpoint(state, meter)
+                    meter.start()
+                _fault_injection()
+        except TrainingDiverged as err:
+            _log_event(log, err.step if err.step is not None else state.step, "diverged", str(err))
+            raise
         meter.stop()
         bar.close()
         log.close()
-        if state.best_step is None:  # never validated (e.g. resumed after the last step)
-            self._validate(state, meter)
+        if state.best_step is None and not state.history:  # never validated (resumed after the last step)
+            self._validate(state, meter, None)
+        if state.best_step is None:
+            raise TrainingDiverged(
+                f"run {cfg.name}: no validation gave finite metrics, so there is no model to keep; "
+                f"see {self.run_dir / 'train.log'} (lower lr, check the data)"
+            )
         cost = meter.report(stored_bytes=self.stored_bytes(), full_model_bytes=self.full_model_bytes())
         # The shared module and the per-task heads, apart: sharing divides only the former by the task count.
         cost["shared_params"] = self.adapted.trainable_parameters()
@@ -198,7 +225,9 @@ class MultiTaskTrainer:
         best_valid = next((h["metrics"] for h in state.history if h["step"] == state.best_step), last_valid)
         return TrainOutcome(state.best_step, state.best_score, best_valid, cost, state.stopped_early)
 
-    def _step(self, model, optimizer, scheduler, step_tasks: list[str], meter: CostMeter) -> dict[str, float]:
+    def _step(
+        self, model, optimizer, scheduler, step_tasks: list[str], meter: CostMeter, step: int
+    ) -> dict[str, float]:
         counts = {t: step_tasks.count(t) for t in set(step_tasks)}
         weighting = self.accelerator.unwrap_model(model).loss_weighting
         losses: dict[str, float] = {}
@@ -224,14 +253,34 @@ class MultiTaskTrainer:
             with self.accelerator.autocast():
                 loss = model(task, batch)
                 term = weighting.term(task, loss, len(counts)) / counts[task]
+            value = loss.item()
+            if not math.isfinite(value):  # before backward: nothing of this step reaches the weights
+                raise self._diverged(
+                    step,
+                    f"the loss of task '{task}' is {value} (nothing of this step was applied)",
+                    task=task,
+                )
             if last:
                 self.accelerator.backward(term)
             else:
                 with self.accelerator.no_sync(model):
                     self.accelerator.backward(term)
-            losses[task] = losses.get(task, 0.0) + loss.item() / counts[task]
-        self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
-        optimizer.step()
+            losses[task] = losses.get(task, 0.0) + value / counts[task]
+        norm = self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+        # Stop, not skip: the checks sit before optimizer.step(), so the weights and AdamW's moments
+        # never see the bad values; but skipping would hide a run that is blowing up (too high an lr, a
+        # damaged checkpoint) behind an ordinary-looking result. fp16's loss scaler is the exception:
+        # an inf gradient there is routine, and the scaler skips that step and lowers its scale itself.
+        if norm is not None and self.accelerator.scaler is None and not math.isfinite(float(norm)):
+            raise self._diverged(
+                step, f"the gradient norm is {float(norm)} (nothing of this step was applied)"
+            )
+        try:
+            optimizer.step()
+        except RuntimeError as err:  # AdamW's step size lr / bias correction overflows float32 (lr ~1e38)
+            if "overflow" not in str(err):
+                raise
+            raise self._diverged(step, f"the optimiser step overflowed ({err})") from err
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         meter.sample_memory()
@@ -240,8 +289,30 @@ class MultiTaskTrainer:
     def _pad_width(self, task: str) -> int:
         return self.tasks[task].entry.max_length
 
+    def _diverged(self, step: int, what: str, *, task: str | None = None) -> TrainingDiverged:
+        cfg = self.config
+        rates = f"lr {cfg.lr:g}" + (f", head_lr {cfg.head_lr:g}" if cfg.head_lr else "")
+        data = f"the data of task '{task}' ({self.tasks[task].entry.data})" if task else "the data"
+        return TrainingDiverged(
+            f"training of run {cfg.name} diverged at step {step}: {what}; {rates}. Stopped; the run is "
+            f"not recorded as finished. Lower lr (and head_lr) or max_grad_norm, or check {data}; if the "
+            "run was resumed, its checkpoint may be damaged: train again without --resume",
+            step=step,
+        )
+
+    def _non_finite_parameter(self) -> str | None:
+        """The first trainable parameter holding inf/NaN (checked before a model is kept or saved)."""
+        model = self.accelerator.unwrap_model(self.model)
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad and not bool(torch.isfinite(parameter).all()):
+                return name
+        return None
+
     # ---- validation, selection, checkpoints --------------------------------------------------
-    def _validate(self, state: TrainState, meter: CostMeter) -> None:
+    def _validate(self, state: TrainState, meter: CostMeter, log: Any) -> None:
+        bad = self._non_finite_parameter()
+        if bad is not None:  # classification metrics look ordinary even on NaN logits: check the weights
+            raise self._diverged(state.step, f"parameter {bad} holds inf/NaN")
         model = self.accelerator.unwrap_model(self.model)
         metrics: dict[str, dict[str, float]] = {}
         for name, features in self.valid_features.items():
@@ -263,7 +334,10 @@ class MultiTaskTrainer:
                 "loss_weights": model.loss_weighting.weights(),
             }
         )
-        if state.best_score is None or score > state.best_score:
+        if not math.isfinite(score):  # never selected: a NaN compares false, an inf would win forever
+            message = f"validation at step {state.step} gave non-finite metrics {metrics}; not selected"
+            _warn(log, state.step, "non-finite-validation", message)
+        if math.isfinite(score) and (state.best_score is None or score > state.best_score):
             state.best_score, state.best_step = score, state.step
             state.evals_without_improvement = 0
             self.save_deployable(self.run_dir / BEST_DIR, step=state.step, score=score)
@@ -275,6 +349,9 @@ class MultiTaskTrainer:
     def _checkpoint(self, state: TrainState, meter: CostMeter) -> None:
         if not self.accelerator.is_main_process:
             return
+        bad = self._non_finite_parameter()
+        if bad is not None:  # a checkpoint of inf/NaN weights would only resume the divergence
+            raise self._diverged(state.step, f"parameter {bad} holds inf/NaN")
         state.cursors = {n: b.cursor.__dict__.copy() for n, b in self.batchers.items()}
         state.cost = meter.state_dict()
         final = self.run_dir / "checkpoints" / f"step-{state.step:07d}"
@@ -282,10 +359,56 @@ class MultiTaskTrainer:
         shutil.rmtree(tmp, ignore_errors=True)
         self.accelerator.save_state(str(tmp))
         state.save(tmp)
-        tmp.rename(final)  # a checkpoint exists only once it is complete
-        for old in (self.run_dir / "checkpoints").glob("step-*"):
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
+        write_manifest(tmp)  # last: a checkpoint exists under its final name only once complete
+        shutil.rmtree(final, ignore_errors=True)  # a damaged one we fell back from, now redone
+        tmp.rename(final)
+        self._prune_checkpoints(final)
+
+    def _prune_checkpoints(self, final: Path) -> None:
+        """Keep `final` and the newest older checkpoint; drop the rest (older ones, leftover `.tmp`
+        ones, and newer ones left by an attempt this run fell back from)."""
+        step = int(final.name.removeprefix("step-"))
+        older = [c for c in checkpoint_dirs(self.run_dir) if int(c.name.removeprefix("step-")) < step]
+        keep = {final, *older[: KEPT_CHECKPOINTS - 1]}
+        for path in (self.run_dir / "checkpoints").glob("step-*"):
+            if path not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _intact_checkpoint(self, log: Any) -> Path | None:
+        """The newest checkpoint whose files match its manifest. Each damaged one is reported (train.log
+        and stderr) and skipped. With none intact, training starts again from step 0: the runs are
+        seeded, so that gives the result an undamaged resume would have, at the cost of time, which is
+        also what a resume does when the process died before its first checkpoint; stopping instead
+        would leave a study (which resumes unattended) with nothing but a failed run."""
+        damaged: list[tuple[Path, str]] = []
+        intact = None
+        for checkpoint in checkpoint_dirs(self.run_dir):
+            problem = manifest_problem(checkpoint)
+            if problem is None:
+                intact = checkpoint
+                break
+            damaged.append((checkpoint, problem))
+        then = (
+            f"resuming from {intact.name}"
+            if intact is not None
+            else "no intact checkpoint is left: training this run again from step 0"
+        )
+        for checkpoint, problem in damaged:
+            message = f"checkpoint {checkpoint.name} of run {self.config.name} is damaged ({problem}); {then}"
+            _warn(log, int(checkpoint.name.removeprefix("step-")), "checkpoint-damaged", message)
+        return intact
+
+    def _load_checkpoint(self, checkpoint: Path) -> None:
+        """Load a verified checkpoint. Its bytes are as written, so a failure here is a mismatch
+        (another mtpeft/accelerate version, a changed config), not damage: stop with one message."""
+        try:
+            self.accelerator.load_state(str(checkpoint))
+        except (RuntimeError, ValueError, KeyError, OSError, EOFError) as err:
+            raise MtpeftError(
+                f"checkpoint {checkpoint} is intact but does not load into this run "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                "train again without --resume"
+            ) from err
 
     def save_deployable(self, directory: Path, *, step: int, score: float) -> None:
         """What a deployment needs: the shared module and the heads (no optimiser state)."""
@@ -304,12 +427,16 @@ class MultiTaskTrainer:
                 "tasks": {n: t.spec.model_dump(mode="json") for n, t in self.tasks.items()},
             },
         )
+        write_manifest(tmp)  # last; `mtpeft evaluate` verifies best/ against it before loading
         shutil.rmtree(directory, ignore_errors=True)
         tmp.rename(directory)
 
     def stored_bytes(self) -> int:
+        """What a deployment stores: the module and the heads (the manifest is bookkeeping)."""
         best = self.run_dir / BEST_DIR
-        return sum(f.stat().st_size for f in best.rglob("*") if f.is_file()) if best.exists() else 0
+        if not best.exists():
+            return 0
+        return sum(f.stat().st_size for f in best.rglob("*") if f.is_file() and f.name != MANIFEST_FILE)
 
     def full_model_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.backbone.model.parameters())
