@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mtpeft.report.console import console, cost_table, scores_table
+from mtpeft.report.console import console, cost_table, plain, scores_table
 
 DEMO_TASKS = ["py-defect", "py-clone", "py-search"]
 # Chosen so the whole demo (both settings, evaluation, baselines) fits in ~15 min on 2 cores.
@@ -90,6 +90,8 @@ def run_demo(workspace: Path, *, steps: int | None = None) -> None:
     settings = {f"single ({len(single)} runs)": single_cost, "multi (1 run)": multi.cost}
     console.print(cost_table(settings, num_tasks=len(DEMO_TASKS)))
     console.print(
-        f"Store: {workspace / 'mtpeft.sqlite'} ({len(RunStore(workspace / 'mtpeft.sqlite').list_runs())}"
-        f" runs); demo took {time.perf_counter() - started:.0f} s"
+        plain(
+            f"Store: {workspace / 'mtpeft.sqlite'} ({len(RunStore(workspace / 'mtpeft.sqlite').list_runs())}"
+            f" runs); demo took {time.perf_counter() - started:.0f} s"
+        )
     )

@@ -25,7 +25,9 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except MtpeftError as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        from mtpeft.report.console import printable  # names in messages may hold terminal escapes
+
+        typer.secho(f"error: {printable(err)}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     except typer.Exit as err:
         sys.exit(err.exit_code)

@@ -16,10 +16,10 @@ def register(app: typer.Typer) -> None:
 
 def models() -> None:
     """List the model short names (any Hugging Face hub id or local model folder works too)."""
-    from rich.console import Console
     from rich.table import Table
 
     from mtpeft.models.registry import MODELS
+    from mtpeft.report.console import console, plain
 
     table = Table(title="Models (pass a short name, a hub id or a local folder as `model:`)")
     table.add_column("name", style="bold cyan", no_wrap=True)
@@ -28,8 +28,9 @@ def models() -> None:
     table.add_column("model")
     table.add_column("weights from")
     for entry in MODELS.values():
-        table.add_row(entry.name, entry.architecture, _parameters(entry), entry.description, entry.source)
-    Console().print(table)
+        cells = (entry.name, entry.architecture, _parameters(entry), entry.description, entry.source)
+        table.add_row(*(plain(c) for c in cells))
+    console.print(table)
 
 
 def _parameters(entry: ModelEntry) -> str:

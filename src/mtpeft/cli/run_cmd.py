@@ -25,10 +25,13 @@ def _train(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train one shared module over the config's tasks (mode multi) or one per task (mode single)."""
-    from mtpeft.report.console import console, scores_table
+    from mtpeft.config_files import located
+    from mtpeft.errors import ConfigError
+    from mtpeft.report.console import console, markup_safe, plain, scores_table
     from mtpeft.training.config import load_config
     from mtpeft.training.run import run_training
 
+    # Typed flags are set as values, not parsed as YAML (`--model 'a: b'` is a name, not a mapping).
     flags = {
         "mode": mode,
         "model": model,
@@ -37,16 +40,17 @@ def _train(
         "seed": seed,
         "workspace": workspace,
     }
-    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_)
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, list(set_), fields=flags)
     try:
-        results = run_training(cfg, resume=resume, progress=progress)
+        results = run_training(cfg, resume=resume, progress=progress, source=config)
     except KeyboardInterrupt:
         console.print(
             f"[yellow]stopped; the run is recorded as interrupted. Continue it from its last checkpoint: "
-            f"mtpeft train {config} --resume (with the same --set/flags)[/yellow]"
+            f"mtpeft train {markup_safe(config)} --resume (with the same --set/flags)[/yellow]"
         )
         raise typer.Exit(130) from None
+    except ConfigError as err:  # raised once the run started (e.g. method options): name the file too
+        raise located(err, config) from err
     rows = []
     for result in results:
         for task in result.tasks:
@@ -54,7 +58,7 @@ def _train(
             metric = next(iter(test), None)
             if metric:
                 rows.append((task, metric, {"model": test[metric]}, result.baselines.get(task, {})))
-        console.print(f"run {result.run_id} -> {result.run_dir}")
+        console.print(plain(f"run {result.run_id} -> {result.run_dir}"))
     if rows:
         console.print(scores_table(f"{cfg.name}: test scores", rows, ["model"]))
 
@@ -69,7 +73,8 @@ def _evaluate(
 
     from mtpeft.errors import ConfigError
     from mtpeft.evaluation.run_eval import RUN_FILE, evaluate_run
-    from mtpeft.report.console import console, scores_table
+    from mtpeft.paths import predictions_dir
+    from mtpeft.report.console import console, plain, scores_table
     from mtpeft.store import RunStore
 
     if not (run_dir / "best" / "heads.json").exists():
@@ -81,7 +86,7 @@ def _evaluate(
         RunStore(store_path).update_metrics(run_id, split, metrics)
     rows = [(t, next(iter(m)), {"model": m[next(iter(m))]}, base.get(t, {})) for t, m in metrics.items()]
     console.print(scores_table(f"{run_dir.name}: {split}", rows, ["model"]))
-    console.print(f"prediction files: {run_dir / 'predictions' / split}")
+    console.print(plain(f"prediction files: {predictions_dir(run_dir, split)}"))
 
 
 def _runs(
@@ -102,13 +107,13 @@ def _methods() -> None:
     from rich.table import Table
 
     from mtpeft.peft_methods import PEFT_METHODS
-    from mtpeft.report.console import console
+    from mtpeft.report.console import console, plain
 
     table = Table(title="PEFT methods")
     table.add_column("name")
     table.add_column("description")
     for name, method in PEFT_METHODS.items():
-        table.add_row(name, method.description)
+        table.add_row(plain(name), plain(method.description))
     console.print(table)
 
 

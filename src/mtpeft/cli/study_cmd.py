@@ -47,11 +47,12 @@ def plan_table(spec: StudySpec, jobs: list[Job], records: list[RunRecord]) -> tu
     from rich import box
     from rich.table import Table
 
+    from mtpeft.report.console import plain
     from mtpeft.study.estimate import estimate_run, measured_throughput
     from mtpeft.training.layout import checkpointed_steps
 
     table = Table(
-        title=f"Study {spec.name}: {len(jobs)} runs (workspace {spec.workspace})",
+        title=plain(f"Study {spec.name}: {len(jobs)} runs (workspace {spec.workspace})"),
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
     )
@@ -77,8 +78,8 @@ def plan_table(spec: StudySpec, jobs: list[Job], records: list[RunRecord]) -> tu
                 totals[name] += value or 0.0
         table.add_row(
             str(i),
-            "all" if job.planned.task_set == "all" else " + ".join(job.planned.group),
-            f"{cfg.model}/{job.planned.method_label}",
+            plain("all" if job.planned.task_set == "all" else " + ".join(job.planned.group)),
+            plain(f"{cfg.model}/{job.planned.method_label}"),
             str(cfg.seed),
             ACTIONS.get(job.previous, job.previous or "new"),
             f"{est.micro_batches:,}",
@@ -111,6 +112,8 @@ def plan_table(spec: StudySpec, jobs: list[Job], records: list[RunRecord]) -> tu
 def outcome_table(outcomes: list[Outcome]) -> Table:
     from rich.table import Table
 
+    from mtpeft.report.console import plain
+
     table = Table(title="Study runs")
     for column in ("run", "result", "attempts", "error"):
         table.add_column(column)
@@ -119,7 +122,7 @@ def outcome_table(outcomes: list[Outcome]) -> Table:
         if o.status == "trained" and o.previous in ("interrupted", "failed"):
             # The first attempt continued the earlier one from its last checkpoint (if it had saved one).
             result = f"resumed ({o.previous} before)" if o.attempts == 1 else "trained from scratch"
-        table.add_row(o.name, result, str(o.attempts), (o.error or "")[:200])
+        table.add_row(plain(o.name), result, str(o.attempts), plain((o.error or "")[:200]))
     return table
 
 
@@ -133,35 +136,62 @@ def _study(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Run a grid of models x methods x task sets x seeds; skips finished runs, resumes interrupted ones."""
-    from mtpeft.report.console import console
+    from mtpeft.config_files import located
+    from mtpeft.errors import ConfigError
+    from mtpeft.report.console import console, markup_safe, plain
     from mtpeft.store import RunStore
-    from mtpeft.study.runner import plan, run_study, store_path
+    from mtpeft.study.runner import run_study, store_path
     from mtpeft.study.spec import load_study
 
     spec = load_study(study_file).with_workspace(workspace)
-    store = RunStore(store_path(spec))
-    jobs = plan(spec, store)
-    table, notes = plan_table(spec, jobs, store.list_runs())
+    try:
+        jobs = _checked_jobs(spec, study_file, dry_run)  # before the store (or anything) is written
+    except ConfigError as err:
+        raise located(err, study_file) from err
+    records = RunStore(store_path(spec)).list_runs() if store_path(spec).is_file() else []
+    table, notes = plan_table(spec, jobs, records)
     console.print(table)
     for note in notes:
-        console.print(note)
+        console.print(plain(note))
     if dry_run:
         return
+    store = RunStore(store_path(spec))
     try:
         outcomes = run_study(spec, progress=progress, executor=executor, jobs=jobs)
     except KeyboardInterrupt:
         finished = sum(r.status == "finished" for r in store.list_runs(study=spec.name))
         console.print(
-            f"[yellow]stopped: {finished} finished run(s) are kept in {store.path}; run the same command "
-            "again to skip them and resume the interrupted run from its last checkpoint.[/yellow]"
+            f"[yellow]stopped: {finished} finished run(s) are kept in {markup_safe(store.path)}; run the "
+            "same command again to skip them and resume the interrupted run from its last checkpoint."
+            "[/yellow]"
         )
         raise typer.Exit(130) from None
     console.print(outcome_table(outcomes))
-    console.print(f"report: mtpeft report --workspace {spec.workspace} --study {spec.name} --out REPORT_DIR")
+    console.print(
+        plain(f"report: mtpeft report --workspace {spec.workspace} --study {spec.name} --out REPORT_DIR")
+    )
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         console.print(f"[red]{len(failed)} run(s) failed twice; see the errors above. Re-run to retry.[/red]")
         raise typer.Exit(1)
+
+
+def _checked_jobs(spec: StudySpec, study_file: Path, dry_run: bool) -> list[Job]:
+    """The study's runs with what the store knows of them, after the preflight of those still to train
+    (a dry run leaves the data alone: it may come before the data is built).
+
+    An existing store is only read; a missing one is not created here (a dry run creates nothing).
+    """
+    from mtpeft.store import RunStore
+    from mtpeft.study.grid import expand
+    from mtpeft.study.runner import Job, plan, store_path
+    from mtpeft.training.preflight import preflight_study
+
+    path = store_path(spec)
+    jobs = plan(spec, RunStore(path)) if path.is_file() else [Job(p, None) for p in expand(spec)]
+    todo = [j.planned.config for j in jobs if j.previous != "finished"]
+    preflight_study(spec, todo, source=study_file, read_data=not dry_run)
+    return jobs
 
 
 def _report(
@@ -172,12 +202,11 @@ def _report(
 ) -> None:
     """Build the study report from the store: Markdown, self-contained HTML, CSV of every run."""
     from mtpeft.report.build import build_report
-    from mtpeft.report.console import console
+    from mtpeft.report.console import console, plain
 
     files = build_report(workspace, out, study=study, split=split)
-    console.print(
-        f"report: {files.html}\n        {files.markdown}\n        {files.csv} ({len(files.figures)} figures)"
-    )
+    lines = [f"report: {files.html}", str(files.markdown), f"{files.csv} ({len(files.figures)} figures)"]
+    console.print(plain("\n        ".join(lines)))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,6 +1,7 @@
 """Per-example prediction files in the format each benchmark's official evaluator reads, with its gold file.
 
-Per task, in `out_dir`: `<task>.predictions.<ext>` and `<task>.answers.<ext>`, so that e.g.
+Per task, in `out_dir`: `<task>.predictions.<ext>` and `<task>.answers.<ext>` (`<task>` is the task's name
+made a safe file name by `mtpeft.paths.safe_filename`: the name itself for ordinary names), so that e.g.
 
     python CodeXGLUE/Code-Code/Defect-detection/evaluator/evaluator.py \
         -a vulnerability.answers.jsonl -p vulnerability.predictions.txt
@@ -29,6 +30,7 @@ import numpy as np
 
 from mtpeft.data.example import Example
 from mtpeft.evaluation.baselines import ranks_from_scores
+from mtpeft.paths import task_file
 from mtpeft.tasks.spec import TaskKind, TaskSpec
 
 TOP_K = 100  # AdvTest's prediction files list the 100 best candidates
@@ -66,8 +68,8 @@ def _numeric_ids(examples: list[Example]) -> list[int | str]:
 
 
 def _paths(task: TaskSpec, out_dir: Path, predictions_ext: str, answers_ext: str) -> tuple[Path, Path]:
-    predictions = out_dir / f"{task.name}.predictions.{predictions_ext}"
-    answers = out_dir / f"{task.name}.answers.{answers_ext}"
+    predictions = task_file(out_dir, task.name, f"predictions.{predictions_ext}")
+    answers = task_file(out_dir, task.name, f"answers.{answers_ext}")
     return predictions, answers
 
 
@@ -130,7 +132,7 @@ _GENERIC_ROWS = {
 
 
 def write_generic(task: TaskSpec, examples: list[Example], outputs: Outputs, out_dir: Path) -> Path:
-    path = out_dir / f"{task.name}.predictions.jsonl"
+    path = task_file(out_dir, task.name, "predictions.jsonl")
     return _write_jsonl(path, _GENERIC_ROWS[task.kind](task, examples, outputs))
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mtpeft.errors import ConfigError
+from mtpeft.paths import safe_filename
 from mtpeft.report import plots
 from mtpeft.store import RunRecord, RunStore
 from mtpeft.study.analysis import Comparison, CostComparison, StudyAnalysis, analyse
@@ -672,7 +673,8 @@ SECTIONS: list[Callable[[StudyAnalysis, Context], Section]] = [
 
 
 def _slug(arm: Arm) -> str:
-    return "".join(c if c.isalnum() else "-" for c in f"{arm.model}-{arm.method}").strip("-")
+    """The arm in a figure's file name: model names are hub ids or folders (`org/name`, `../m`)."""
+    return safe_filename(f"{arm.model}-{arm.method}")
 
 
 def build_document(a: StudyAnalysis, ctx: Context) -> Document:

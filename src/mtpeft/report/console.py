@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-console = Console()
+# No emoji codes: a run named `:x:` is shown as written. Markup stays on for our own styling, so user
+# text (names, paths, error messages) goes through `plain` or `markup_safe` below.
+console = Console(emoji=False)
+
+# Terminal control characters (C0 but tab and newline, DEL, C1): a name holding ESC [31m would recolour
+# the terminal, one holding a carriage return would overwrite the line.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: object) -> str:
+    """`text` with terminal control characters shown as `\\xNN` escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def plain(text: object) -> Text:
+    """User text (a name, a path, an error) as a renderable shown exactly as written: no markup."""
+    return Text(printable(text))
+
+
+def markup_safe(text: object) -> str:
+    """User text to embed in a markup string (`[yellow]...{markup_safe(path)}...[/yellow]`)."""
+    return escape(printable(text))
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -30,19 +54,19 @@ def scores_table(
 ) -> Table:
     """rows: (task, primary metric, {column: score}, baselines {name: {metric: value}})."""
     table = Table(
-        title=title,
+        title=plain(title),
         caption="Higher is better for every score; baselines are trained on the same train split.",
     )
     table.add_column("task")
     table.add_column("metric")
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column(plain(column), justify="right")
     for baseline in ("majority", "random", "tfidf"):
         table.add_column(baseline, justify="right", style="dim")
     for task, metric, scores, baselines in rows:
         cells = [_fmt(scores.get(c)) for c in columns]
         cells += [_fmt(baselines.get(b, {}).get(metric)) for b in ("majority", "random", "tfidf")]
-        table.add_row(task, metric, *cells)
+        table.add_row(plain(task), plain(metric), *cells)
     return table
 
 
@@ -69,12 +93,14 @@ def cost_table(costs: dict[str, dict[str, Any]], num_tasks: int) -> Table:
     settings = list(costs)
     table = Table(
         title="Cost (measured here; FLOPs estimated from parameters x tokens)",
-        caption=f"{num_tasks} tasks. Lower is better, except tokens/s."
-        + (f" ratio = {settings[0]} / {settings[1]}." if len(settings) == 2 else ""),
+        caption=plain(
+            f"{num_tasks} tasks. Lower is better, except tokens/s."
+            + (f" ratio = {settings[0]} / {settings[1]}." if len(settings) == 2 else "")
+        ),
     )
     table.add_column("measure")
     for setting in settings:
-        table.add_column(setting, justify="right")
+        table.add_column(plain(setting), justify="right")
     with_ratio = len(settings) == 2
     if with_ratio:
         table.add_column("ratio", justify="right")
@@ -105,16 +131,6 @@ def runs_table(records: list[Any]) -> Table:
     for r in records:
         test = r.metrics.get("test", {})
         primary = ", ".join(f"{t}={_fmt(next(iter(m.values()), None))}" for t, m in test.items() if m)
-        table.add_row(
-            r.run_id[:8],
-            r.name,
-            r.status,
-            r.mode,
-            r.model,
-            r.method,
-            ",".join(r.tasks),
-            str(r.seed),
-            primary or "-",
-            (r.created_at or "")[:19],
-        )
+        cells = (r.run_id[:8], r.name, r.status, r.mode, r.model, r.method, ",".join(r.tasks), r.seed)
+        table.add_row(*(plain(c) for c in (*cells, primary or "-", (r.created_at or "")[:19])))
     return table

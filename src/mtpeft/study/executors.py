@@ -34,12 +34,12 @@ def get_executor(name: str) -> Executor:
 
 @register_executor("local")
 def run_locally(jobs: list[Job], run_fn: RunFn, spec: StudySpec, progress: bool) -> list[Outcome]:
-    from mtpeft.report.console import console
+    from mtpeft.report.console import console, markup_safe
 
     outcomes = []
     for i, job in enumerate(jobs, 1):
         if job.previous != "finished":  # a long study shows where it is, progress bars or not
-            console.print(f"[bold][{i}/{len(jobs)}][/bold] {job.planned.display_name}")
+            console.print(f"[bold]\\[{i}/{len(jobs)}][/bold] {markup_safe(job.planned.display_name)}")
         outcomes.append(execute_job(job, run_fn, progress))
     return outcomes
 

@@ -99,8 +99,12 @@ def expand(spec: StudySpec) -> list[PlannedRun]:
     ):
         try:
             config = _config(spec, entries, model, method, group, seed)
-        except ConfigError as err:
-            raise ConfigError(f"the study's base config does not make a valid train config: {err}") from err
+        except ConfigError as err:  # located in the study file by the caller (it knows the path)
+            raise ConfigError(
+                f"the study's base config (with method {method.display!r}'s overrides) does not make a "
+                f"valid train config: {err.reason}",
+                field=f"base.{err.field}" if err.field else "base",
+            ) from err
         key = run_key_of(config)
         planned.setdefault(key, PlannedRun(config, method.display, group, group_kind(group, labels), key))
     return list(planned.values())

@@ -10,9 +10,10 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
+from mtpeft.errors import MtpeftError
+from mtpeft.paths import predictions_dir, task_file
 from mtpeft.store import RunRecord
 from mtpeft.study.grid import Group, group_kind
 
@@ -65,9 +66,10 @@ def _method_labels(records: list[RunRecord]) -> dict[str, str]:
 
 def _primary_metric(record: RunRecord, task: str, split: str) -> str | None:
     from mtpeft.tasks import get_task
+    from mtpeft.tasks.registry import task_label
 
     for entry in record.config.get("tasks", []):
-        label = entry.get("name") or Path(entry["task"]).stem
+        label = entry.get("name") or task_label(entry["task"])
         if label == task:
             try:
                 return get_task(entry["task"]).primary
@@ -135,8 +137,8 @@ class StudyRuns:
         return tuple(self.tasks)
 
     def per_example(self, record: RunRecord, task: str) -> dict[str, list] | None:
-        path = Path(record.run_dir) / "predictions" / self.split / f"{task}.per_example.json"
         try:
+            path = task_file(predictions_dir(record.run_dir, self.split), task, "per_example.json")
             return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, MtpeftError):  # missing, damaged, or linked out of its run directory
             return None

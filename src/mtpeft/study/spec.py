@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mtpeft.config_files import read_yaml_mapping, validate_model
-from mtpeft.training.config import TaskEntry
+from mtpeft.training.config import Seed, TaskEntry
 
 # Grid dimensions: the study sets these per run, so the base config must not.
 GRID_FIELDS = ("tasks", "model", "method", "method_options", "seed", "mode", "name", "workspace", "study")
@@ -32,7 +32,7 @@ def _without_grid_fields(fields: dict[str, Any], where: str) -> dict[str, Any]:
 class MethodChoice(BaseModel):
     """One method of the grid, with its options (`lora` alone is short for `{name: lora}`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     options: dict[str, Any] = Field(default_factory=dict, description="method_options of its runs.")
@@ -52,12 +52,12 @@ class MethodChoice(BaseModel):
 
 
 class Grid(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     models: list[str] = Field(default_factory=lambda: ["minilm"], min_length=1)
     methods: list[MethodChoice] = Field(min_length=1)
     task_sets: list[TaskSet] = Field(default_factory=lambda: ["single", "all"], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -89,7 +89,7 @@ class Grid(BaseModel):
 class RayOptions(BaseModel):
     """Resources of each run when `executor: ray` (one Ray task per run)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     address: str | None = Field(default=None, description="Cluster address; None starts a local Ray.")
     num_cpus: float = Field(default=1, ge=0)
@@ -97,11 +97,11 @@ class RayOptions(BaseModel):
 
 
 class StudySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1)
     description: str = ""
-    workspace: str = "workspace"
+    workspace: str = Field(default="workspace", min_length=1)
     executor: str = "local"
     ray: RayOptions = Field(default_factory=RayOptions)
     base: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields shared by every run.")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mtpeft.paths import predictions_dir, safe_filename, task_file
 from mtpeft.store import RunStore
 from mtpeft.study.grid import PlannedRun, expand
 from mtpeft.study.spec import StudySpec, parse_study
@@ -131,7 +132,7 @@ def record_run(store: RunStore, run: PlannedRun, *, per_example: bool = True) ->
     from mtpeft.evaluation.metrics import compute_metrics
 
     cfg = run.config
-    run_dir = Path(cfg.workspace) / "runs" / f"{run.display_name}-{run.key[:10]}"
+    run_dir = Path(cfg.workspace) / "runs" / f"{safe_filename(run.display_name)}-{run.key[:10]}"
     run_id = store.start_run(
         name=run.display_name,
         study=cfg.study,
@@ -156,9 +157,9 @@ def record_run(store: RunStore, run: PlannedRun, *, per_example: bool = True) ->
             "tfidf": {m: 0.6 for m in spec.metrics},
         }
         if per_example:
-            out = run_dir / "predictions" / "test"
+            out = predictions_dir(run_dir, "test")
             out.mkdir(parents=True, exist_ok=True)
-            (out / f"{task}.per_example.json").write_text(json.dumps(preds), encoding="utf-8")
+            task_file(out, task, "per_example.json").write_text(json.dumps(preds), encoding="utf-8")
     store.finish_run(
         run_id,
         metrics={"test": metrics},

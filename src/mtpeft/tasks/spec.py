@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from pathlib import Path
 
@@ -24,14 +25,35 @@ class TaskKind(str, Enum):
 
 
 FIELD_ROLES = {"code", "label", "code_b", "query", "target", "id", "group"}
+# How a label in a data file is matched to a task's `labels` (also in the README's format section).
+LABEL_RULE = (
+    "a label is one of the task's label strings (spaces around it ignored), or a JSON integer whose "
+    'digits are one of them (1 for "1"); true/false, decimals such as 1.0, NaN, Infinity, null, lists '
+    "and objects are never labels"
+)
+
+
+def _shown(raw: object) -> str:
+    """A raw label for a message, cut short (a label may be a megabyte of junk)."""
+    if isinstance(raw, int) and raw.bit_length() >= 256:  # repr of a 5000-digit int raises ValueError
+        return f"<an integer of {raw.bit_length()} bits>"
+    shown = json.dumps(raw) if isinstance(raw, bool | float) or raw is None else repr(raw)  # true, NaN
+    return shown if len(shown) <= 60 else shown[:56] + "..."
+
+
+def _label_type(raw: object) -> str:
+    if isinstance(raw, bool):
+        return "boolean"
+    names = {int: "huge integer", float: "decimal number", list: "list", dict: "object", type(None): "null"}
+    return names.get(type(raw), type(raw).__name__)
 
 
 class TaskSpec(BaseModel):
     """Everything mtpeft needs to know about a task; loaded from YAML (built-in or the user's)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: str = Field(description="Short unique name, used in configs, reports and the store.")
+    name: str = Field(min_length=1, description="Short unique name, used in configs, reports and the store.")
     kind: TaskKind = Field(description="binary | multiclass | pair | retrieval | generation.")
     format: str = Field(description="Data format reader name (see `mtpeft data formats`).")
     fields: dict[str, str] = Field(
@@ -76,14 +98,27 @@ class TaskSpec(BaseModel):
         return self.fields.get(role, default)
 
     def label_index(self, raw: object, *, path: str | Path, line: int | None, field: str) -> int:
-        """Map a raw label from a file to its index in the label set, or raise a located DataError."""
+        """Map a raw label from a file to its index in the label set, or raise a located DataError.
+
+        Strict (LABEL_RULE): a string of the set, or an integer whose digits are one; never a boolean,
+        a decimal, NaN or null, which sloppy coercion would turn into a wrong label silently."""
         assert self.labels is not None
-        text = str(raw).strip()
-        if isinstance(raw, bool) or (isinstance(raw, float) and raw.is_integer()):
-            text = str(int(raw))
+        if isinstance(raw, str):
+            text = raw.strip()
+        elif isinstance(raw, int) and not isinstance(raw, bool) and raw.bit_length() < 256:
+            text = str(raw)
+        else:
+            raise DataError(
+                f"label {_shown(raw)} is a JSON {_label_type(raw)}, not one of the labels {self.labels} "
+                f"of task '{self.name}'",
+                path=path,
+                line=line,
+                field=field,
+                hint=LABEL_RULE,
+            )
         if text not in self.labels:
             raise DataError(
-                f"label {raw!r} is not in the label set {self.labels} of task '{self.name}'",
+                f"label {_shown(raw)} is not in the label set {self.labels} of task '{self.name}'",
                 path=path,
                 line=line,
                 field=field,

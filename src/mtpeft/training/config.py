@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mtpeft.config_files import read_yaml_mapping, validate_model
+from mtpeft.config_files import load_yaml_text, read_yaml_mapping, validate_model
 from mtpeft.errors import ConfigError
+from mtpeft.paths import safe_filename
+from mtpeft.tasks.registry import task_label
+
+# torch.manual_seed and numpy's legacy seeding accept exactly this range; outside it they raise mid-run.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="Random seed, 0 .. 2**32-1.")]
 
 
 class TaskEntry(BaseModel):
     """One task of a run: which task, which data, and its per-task batching."""
 
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: text such as "inf" or "1e400" would otherwise validate as an infinite float
+    # (non-finite YAML numbers are refused before, by config_files.check_plain, naming the field).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    task: str = Field(description="Built-in task name or path of a task YAML.")
+    task: str = Field(min_length=1, description="Built-in task name or path of a task YAML (.yaml/.yml).")
     data: str | None = Field(default=None, description="Data folder; defaults to the task's own `data`.")
-    name: str | None = Field(default=None, description="Alias, to train one task kind on two datasets.")
+    name: str | None = Field(
+        default=None, min_length=1, description="Alias, to train one task kind on two datasets."
+    )
     batch_size: int = Field(default=8, ge=1)
     eval_batch_size: int = Field(default=32, ge=1)
     max_length: int = Field(default=256, ge=8, description="Max tokens of code (each snippet for pairs).")
@@ -30,15 +40,16 @@ class TaskEntry(BaseModel):
 
     @property
     def label(self) -> str:
-        return self.name or Path(self.task).stem
+        """The task's name in this run (metrics, store, file names): the alias, else the task's own name."""
+        return self.name or task_label(self.task)
 
 
 class TrainConfig(BaseModel):
     """A fully described run: with its seed, this is what the store keys on."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(default="run", description="Run (or group) name shown in `mtpeft runs`.")
+    name: str = Field(default="run", min_length=1, description="Run (or group) name shown in `mtpeft runs`.")
     mode: Literal["multi", "single"] = Field(
         default="multi", description="multi: one shared module for all tasks; single: one run per task."
     )
@@ -65,11 +76,11 @@ class TrainConfig(BaseModel):
     dynamic_padding: bool = Field(default=True, description="Pad to the batch's longest, not max_length.")
     retrieval_dim: int = Field(default=256, ge=8)
     retrieval_scale: float = Field(default=20.0, gt=0, description="Similarity scale (1/temperature).")
-    seed: int = 0
+    seed: Seed = 0
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     workspace: str = Field(default="workspace", description="Folder holding runs/ and mtpeft.sqlite.")
     study: str | None = None
-    evaluate_splits: list[str] = Field(default_factory=lambda: ["test"])
+    evaluate_splits: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=lambda: ["test"])
     baselines: bool = Field(default=True, description="Score majority/random/TF-IDF baselines beside.")
 
     @model_validator(mode="after")
@@ -78,6 +89,15 @@ class TrainConfig(BaseModel):
         dupes = {x for x in labels if labels.count(x) > 1}
         if dupes:
             raise ValueError(f"task names must be unique; give `name:` to tell apart: {sorted(dupes)}")
+        # Each task's prediction files are named after it; names that differ only in case (or in
+        # characters a file name cannot hold) would share files on case-insensitive file systems.
+        files: dict[str, str] = {}
+        for label in labels:
+            other = files.setdefault(safe_filename(label).lower(), label)
+            if other != label:
+                raise ValueError(
+                    f"task names {other!r} and {label!r} would share prediction files; rename one (`name:`)"
+                )
         return self
 
     def run_key(self) -> str:
@@ -100,29 +120,92 @@ class TrainConfig(BaseModel):
         return data
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node: Any = data
-    for key in keys[:-1]:
-        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
-    last = keys[-1]
+_INDEX = re.compile(r"[0-9]+", re.ASCII)
+
+
+def _describe(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "text", type(None): "null"}
+    return f"{kinds.get(type(value), type(value).__name__)} ({value!r})"
+
+
+def _step(node: Any, key: str, reached: str, item: str, path: str | Path | None) -> tuple[Any, Any]:
+    """(container, key) that `key` addresses inside `node`; lists take an index 0..n-1."""
+    where = reached or "the config"
+    if isinstance(node, dict):
+        return node, key
     if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
+        if not node:
+            raise _override_error(item, path, f"{where} is an empty list: there is no entry '{key}' to set")
+        last = len(node) - 1
+        if not _INDEX.fullmatch(key):
+            raise _override_error(item, path, f"{where} is a list, so '{key}' must be an index 0..{last}")
+        if int(key) > last:
+            raise _override_error(item, path, f"index {key} is out of range: {where} has entries 0..{last}")
+        return node, int(key)
+    raise _override_error(
+        item, path, f"{where} is {_describe(node)}, not a mapping, so it has no field '{key}'"
+    )
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """`key=value` overrides (dotted keys reach nested fields; values parse as YAML scalars)."""
+def _set_dotted(
+    data: dict[str, Any], keys: list[str], value: Any, item: str, path: str | Path | None
+) -> None:
+    node: Any = data
+    for depth, key in enumerate(keys[:-1]):
+        container, slot = _step(node, key, ".".join(keys[:depth]), item, path)
+        if isinstance(container, dict) and container.get(slot) is None:
+            container[slot] = {}  # a missing (or null) parent: `method_options.r=4` creates the mapping
+        node = container[slot]
+    container, slot = _step(node, keys[-1], ".".join(keys[:-1]), item, path)
+    container[slot] = value
+
+
+def _override_error(item: str, path: str | Path | None, why: str) -> ConfigError:
+    return ConfigError(
+        f"cannot apply --set {item!r}: {why}. Write key=value with a dotted key, "
+        "e.g. --set max_steps=100 --set tasks.0.batch_size=4",
+        path=path,
+        field=item.partition("=")[0].strip() or None,
+    )
+
+
+def parse_override(item: str, *, path: str | Path | None = None) -> tuple[list[str], Any]:
+    """(dotted key parts, value) of one `key=value` override; the value is a YAML value, no tags."""
+    key, sep, raw = item.partition("=")
+    if not sep:
+        raise _override_error(item, path, "there is no '='")
+    parts = [p.strip() for p in key.split(".")]
+    if not all(parts):
+        raise _override_error(item, path, f"the key {key.strip()!r} has an empty part")
+    if not raw.strip():
+        raise _override_error(item, path, "the value is empty (write key=null to unset a field)")
+    if any(isinstance(t, (yaml.TagToken, yaml.AnchorToken, yaml.AliasToken)) for t in _tokens(raw)):
+        raise _override_error(
+            item, path, "YAML tags (!!...), anchors (&) and aliases (*) are not accepted; quote the "
+            "value to pass it as text"
+        )
+    try:
+        # Non-plain values (inf, dates, ...) are refused by validation, which names the field.
+        return parts, load_yaml_text(raw, where=None, what="value")
+    except ConfigError as err:
+        raise _override_error(item, path, f"{err.reason}; quote text values") from err
+
+
+def _tokens(raw: str) -> list[Any]:
+    try:
+        return list(yaml.scan(raw, Loader=yaml.SafeLoader))
+    except Exception:  # noqa: BLE001 - unscannable text: load_yaml_text reports it with its position
+        return []
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], *, path: str | Path | None = None
+) -> dict[str, Any]:
+    """`key=value` overrides (dotted keys reach nested fields and list entries; values parse as YAML)."""
     data = copy.deepcopy(data)
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key=value (e.g. max_steps=100)")
-        key, raw = item.split("=", 1)
-        try:
-            _set_dotted(data, key.strip(), yaml.safe_load(raw))
-        except (ValueError, IndexError) as err:
-            raise ConfigError(f"cannot apply override '{item}': {err}", field=key) from err
+        keys, value = parse_override(item, path=path)
+        _set_dotted(data, keys, value, item, path)
     return data
 
 
@@ -130,6 +213,27 @@ def validate_config(data: dict[str, Any], *, path: str | Path | None = None) -> 
     return validate_model(TrainConfig, data, path=path)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path, overrides: list[str] | None = None, *, fields: dict[str, Any] | None = None
+) -> TrainConfig:
+    """The config in `path`, with `fields` set as given (typed CLI flags: never parsed as YAML) and then
+    the `--set` overrides applied."""
     data = read_yaml_mapping(path, what="config file", expected="name, mode, model, method, tasks, ...")
-    return validate_config(apply_overrides(data, overrides or []), path=path)
+    data |= {k: v for k, v in (fields or {}).items() if v is not None}
+    overrides = overrides or []
+    try:
+        return validate_config(apply_overrides(data, overrides, path=path), path=path)
+    except ConfigError as err:
+        raise _blame_override(err, overrides) from err
+
+
+def _blame_override(err: ConfigError, overrides: list[str]) -> ConfigError:
+    """`err`, naming the --set that put the bad value there (the file may not even hold that field)."""
+    field = err.field or ""
+    culprits = [
+        item for item in overrides
+        if field and (key := item.partition("=")[0].strip()) and (key == field or key.startswith(field + "."))
+    ]
+    if not culprits or "--set" in err.reason:
+        return err
+    return ConfigError(f"{err.reason} (set by --set {culprits[-1]!r})", path=err.path, field=err.field)

@@ -6,14 +6,20 @@ import json
 import re
 from pathlib import Path
 
+from mtpeft.manifest import has_manifest
+from mtpeft.paths import inside, safe_filename
 from mtpeft.training.config import TrainConfig
 
-STATE_FILE = "trainer_state.json"  # written last into a checkpoint: its presence marks it complete
+RUNS_DIR = "runs"  # under the workspace; one folder per run
+
+STATE_FILE = "trainer_state.json"  # the trainer's own part of a checkpoint (step, best, cursors)
+_CHECKPOINT_NAME = re.compile(r"step-\d+")  # `step-N.tmp` is one still being written
 
 
 def run_dir_for(config: TrainConfig) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name).strip("-") or "run"
-    return Path(config.workspace) / "runs" / f"{slug}-{config.run_key()[:10]}"
+    """WORKSPACE/runs/<name>-<key>: the name only through safe_filename, so no name leaves runs/."""
+    runs = Path(config.workspace) / RUNS_DIR
+    return inside(runs, runs / f"{safe_filename(config.name)}-{config.run_key()[:10]}")
 
 
 def split_single(config: TrainConfig) -> list[TrainConfig]:
@@ -29,10 +35,21 @@ def run_configs(config: TrainConfig) -> list[TrainConfig]:
     return [config] if config.mode == "multi" else split_single(config)
 
 
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Checkpoints under their final name, newest first. A checkpoint is renamed to its final name
+    only after its manifest is written, so `step-N.tmp` ones (cut short by a kill) are not listed;
+    whether a listed one is intact is for `mtpeft.manifest.manifest_problem` to say."""
+    found = [
+        p
+        for p in (run_dir / "checkpoints").glob("step-*")
+        if p.is_dir() and _CHECKPOINT_NAME.fullmatch(p.name)
+    ]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("step-")), reverse=True)
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    checkpoints = sorted((run_dir / "checkpoints").glob("step-*"))
-    complete = [c for c in checkpoints if (c / STATE_FILE).exists()]
-    return complete[-1] if complete else None
+    """The newest complete checkpoint (manifest present; its files are not hashed here)."""
+    return next((c for c in checkpoint_dirs(run_dir) if has_manifest(c)), None)
 
 
 def checkpointed_steps(config: TrainConfig) -> int:
@@ -42,4 +59,7 @@ def checkpointed_steps(config: TrainConfig) -> int:
     checkpoint = latest_checkpoint(run_dir_for(runs[0])) if len(runs) == 1 else None
     if checkpoint is None:
         return 0
-    return int(json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")).get("step", 0))
+    try:
+        return int(json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")).get("step", 0))
+    except (OSError, ValueError, AttributeError):  # damaged: resuming will fall back, so estimate no saving
+        return 0

@@ -16,6 +16,8 @@ from mtpeft.evaluation.run_eval import RUN_FILE, evaluate_run
 from mtpeft.store import RunStore
 from mtpeft.training.config import TrainConfig
 from mtpeft.training.layout import run_dir_for, split_single
+from mtpeft.training.preflight import preflight
+from mtpeft.training.run_lock import run_lock
 from mtpeft.training.trainer import MultiTaskTrainer
 
 STORE_FILE = "mtpeft.sqlite"
@@ -38,7 +40,14 @@ def store_for(config: TrainConfig) -> RunStore:
     return RunStore(workspace / STORE_FILE)
 
 
-def run_training(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> list[RunResult]:
+def run_training(
+    config: TrainConfig, *, resume: bool = False, progress: bool = True, source: str | Path | None = None
+) -> list[RunResult]:
+    """Train (and evaluate) the config's runs; `source` is the config file, named in errors.
+
+    Nothing is written (no store row, no run directory) until the preflight has passed.
+    """
+    preflight(config, source=source)
     store = store_for(config)
     if config.mode == "multi":
         return [_run_one(config, store, group_id=None, resume=resume, progress=progress)]
@@ -53,6 +62,15 @@ def _run_one(
     config: TrainConfig, store: RunStore, *, group_id: str | None, resume: bool, progress: bool
 ) -> RunResult:
     run_dir = run_dir_for(config)
+    # Taken before the run's directory or store row is touched: a second process training the same
+    # run stops here (RunLocked) and changes nothing of the first one's run.
+    with run_lock(run_dir, config.name):
+        return _run_locked(config, store, run_dir, group_id=group_id, resume=resume, progress=progress)
+
+
+def _run_locked(
+    config: TrainConfig, store: RunStore, run_dir: Path, *, group_id: str | None, resume: bool, progress: bool
+) -> RunResult:
     previous = _read_run_file(run_dir) if resume else None
     if previous is not None and store.get(previous["run_id"]).status == "finished":
         record = store.get(previous["run_id"])

@@ -1,0 +1,268 @@
+"""Check a run before anything is written: a broken config leaves no store row and no run directory.
+
+Everything that can be checked cheaply is: the config's fields (pydantic did that), the tasks (built-in
+or YAML, trainable, metrics that fit their kind), their data (the folder exists and every split the run
+reads parses, with the task's own reader), the model name (resolvable without downloading), the method,
+and the workspace (creatable and writable). What needs the model loaded (e.g. method options that name
+modules) is checked when the run starts. Each error names the config file and its field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from mtpeft.config_files import located
+from mtpeft.errors import ConfigError
+from mtpeft.tasks import TaskKind, TaskSpec, get_task
+from mtpeft.tasks.registry import is_task_file
+from mtpeft.training.config import TaskEntry, TrainConfig
+from mtpeft.training.layout import RUNS_DIR, run_configs, run_dir_for
+
+if TYPE_CHECKING:
+    from mtpeft.study.spec import StudySpec
+
+Source = str | Path | None
+T = TypeVar("T")
+TRAIN_SPLITS = ("train", "valid")  # what the trainer reads; evaluate_splits come on top
+STORE_FILE = "mtpeft.sqlite"  # the name mtpeft.training.run.store_for uses
+# A Hugging Face hub id: `name` or `org/name`, letters, digits, `_ . -`, no `--`/`..`, at most 96 each.
+_HUB_PART = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?"
+_HUB_ID = re.compile(rf"(?!.*(?:--|\.\.)){_HUB_PART}(?:/{_HUB_PART})?", re.ASCII)
+# What each task kind's evaluation produces, so a metric that needs something else is refused up front.
+METRIC_INPUT_OF_KIND = {
+    TaskKind.BINARY: "labels",
+    TaskKind.MULTICLASS: "labels",
+    TaskKind.PAIR: "labels",
+    TaskKind.RETRIEVAL: "ranks",
+    TaskKind.GENERATION: "texts",
+}
+
+
+def preflight(config: TrainConfig, *, source: Source = None) -> None:
+    """Raise the first problem of `config` (read from the file `source`) as one located error."""
+    Preflight(source or f"config {config.name!r}").config(config)
+
+
+def preflight_study(
+    spec: StudySpec, configs: list[TrainConfig], *, source: str | Path, read_data: bool = True
+) -> None:
+    """The same checks for a study (fields named as in the study file); `configs`: its runs to train.
+
+    read_data=False (a dry run: a cost preview, maybe before the data is built) leaves the data alone.
+    """
+    if not configs:  # every run is finished: the study trains nothing, so nothing needs to hold
+        return
+    check = Preflight(source, read_data=read_data)
+    check.workspace(spec.workspace, field="workspace")
+    for i, model in enumerate(spec.grid.models):
+        check.model(model, field=f"grid.models.{i}")
+    for i, method in enumerate(spec.grid.methods):
+        check.method(method.name, field=f"grid.methods.{i}.name")
+    splits = list(dict.fromkeys([*TRAIN_SPLITS, *(s for c in configs for s in c.evaluate_splits)]))
+    for i, entry in enumerate(spec.task_entries()):
+        check.task(entry, splits, field=f"tasks.{i}")
+    for config in configs:
+        check.run_dirs(config, field="name")
+
+
+class Preflight:
+    """The checks, each done once per distinct input: a study checks its models, methods, tasks and data
+    once, not once per run."""
+
+    def __init__(self, source: str | Path, *, read_data: bool = True) -> None:
+        self.source = source
+        self.read_data = read_data
+        self._done: set[tuple[str, ...]] = set()
+
+    def _once(self, *key: str) -> bool:
+        if key in self._done:
+            return False
+        self._done.add(key)
+        return True
+
+    def config(self, config: TrainConfig) -> None:
+        self.workspace(config.workspace, field="workspace")
+        self.model(config.model, field="model")
+        self.method(config.method, field="method")
+        splits = list(dict.fromkeys([*TRAIN_SPLITS, *config.evaluate_splits]))
+        for position, entry in enumerate(config.tasks):
+            self.task(entry, splits, field=f"tasks.{position}")
+        self.run_dirs(config, field="name")
+
+    def run_dirs(self, config: TrainConfig, *, field: str) -> None:
+        """Every run directory the config makes lies inside its workspace."""
+        for run in run_configs(config):
+            self._guard(lambda run=run: run_dir_for(run), field=field)
+
+    def _guard(self, check: Callable[[], T], *, field: str) -> T:
+        """check(), with a ConfigError it raises located in the config file at `field`."""
+        try:
+            return check()
+        except ConfigError as err:
+            raise located(err, self.source, field=field) from err
+
+    # ---- workspace ---------------------------------------------------------------------------------
+    def workspace(self, workspace: str, *, field: str) -> None:
+        if not self._once("workspace", workspace):
+            return
+        path = Path(workspace)
+        try:
+            existing = _nearest_existing(path)
+        except (OSError, ValueError) as err:
+            raise self._error(f"workspace {workspace!r} is not a usable path: {err}", field) from err
+        if not existing.is_dir():
+            what = "is a file" if existing == path else f"cannot be created: {str(existing)!r} is a file"
+            raise self._error(f"workspace {workspace!r} {what}; choose a folder (--workspace DIR)", field)
+        if existing == path:
+            self._workspace_layout(path, field)
+        _probe_write(existing, lambda reason: self._error(
+            f"workspace {workspace!r} is not writable ({reason} in {str(existing)!r}); "
+            "choose a writable folder (--workspace DIR)",
+            field,
+        ))
+
+    def _workspace_layout(self, path: Path, field: str) -> None:
+        runs, store = path / RUNS_DIR, path / STORE_FILE
+        if runs.exists() and not runs.is_dir():
+            raise self._error(f"{str(runs)!r} is a file; the workspace needs it as a folder", field)
+        if store.exists() and not store.is_file():
+            raise self._error(f"{str(store)!r} is not a file; move it out of the way", field)
+
+    # ---- model and method --------------------------------------------------------------------------
+    def model(self, name: str, *, field: str) -> None:
+        if not self._once("model", name):
+            return
+        from mtpeft.models.registry import MODELS
+
+        if name in MODELS:
+            return
+        known = ", ".join(MODELS)
+        try:
+            folder = Path(name)
+            is_dir, exists = folder.is_dir(), folder.exists()
+        except (OSError, ValueError):
+            is_dir = exists = False
+        if is_dir:
+            if not (folder / "config.json").is_file():
+                raise self._error(
+                    f"model folder {name!r} holds no config.json, so it is not a saved Hugging Face model",
+                    field,
+                )
+            return
+        if exists or not _HUB_ID.fullmatch(name):
+            raise self._error(
+                f"model {name!r} is not a short name ({known}; see `mtpeft models`), an existing model "
+                "folder, or a Hugging Face hub id like 'org/name'",
+                field,
+            )
+
+    def method(self, name: str, *, field: str) -> None:
+        if not self._once("method", name):
+            return
+        from mtpeft.peft_methods import get_method
+
+        self._guard(lambda: get_method(name), field=field)
+
+    # ---- tasks and data ----------------------------------------------------------------------------
+    def task(self, entry: TaskEntry, splits: list[str], *, field: str) -> None:
+        spec = self._guard(lambda: get_task(entry.task), field=f"{field}.task")
+        if self._once("task", _identity(entry.task)):
+            origin = entry.task if is_task_file(entry.task) else None
+            try:
+                _check_spec(spec)
+            except ConfigError as err:  # named in the task YAML (if it is one) and at the config's field
+                raise located(located(err, origin), self.source, field=f"{field}.task") from err
+        self._head_name(entry.label, field=f"{field}.name" if entry.name else f"{field}.task")
+        data = entry.data or spec.data
+        if data is None:
+            raise self._error(f"task {entry.label!r} needs a data folder (`data:`)", f"{field}.data")
+        if self.read_data:
+            self._data(spec.with_name(entry.label), data, splits, field=f"{field}.data")
+
+    def _head_name(self, label: str, *, field: str) -> None:
+        """Each task's head lives in a torch ModuleDict under the task's name, which refuses names with a
+        dot and names of its own attributes (`keys`, `training`, `forward`, ...) with a KeyError."""
+        from torch import nn
+
+        if "." in label or hasattr(nn.ModuleDict(), label):
+            raise self._error(
+                f"task name {label!r} cannot be used: a task name may not contain '.' nor be one of torch's "
+                "module attribute names (such as 'keys' or 'training'); give the task another `name:`",
+                field,
+            )
+
+    def _data(self, spec: TaskSpec, data: str, splits: list[str], *, field: str) -> None:
+        from mtpeft.data.formats.base import load_split
+
+        folder = Path(data)
+        try:
+            is_dir, exists = folder.is_dir(), folder.exists()
+        except (OSError, ValueError):
+            is_dir = exists = False
+        if not is_dir:
+            problem = "is not a folder" if exists else "does not exist"
+            raise self._error(
+                f"data folder {data!r} of task {spec.name!r} {problem} (relative paths are read from the "
+                "folder you run mtpeft in; a task YAML's own `data:` from the YAML's folder)",
+                field,
+            )
+        for split in splits:
+            if self._once("data", spec.name, spec.format, os.path.abspath(data), split):
+                self._guard(lambda split=split: load_split(spec, data, split), field=field)
+
+    def _error(self, message: str, field: str) -> ConfigError:
+        return ConfigError(message, path=self.source, field=field)
+
+
+def _check_spec(spec: TaskSpec) -> None:
+    """A task declaration the trainer can use: trainable, a known format, metrics that fit its kind."""
+    from mtpeft.data.formats.base import get_format
+    from mtpeft.evaluation.metrics import get_metric
+
+    if not spec.trainable:
+        raise ConfigError(
+            f"task {spec.name!r} ({spec.kind.value}) is registered for loading and evaluation but cannot "
+            "be trained yet",
+            field="trainable",
+        )
+    try:
+        get_format(spec.format)
+    except ConfigError as err:
+        raise ConfigError(err.reason, field="format") from err
+    wanted = METRIC_INPUT_OF_KIND[spec.kind]
+    for position, name in enumerate(spec.metrics):
+        try:
+            metric = get_metric(name)
+        except ConfigError as err:
+            raise ConfigError(err.reason, field=f"metrics.{position}") from err
+        if metric.consumes != wanted or (metric.binary_only and spec.kind == TaskKind.MULTICLASS):
+            raise ConfigError(
+                f"metric {name!r} does not apply to a {spec.kind.value} task", field=f"metrics.{position}"
+            )
+
+
+def _identity(task: str) -> str:
+    """A task reference as a key: YAML paths by absolute path (two spellings, one file)."""
+    return os.path.abspath(task) if is_task_file(task) else task
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe_write(folder: Path, error: Callable[[str], ConfigError]) -> None:
+    """Create and remove a scratch file: the only test of writability that root, ACLs and read-only
+    mounts all answer truthfully (os.access says yes to root on a read-only bind mount)."""
+    try:
+        handle, name = tempfile.mkstemp(prefix=".mtpeft-write-check-", dir=folder)
+    except OSError as err:
+        raise error(err.strerror or str(err)) from err
+    os.close(handle)
+    os.unlink(name)
