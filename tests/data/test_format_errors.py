@@ -63,7 +63,7 @@ CASES = {  # one case per block: a table reads better unformatted
     "label-wrong-type": Broken(
         "complexity", {"train.jsonl": '{"code": "x", "label": {"n": 1}}\n'},
         file="train.jsonl", line=1, field="label",
-        says="a label must be a string or a number, got a JSON object"),
+        says="label {'n': 1} is a JSON object, not one of the labels"),
     "record-not-an-object": Broken(
         "vulnerability", {"train.jsonl": devign(0) + "[1, 2]\n"},
         file="train.jsonl", line=2, field=None, says="expected a JSON object"),

@@ -192,8 +192,8 @@ def test_user_task_yaml_with_renamed_fields_needs_no_code(tmp_path):
     write_jsonl(
         data / "train.jsonl",
         [
-            {"source": "eval(input())", "is_bad": True, "uid": "u1"},
-            {"source": "print(1)", "is_bad": False, "uid": "u2"},
+            {"source": "eval(input())", "is_bad": 1, "uid": "u1"},  # an integer matches label "1"
+            {"source": "print(1)", "is_bad": "0", "uid": "u2"},
         ],
     )
     task_file = tmp_path / "risky-eval.yaml"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mtpeft.errors import MtpeftError
@@ -31,31 +32,42 @@ def _one_line_errors() -> Iterator[None]:
         raise SystemExit(2) from None
 
 
+# C0/C1 control characters (tab aside) shown as \xNN: an id holding ESC [2J must not clear the terminal.
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)) if code != 0x09}
+
+
+def _user(text: object) -> str:
+    """User text (ids, split names, paths, labels) for rich: never markup (`[red]` is text, `[/bold]` no
+    MarkupError) and never a terminal control sequence."""
+    return escape(str(text).translate(_CONTROL))
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def _ids(examples: list[list[str]]) -> str:
-    return "; ".join(", ".join(group) for group in examples)
+    return _user("; ".join(", ".join(group) for group in examples))
 
 
 def _counts_table(report) -> Table:
     table = Table("split", "count", "labels", "positive", "exact dup", "near dup", "empty", title="examples")
     for s in report.splits.values():
-        labels = " ".join(f"{k}:{v}" for k, v in s.labels.items()) if s.labels else "-"
+        labels = _user(" ".join(f"{k}:{v}" for k, v in s.labels.items())) if s.labels else "-"
         dups = (s.exact_duplicates.count, s.near_duplicates.count, s.empty)
-        table.add_row(s.split, str(s.count), labels, _pct(s.positive_rate), *map(str, dups))
+        table.add_row(_user(s.split), str(s.count), labels, _pct(s.positive_rate), *map(str, dups))
     return table
 
 
 def _lengths_table(report) -> Table:
-    table = Table("split", "p50", "p90", "p95", "p99", "max", title=f"input length, {report.tokenizer}")
+    title = f"input length, {_user(report.tokenizer)}"
+    table = Table("split", "p50", "p90", "p95", "p99", "max", title=title)
     side = {"retrieval": "query", "generation": "target"}.get(report.kind)
     if side:
         table.add_column(f"{side} p50/p95")
     for s in report.splits.values():
         n = s.lengths
-        row = [s.split, *(f"{v:g}" for v in (n.p50, n.p90, n.p95, n.p99)), str(n.max)]
+        row = [_user(s.split), *(f"{v:g}" for v in (n.p50, n.p90, n.p95, n.p99)), str(n.max)]
         if s.side_lengths is not None:
             row.append(f"{s.side_lengths.p50:g}/{s.side_lengths.p95:g}")
         table.add_row(*row)
@@ -74,13 +86,13 @@ def _findings_table(report) -> Table:
         rows.append(("label conflicts", report.conflicts))
     table = Table("finding", "count", "example ids", title="findings")
     for name, found in rows:
-        table.add_row(name, str(found.count), _ids(found.examples))
+        table.add_row(_user(name), str(found.count), _ids(found.examples))
     return table
 
 
 def print_report(report) -> None:  # an InspectReport; its module is imported lazily (transformers)
     """The inspect report as rich tables: examples, lengths, findings with example ids."""
-    console.print(f"[bold]{report.task}[/bold] ({report.kind}) in {report.root}")
+    console.print(f"[bold]{_user(report.task)}[/bold] ({report.kind}) in {_user(report.root)}")
     for table in (_counts_table(report), _lengths_table(report), _findings_table(report)):
         console.print(table)
 
@@ -108,7 +120,7 @@ def inspect_command(
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-        console.print(f"report written to {json_out}")
+        console.print(f"report written to {_user(str(json_out))}")
 
 
 def build_default_command(
@@ -133,7 +145,8 @@ def build_default_command(
     for task, per_split in counts.items():
         table.add_row(task, *(str(per_split.get(s, 0)) for s in ("train", "valid", "test")))
     console.print(table)
-    console.print(f"built in {time.perf_counter() - started:.1f} s; see {Path(out_dir) / 'SOURCE.md'}")
+    source_md = _user(str(Path(out_dir) / "SOURCE.md"))
+    console.print(f"built in {time.perf_counter() - started:.1f} s; see {source_md}")
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -20,7 +21,7 @@ def formats() -> None:
     table.add_column("format", style="bold cyan", no_wrap=True)
     table.add_column("expected files")
     for name in sorted(FORMATS):
-        table.add_row(name, FORMATS[name].description)
+        table.add_row(escape(name), escape(FORMATS[name].description))  # text, never console markup
     Console().print(table)
 
 
@@ -34,5 +35,6 @@ def tasks() -> None:
     for spec in sorted(builtin_tasks().values(), key=lambda spec: spec.name):
         labels = ", ".join(spec.labels) if spec.labels else "-"
         trainable = "yes" if spec.trainable else "no"
-        table.add_row(spec.name, spec.kind.value, spec.format, labels, spec.primary, trainable)
+        row = (spec.name, spec.kind.value, spec.format, labels, spec.primary, trainable)
+        table.add_row(*map(escape, row))  # task YAMLs are user text: `[x]` in a label is not markup
     Console().print(table)

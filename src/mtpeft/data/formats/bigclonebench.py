@@ -14,6 +14,8 @@ from mtpeft.data.formats.textio import (
     iter_jsonl,
     order_splits,
     read_text,
+    require_file,
+    shorten,
     split_file,
     split_files,
     text_lines,
@@ -36,10 +38,7 @@ class BigCloneBenchReader:
     def read(self, root: Path, split: str, task: TaskSpec) -> list[Example]:
         pairs_path = split_file(root, split, self.split_suffixes, self.name)
         functions_path = root / FUNCTIONS_FILE
-        if not functions_path.is_file():
-            raise DataError(
-                "function file not found", path=functions_path, hint=f"the {self.name} format needs it"
-            )
+        require_file(functions_path, "function file", hint=f"the {self.name} format needs it")
         stat = functions_path.stat()
         functions = _load_functions(
             functions_path,
@@ -65,13 +64,13 @@ class BigCloneBenchReader:
         columns = line.split()  # CodeXGLUE splits on tabs; any whitespace also accepts space-separated files
         if len(columns) != 3:
             raise at.error(
-                f"expected 3 tab-separated columns idx1, idx2, label; got {len(columns)}: {line[:80]!r}"
+                f"expected 3 tab-separated columns idx1, idx2, label; got {len(columns)}: {shorten(line)}"
             )
         id_a, id_b, raw_label = columns
         for column, function_id in (("idx1", id_a), ("idx2", id_b)):
             if function_id not in functions:
                 raise at.error(
-                    f"function id {function_id!r} is not in {FUNCTIONS_FILE}",
+                    f"function id {shorten(function_id)} is not in {FUNCTIONS_FILE}",
                     field=column,
                     hint=f"add the function to {FUNCTIONS_FILE} or drop the pair",
                 )

@@ -20,6 +20,8 @@ from mtpeft.data.formats.textio import (
     load_json_list,
     order_splits,
     read_text,
+    require_file,
+    shorten,
     split_file,
     split_files,
     text_lines,
@@ -57,12 +59,7 @@ class DevignJsonReader:
 
     def read(self, root: Path, split: str, task: TaskSpec) -> list[Example]:
         index_path = split_file(root, split, self.split_suffixes, self.name)
-        if not (root / self.functions_file).is_file():
-            raise DataError(
-                "function file not found",
-                path=root / self.functions_file,
-                hint=f"the {self.name} format needs it",
-            )
+        require_file(root / self.functions_file, "function file", hint=f"the {self.name} format needs it")
         functions = load_json_list(root / self.functions_file)
         converter = RecordConverter(task, self.name, DEVIGN_FIELDS, meta_fields=("commit_id",))
         unique = UniqueIds(index_path, field=None)
@@ -93,15 +90,18 @@ class DevignJsonReader:
             if not text:
                 continue
             if not (text.isascii() and text.isdigit()):
-                raise DataError(f"expected one index per line, got {text[:40]!r}", path=path, line=line_no)
-            index = int(text)
-            if index >= count:
                 raise DataError(
-                    f"index {index} is out of range: function.json holds {count} records (0..{count - 1})",
+                    f"expected one index per line, got {shorten(text, 40)}", path=path, line=line_no
+                )
+            # Compared as digits first: int() of more than 4300 digits raises ValueError.
+            if len(text.lstrip("0")) > len(str(count)) or int(text) >= count:
+                raise DataError(
+                    f"index {shorten(text, 40, quoted=False)} is out of range: function.json holds "
+                    f"{count} records (0..{count - 1})",
                     path=path,
                     line=line_no,
                 )
-            pairs.append((line_no, index))
+            pairs.append((line_no, int(text)))
         if not pairs:
             raise DataError("file is empty (no indexes)", path=path)
         return pairs

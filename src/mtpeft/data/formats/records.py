@@ -10,7 +10,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 from mtpeft.data.example import Example
-from mtpeft.data.formats.textio import json_type
+from mtpeft.data.formats.textio import json_type, shorten
 from mtpeft.errors import ConfigError, DataError
 from mtpeft.tasks.spec import TaskKind, TaskSpec
 
@@ -41,10 +41,17 @@ def require_object(record: object, at: Location) -> dict:
     return record
 
 
+def field_names(record: dict, limit: int = 12) -> str:
+    """The record's field names for a message; a hostile record may have thousands, or huge ones."""
+    names = [name if len(name) <= 40 and name.isprintable() else shorten(name, 40) for name in sorted(record)]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return (", ".join(names[:limit]) or "no fields") + more
+
+
 def require_field(record: dict, name: str, at: Location, role: str) -> object:
     if name not in record:
         raise at.error(
-            f"is missing (the record has: {', '.join(sorted(record)) or 'no fields'})",
+            f"is missing (the record has: {field_names(record)})",
             field=name,
             hint=f"add it, or map role '{role}' to another field in the task YAML: fields: {{{role}: ...}}",
         )
@@ -71,9 +78,9 @@ def require_id(record: dict, name: str, at: Location) -> str:
 
 
 def require_label(record: dict, name: str, at: Location, task: TaskSpec) -> int:
+    """The label's index; which raw values count as which label is TaskSpec.label_index's rule, the one
+    place it is decided (strict: no booleans, decimals or null)."""
     value = require_field(record, name, at, "label")
-    if not isinstance(value, str | int | float):
-        raise at.error(f"a label must be a string or a number, got a JSON {json_type(value)}", field=name)
     try:
         return task.label_index(value, path=at.path, line=at.line, field=name)
     except DataError as err:
@@ -152,7 +159,7 @@ class RecordConverter:
             return default_id
         names = " or ".join(f"'{name}'" for name in self.id_fields)
         raise at.error(
-            f"missing id field {names} (the record has: {', '.join(sorted(record))})",
+            f"missing id field {names} (the record has: {field_names(record)})",
             field=self.id_field,
             hint="add an id, or name the id field in the task YAML: fields: {id: <name>}",
         )
