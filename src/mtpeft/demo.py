@@ -42,7 +42,7 @@ def run_demo(workspace: Path, *, steps: int | None = None) -> None:
     from mtpeft.data.inspect import inspect_task
     from mtpeft.store import RunStore
     from mtpeft.tasks import get_task
-    from mtpeft.training.config import validate_config
+    from mtpeft.config import validate_config
     from mtpeft.training.cost import sum_costs
     from mtpeft.training.run import run_training
 

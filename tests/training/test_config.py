@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mtpeft.errors import ConfigError
-from mtpeft.training.config import load_config
+from mtpeft.config import load_config
 
 
 def _write(tmp_path, text: str):

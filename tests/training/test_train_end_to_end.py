@@ -13,7 +13,7 @@ import yaml
 
 from mtpeft.data.fixtures import write_fixture_dataset
 from mtpeft.store import RunStore
-from mtpeft.training.config import validate_config
+from mtpeft.config import validate_config
 from mtpeft.training.run import run_training
 
 FORMATS = {

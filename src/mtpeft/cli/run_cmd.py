@@ -26,7 +26,7 @@ def _train(
 ) -> None:
     """Train one shared module over the config's tasks (mode multi) or one per task (mode single)."""
     from mtpeft.report.console import console, scores_table
-    from mtpeft.training.config import load_config
+    from mtpeft.config import load_config
     from mtpeft.training.run import run_training
 
     flags = {

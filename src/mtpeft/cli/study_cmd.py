@@ -48,7 +48,7 @@ def plan_table(spec: StudySpec, jobs: list[Job], records: list[RunRecord]) -> tu
     from rich.table import Table
 
     from mtpeft.study.estimate import estimate_run, measured_throughput
-    from mtpeft.training.layout import checkpointed_steps
+    from mtpeft.layout import checkpointed_steps
 
     table = Table(
         title=f"Study {spec.name}: {len(jobs)} runs (workspace {spec.workspace})",

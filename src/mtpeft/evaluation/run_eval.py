@@ -11,9 +11,9 @@ import torch
 from mtpeft.evaluation.evaluate import evaluate_task
 from mtpeft.models import load_backbone
 from mtpeft.peft_methods import get_method
-from mtpeft.training.config import load_config
-from mtpeft.training.model import MultiTaskModel
-from mtpeft.training.task_data import RunTask, resolve_tasks
+from mtpeft.config import load_config
+from mtpeft.modeling.model import MultiTaskModel
+from mtpeft.modeling.task_data import RunTask, resolve_tasks
 
 RUN_FILE = "run.json"
 

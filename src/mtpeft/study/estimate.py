@@ -16,7 +16,7 @@ from functools import cache
 
 from mtpeft.store import RunRecord
 from mtpeft.tasks import TaskKind, get_task
-from mtpeft.training.config import TaskEntry, TrainConfig, validate_config
+from mtpeft.config import TaskEntry, TrainConfig, validate_config
 
 # Registry: task kind -> tokens one example feeds the backbone (each input padded to its maximum).
 TOKENS_PER_EXAMPLE: dict[TaskKind, Callable[[TaskEntry], int]] = {

@@ -14,7 +14,7 @@ from typing import Any
 
 from mtpeft.errors import ConfigError
 from mtpeft.study.spec import MethodChoice, StudySpec, TaskSet
-from mtpeft.training.config import TaskEntry, TrainConfig, validate_config
+from mtpeft.config import TaskEntry, TrainConfig, validate_config
 
 Group = tuple[str, ...]
 

@@ -19,7 +19,7 @@ from mtpeft.errors import ConfigError
 from mtpeft.store import RunRecord, RunStore
 from mtpeft.study.grid import PlannedRun, expand
 from mtpeft.study.spec import StudySpec
-from mtpeft.training.config import TrainConfig
+from mtpeft.config import TrainConfig
 
 STORE_FILE = "mtpeft.sqlite"  # the file name mtpeft.training.run.store_for uses
 MAX_ATTEMPTS = 2  # the first attempt and one retry

@@ -16,7 +16,7 @@ import torch
 
 from mtpeft.data.example import Example
 from mtpeft.tasks.spec import TaskKind, TaskSpec
-from mtpeft.training.config import TaskEntry
+from mtpeft.config import TaskEntry
 
 # Sequences of each kind of input: (feature key, Example attribute, length field of TaskEntry)
 _INPUTS_BY_KIND: dict[TaskKind, list[tuple[str, str, str]]] = {

@@ -14,8 +14,8 @@ import yaml
 from mtpeft.errors import MtpeftError
 from mtpeft.evaluation.run_eval import RUN_FILE, evaluate_run
 from mtpeft.store import RunStore
-from mtpeft.training.config import TrainConfig
-from mtpeft.training.layout import run_dir_for, split_single
+from mtpeft.config import TrainConfig
+from mtpeft.layout import run_dir_for, split_single
 from mtpeft.training.trainer import MultiTaskTrainer
 
 STORE_FILE = "mtpeft.sqlite"

@@ -25,12 +25,12 @@ from mtpeft.evaluation.evaluate import evaluate_task
 from mtpeft.models import load_backbone
 from mtpeft.peft_methods import apply_method
 from mtpeft.training.batching import TaskBatcher, TaskFeatures, collate
-from mtpeft.training.config import TrainConfig
+from mtpeft.config import TrainConfig
 from mtpeft.training.cost import CostMeter
-from mtpeft.training.layout import STATE_FILE, latest_checkpoint
-from mtpeft.training.model import MultiTaskModel
+from mtpeft.layout import STATE_FILE, latest_checkpoint
+from mtpeft.modeling.model import MultiTaskModel
 from mtpeft.training.sampling import build_schedule
-from mtpeft.training.task_data import RunTask, resolve_tasks
+from mtpeft.modeling.task_data import RunTask, resolve_tasks
 
 BEST_DIR = "best"
 

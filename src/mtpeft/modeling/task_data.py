@@ -10,7 +10,7 @@ from mtpeft.data.formats.base import load_split
 from mtpeft.errors import ConfigError
 from mtpeft.tasks import TaskSpec, get_task
 from mtpeft.training.batching import TaskFeatures, tokenize_task
-from mtpeft.training.config import TaskEntry, TrainConfig
+from mtpeft.config import TaskEntry, TrainConfig
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from mtpeft.training.config import TrainConfig
+from mtpeft.config import TrainConfig
 
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint: its presence marks it complete
 
