@@ -8,12 +8,40 @@ from pathlib import Path
 
 from mtpeft.config import TrainConfig
 
+STORE_FILE = "mtpeft.sqlite"
+RUNS_DIR = "runs"
+RUN_FILE = "run.json"  # run id and group id
+CONFIG_FILE = "config.yaml"
+COST_FILE = "cost.json"
+TRAIN_LOG = "train.log"
+CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint: its presence marks it complete
+BEST_DIR = "best"  # what a deployment loads
+ADAPTER_DIR = "adapter"
+HEADS_WEIGHTS = "heads.safetensors"
+HEADS_META = "heads.json"
+PREDICTIONS_DIR = "predictions"
+
+
+def store_path(workspace: str | Path) -> Path:
+    return Path(workspace) / STORE_FILE
+
+
+def predictions_dir(run_dir: Path, split: str) -> Path:
+    return run_dir / PREDICTIONS_DIR / split
+
+
+def per_example_path(run_dir: Path, split: str, task: str) -> Path:
+    return predictions_dir(run_dir, split) / f"{task}.per_example.json"
+
+
+def metrics_path(run_dir: Path, split: str) -> Path:
+    return run_dir / f"metrics.{split}.json"
 
 
 def run_dir_for(config: TrainConfig) -> Path:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name).strip("-") or "run"
-    return Path(config.workspace) / "runs" / f"{slug}-{config.run_key()[:10]}"
+    return Path(config.workspace) / RUNS_DIR / f"{slug}-{config.run_key()[:10]}"
 
 
 def split_single(config: TrainConfig) -> list[TrainConfig]:
@@ -30,7 +58,7 @@ def run_configs(config: TrainConfig) -> list[TrainConfig]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    checkpoints = sorted((run_dir / "checkpoints").glob("step-*"))
+    checkpoints = sorted((run_dir / CHECKPOINTS_DIR).glob("step-*"))
     complete = [c for c in checkpoints if (c / STATE_FILE).exists()]
     return complete[-1] if complete else None
 

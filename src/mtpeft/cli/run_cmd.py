@@ -25,8 +25,8 @@ def _train(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train one shared module over the config's tasks (mode multi) or one per task (mode single)."""
-    from mtpeft.report.console import console, scores_table
     from mtpeft.config import load_config
+    from mtpeft.report.console import console, scores_table
     from mtpeft.training.run import run_training
 
     flags = {
@@ -67,21 +67,24 @@ def _evaluate(
     """Score a trained run on a split, write official prediction files, record it in the store."""
     import json
 
+    from mtpeft import layout
     from mtpeft.errors import ConfigError
-    from mtpeft.evaluation.run_eval import RUN_FILE, evaluate_run
+    from mtpeft.evaluation.run_eval import evaluate_run
     from mtpeft.report.console import console, scores_table
     from mtpeft.store import RunStore
 
-    if not (run_dir / "best" / "heads.json").exists():
-        raise ConfigError(f"{run_dir} holds no trained model (missing best/heads.json); train it first")
+    best = run_dir / layout.BEST_DIR
+    if not (best / layout.HEADS_META).exists():
+        missing = f"{layout.BEST_DIR}/{layout.HEADS_META}"
+        raise ConfigError(f"{run_dir} holds no trained model (missing {missing}); train it first")
     metrics, base = evaluate_run(run_dir, split, baselines=baselines)
-    store_path = run_dir.parent.parent / "mtpeft.sqlite"
+    store_path = layout.store_path(run_dir.parent.parent)  # workspace/runs/<run>
     if store_path.exists():
-        run_id = json.loads((run_dir / RUN_FILE).read_text())["run_id"]
+        run_id = json.loads((run_dir / layout.RUN_FILE).read_text())["run_id"]
         RunStore(store_path).update_metrics(run_id, split, metrics)
     rows = [(t, next(iter(m)), {"model": m[next(iter(m))]}, base.get(t, {})) for t, m in metrics.items()]
     console.print(scores_table(f"{run_dir.name}: {split}", rows, ["model"]))
-    console.print(f"prediction files: {run_dir / 'predictions' / split}")
+    console.print(f"prediction files: {layout.predictions_dir(run_dir, split)}")
 
 
 def _runs(
@@ -90,10 +93,11 @@ def _runs(
     status: str | None = typer.Option(None, help="running | finished | failed | interrupted"),
 ) -> None:
     """List the runs recorded in the workspace's store."""
+    from mtpeft.layout import store_path
     from mtpeft.report.console import console, runs_table
     from mtpeft.store import RunStore
 
-    store = RunStore(workspace / "mtpeft.sqlite")
+    store = RunStore(store_path(workspace))
     console.print(runs_table(store.list_runs(study=study, status=status)))
 
 

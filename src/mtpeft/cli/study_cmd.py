@@ -47,8 +47,8 @@ def plan_table(spec: StudySpec, jobs: list[Job], records: list[RunRecord]) -> tu
     from rich import box
     from rich.table import Table
 
-    from mtpeft.study.estimate import estimate_run, measured_throughput
     from mtpeft.layout import checkpointed_steps
+    from mtpeft.study.estimate import estimate_run, measured_throughput
 
     table = Table(
         title=f"Study {spec.name}: {len(jobs)} runs (workspace {spec.workspace})",

@@ -18,6 +18,7 @@ import numpy as np
 from mtpeft.data.example import Example
 from mtpeft.data.formats.base import available_splits, load_split
 from mtpeft.errors import ModelLoadError
+from mtpeft.tasks.kinds import kind_of
 from mtpeft.tasks.spec import TaskKind, TaskSpec
 
 # Canonical split order; leakage is reported from an earlier split into a later one (train -> test).
@@ -257,7 +258,7 @@ def _split_report(
     split: str, examples: list[Example], task: TaskSpec, count_tokens: TokenCounter
 ) -> SplitReport:
     labels = positive_rate = None
-    if task.kind.is_classification and task.labels:
+    if kind_of(task).labelled and task.labels:
         counts = Counter(ex.label for ex in examples)
         labels = {name: counts.get(i, 0) for i, name in enumerate(task.labels)}
         if len(task.labels) == 2 and examples:
@@ -286,10 +287,10 @@ def inspect_task(task: TaskSpec, root: str | Path | None, tokenizer: str | None 
     by_split = {s: load_split(task, root, s) for s in splits}
     return InspectReport(
         task=task.name,
-        kind=task.kind.value,
+        kind=task.kind,
         root=str(root if root is not None else task.data),
         tokenizer=description,
         splits={s: _split_report(s, exs, task, count_tokens) for s, exs in by_split.items()},
         leakage=_leakage(by_split, task.kind),
-        conflicts=_conflicts(by_split, task) if task.kind.is_classification else None,
+        conflicts=_conflicts(by_split, task) if kind_of(task).labelled else None,
     )

@@ -1,22 +1,25 @@
-"""The multi-task model: ONE adapted backbone shared by all tasks, one small head per task."""
+"""The multi-task model: ONE adapted backbone shared by all tasks, one small head per task.
+
+One path for training, evaluation and inference: `encode_inputs` runs the backbone once per distinct
+input of a batch (pooled vectors by role), then a head turns those vectors into a loss or predictions.
+`analyze`, `embed` and `compare` are the inference entries built on the same two steps, so N tasks on
+one snippet cost one backbone pass.
+"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mtpeft.heads import build_head
+from mtpeft.heads import TaskHead, build_head
+from mtpeft.heads.classification import ClassificationHead
 from mtpeft.heads.pooling import POOLINGS
+from mtpeft.heads.retrieval import RetrievalHead
+from mtpeft.modeling.inputs import Batch
 from mtpeft.tasks.spec import TaskSpec
-from mtpeft.training.loss_weighting import LOSS_WEIGHTINGS
-
-HEADS_FILE = "heads.safetensors"
-HEADS_META = "heads.json"
 
 
 class MultiTaskModel(nn.Module):
@@ -27,7 +30,7 @@ class MultiTaskModel(nn.Module):
         *,
         hidden_size: int,
         pooling: str,
-        loss_weighting: str = "equal",
+        loss_weighting: nn.Module | None = None,
         head_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -37,33 +40,87 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict(
             {name: build_head(spec, hidden_size, head_options) for name, spec in tasks.items()}
         )
-        self.loss_weighting = LOSS_WEIGHTINGS[loss_weighting](list(tasks))
+        # Training only (training/loss_weighting.py): a module here so its learned weights are
+        # optimised, checkpointed and wrapped by DDP together with the heads.
+        self.loss_weighting = loss_weighting
 
+    # ---- the one path: encode each input once, then heads -----------------------------------
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled vectors [batch, hidden]: one backbone pass."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
         return POOLINGS[self.pooling](hidden, attention_mask)
 
-    def task_loss(self, task: str, batch: dict[str, Any]) -> torch.Tensor:
-        return self.heads[task].loss(self.encode, batch)
+    def encode_inputs(self, batch: Batch, roles: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """{role: pooled vectors} for `roles` (default: every input of the batch), one pass each, in order."""
+        inputs = batch["inputs"]
+        return {role: self.encode(**inputs[role]) for role in (roles or inputs)}
 
-    def forward(self, task: str, batch: dict[str, Any]) -> torch.Tensor:
+    def task_loss(self, task: str, batch: Batch) -> torch.Tensor:
+        head = self.heads[task]
+        return head.loss(self.encode_inputs(batch, head.inputs), batch)
+
+    def forward(self, task: str, batch: Batch) -> torch.Tensor:
         return self.task_loss(task, batch)
 
     @torch.no_grad()
-    def predict(self, task: str, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.heads[task].predict(self.encode, batch)
+    def predict(self, task: str, batch: Batch) -> dict[str, torch.Tensor]:
+        head = self.heads[task]
+        return head.predict(self.encode_inputs(batch, head.inputs))
 
+    # ---- inference -----------------------------------------------------------------------------
+    def snippet_tasks(self) -> list[str]:
+        """Tasks whose head reads one snippet and gives class probabilities (binary, multiclass)."""
+        return [n for n, h in self.heads.items() if isinstance(h, ClassificationHead) and len(h.inputs) == 1]
+
+    @torch.no_grad()
+    def analyze(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tasks: Iterable[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """{task: class probabilities [batch, labels]} of every snippet task (or `tasks`), from ONE encode."""
+        snippet_tasks = self.snippet_tasks()
+        names = list(snippet_tasks if tasks is None else tasks)
+        others = [n for n in names if n not in snippet_tasks]
+        if others:
+            raise ValueError(
+                f"analyze() runs one-snippet classification tasks ({', '.join(snippet_tasks) or 'none'}); "
+                f"not {', '.join(others)} (use embed() for retrieval, compare() for pairs)"
+            )
+        pooled = self.encode(input_ids, attention_mask)
+        return {n: self.heads[n].predict({self.heads[n].inputs[0]: pooled})["probs"] for n in names}
+
+    @torch.no_grad()
+    def embed(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: str | None = None
+    ) -> torch.Tensor:
+        """Unit-length retrieval embeddings [batch, dim] of code or queries (one backbone, one projection)."""
+        head = self._head_of_type(RetrievalHead, task, "embed")
+        return head.project(self.encode(input_ids, attention_mask))
+
+    @torch.no_grad()
+    def compare(self, u: torch.Tensor, v: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        """Pair-head probabilities [n, labels] for pooled vectors from `encode` (u, v: [n or 1, hidden])."""
+        head = self._head_of_type(ClassificationHead, task, "compare", inputs=2)
+        u, v = torch.broadcast_tensors(u, v)  # one snippet against many candidates
+        return head.predict(dict(zip(head.inputs, (u, v), strict=True)))["probs"]
+
+    def _head_of_type(
+        self, cls: type[TaskHead], task: str | None, what: str, inputs: int | None = None
+    ) -> TaskHead:
+        """The named head, or the only one, of `cls` reading `inputs` inputs; else a message listing them."""
+        fits = [
+            n for n, h in self.heads.items() if isinstance(h, cls) and inputs in (None, len(h.inputs))
+        ]
+        if task is None and len(fits) == 1:
+            return self.heads[fits[0]]
+        if task is not None and task in fits:
+            return self.heads[task]
+        named = f"task '{task}' has no head for {what}()" if task else f"{what}() needs a task name"
+        raise ValueError(f"{named}; tasks it can use: {', '.join(fits) or 'none in this model'}")
+
+    # ---- parameters ----------------------------------------------------------------------------
     def head_parameters(self) -> list[nn.Parameter]:
-        return list(self.heads.parameters()) + list(self.loss_weighting.parameters())
+        weighting = list(self.loss_weighting.parameters()) if self.loss_weighting is not None else []
+        return list(self.heads.parameters()) + weighting
 
     def head_parameter_count(self) -> int:
         return sum(p.numel() for p in self.heads.parameters())
-
-    def save_heads(self, directory: Path, meta: dict[str, Any]) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {f"{k}": v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}
-        save_file(tensors, str(directory / HEADS_FILE))
-        (directory / HEADS_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-
-    def load_heads(self, directory: Path) -> None:
-        self.heads.load_state_dict(load_file(str(directory / HEADS_FILE)))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mtpeft.errors import ConfigError
+from mtpeft.layout import store_path
 from mtpeft.report import plots
 from mtpeft.store import RunRecord, RunStore
 from mtpeft.study.analysis import Comparison, CostComparison, StudyAnalysis, analyse
@@ -25,7 +26,6 @@ from mtpeft.study.grouping import Plan, Recommendation
 from mtpeft.study.records import Arm
 from mtpeft.study.stats import Estimate
 
-STORE_FILE = "mtpeft.sqlite"
 BASELINES = ("majority", "tfidf")
 
 
@@ -682,7 +682,7 @@ def build_document(a: StudyAnalysis, ctx: Context) -> Document:
 
 # ---- inputs and outputs ----------------------------------------------------------------------------
 def load_records(workspace: Path, study: str | None) -> tuple[list[RunRecord], str | None, Path]:
-    path = workspace / STORE_FILE
+    path = store_path(workspace)
     if not path.exists():
         raise ConfigError(
             f"no results store at {path}; run `mtpeft study` or `mtpeft train` first", field="workspace"

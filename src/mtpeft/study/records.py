@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from mtpeft.layout import per_example_path
 from mtpeft.store import RunRecord
 from mtpeft.study.grid import Group, group_kind
 
@@ -135,7 +136,7 @@ class StudyRuns:
         return tuple(self.tasks)
 
     def per_example(self, record: RunRecord, task: str) -> dict[str, list] | None:
-        path = Path(record.run_dir) / "predictions" / self.split / f"{task}.per_example.json"
+        path = per_example_path(Path(record.run_dir), self.split, task)
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

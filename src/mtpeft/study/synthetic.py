@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mtpeft.layout import RUNS_DIR, per_example_path, store_path
 from mtpeft.store import RunStore
 from mtpeft.study.grid import PlannedRun, expand
 from mtpeft.study.spec import StudySpec, parse_study
@@ -131,7 +132,7 @@ def record_run(store: RunStore, run: PlannedRun, *, per_example: bool = True) ->
     from mtpeft.evaluation.metrics import compute_metrics
 
     cfg = run.config
-    run_dir = Path(cfg.workspace) / "runs" / f"{run.display_name}-{run.key[:10]}"
+    run_dir = Path(cfg.workspace) / RUNS_DIR / f"{run.display_name}-{run.key[:10]}"
     run_id = store.start_run(
         name=run.display_name,
         study=cfg.study,
@@ -156,9 +157,9 @@ def record_run(store: RunStore, run: PlannedRun, *, per_example: bool = True) ->
             "tfidf": {m: 0.6 for m in spec.metrics},
         }
         if per_example:
-            out = run_dir / "predictions" / "test"
-            out.mkdir(parents=True, exist_ok=True)
-            (out / f"{task}.per_example.json").write_text(json.dumps(preds), encoding="utf-8")
+            path = per_example_path(run_dir, "test", task)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(preds), encoding="utf-8")
     store.finish_run(
         run_id,
         metrics={"test": metrics},
@@ -170,8 +171,8 @@ def record_run(store: RunStore, run: PlannedRun, *, per_example: bool = True) ->
 
 
 def synthetic_store(spec: StudySpec, *, per_example: bool = True) -> RunStore:
-    """Record every run of `spec` as finished in `<workspace>/mtpeft.sqlite`."""
-    store = RunStore(Path(spec.workspace) / "mtpeft.sqlite")
+    """Record every run of `spec` as finished in the workspace's store."""
+    store = RunStore(store_path(spec.workspace))
     for run in expand(spec):
         record_run(store, run, per_example=per_example)
     return store

@@ -21,18 +21,17 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from mtpeft.evaluation.evaluate import evaluate_task
-from mtpeft.models import load_backbone
-from mtpeft.peft_methods import apply_method
-from mtpeft.training.batching import TaskBatcher, TaskFeatures, collate
+from mtpeft import layout
 from mtpeft.config import TrainConfig
-from mtpeft.training.cost import CostMeter
-from mtpeft.layout import STATE_FILE, latest_checkpoint
-from mtpeft.modeling.model import MultiTaskModel
-from mtpeft.training.sampling import build_schedule
+from mtpeft.evaluation.evaluate import evaluate_task
+from mtpeft.layout import BEST_DIR, STATE_FILE, latest_checkpoint
+from mtpeft.modeling.build import build_model, save_deployable
+from mtpeft.modeling.inputs import TaskFeatures, collate, to_device
 from mtpeft.modeling.task_data import RunTask, resolve_tasks
-
-BEST_DIR = "best"
+from mtpeft.training.batching import TaskBatcher
+from mtpeft.training.cost import CostMeter
+from mtpeft.training.loss_weighting import LOSS_WEIGHTINGS
+from mtpeft.training.sampling import build_schedule
 
 
 @dataclass
@@ -90,17 +89,13 @@ class MultiTaskTrainer:
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp])
         set_seed(config.seed)
         self.tasks: dict[str, RunTask] = resolve_tasks(config)
-        self.backbone = load_backbone(config.model, seed=config.seed)
-        self.pad_id = self.backbone.tokenizer.pad_token_id
-        self.adapted = apply_method(self.backbone, config.method, config.method_options)
-        self.model = MultiTaskModel(
-            self.adapted,
+        built = build_model(
+            config,
             {name: t.spec for name, t in self.tasks.items()},
-            hidden_size=self.backbone.info.hidden_size,
-            pooling=config.pooling or self.backbone.info.default_pooling,
-            loss_weighting=config.loss_weighting,
-            head_options={"dim": config.retrieval_dim, "scale": config.retrieval_scale},
+            loss_weighting=LOSS_WEIGHTINGS[config.loss_weighting](list(self.tasks)),
         )
+        self.backbone, self.adapted, self.model = built.backbone, built.adapted, built.model
+        self.pad_id = self.backbone.tokenizer.pad_token_id
 
     # ---- setup -------------------------------------------------------------------------------
     def _load_features(self) -> None:
@@ -159,7 +154,7 @@ class MultiTaskTrainer:
             meter.load_state_dict(state.cost)
         sizes = {n: len(f) for n, f in self.train_features.items()}
         schedule = build_schedule(cfg.schedule, sizes, seed=cfg.seed, temperature=cfg.temperature)
-        log = (self.run_dir / "train.log").open("a", encoding="utf-8")
+        log = (self.run_dir / layout.TRAIN_LOG).open("a", encoding="utf-8")
         bar = tqdm(
             total=cfg.max_steps,
             initial=state.step,
@@ -216,10 +211,7 @@ class MultiTaskTrainer:
                 samples=len(indices),
                 task=task,
             )
-            batch = {
-                k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v
-                for k, v in batch.items()
-            }
+            batch = to_device(batch, self.accelerator.device)
             last = position == len(step_tasks) - 1
             with self.accelerator.autocast():
                 loss = model(task, batch)
@@ -277,13 +269,13 @@ class MultiTaskTrainer:
             return
         state.cursors = {n: b.cursor.__dict__.copy() for n, b in self.batchers.items()}
         state.cost = meter.state_dict()
-        final = self.run_dir / "checkpoints" / f"step-{state.step:07d}"
+        final = self.run_dir / layout.CHECKPOINTS_DIR / f"step-{state.step:07d}"
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         self.accelerator.save_state(str(tmp))
         state.save(tmp)
         tmp.rename(final)  # a checkpoint exists only once it is complete
-        for old in (self.run_dir / "checkpoints").glob("step-*"):
+        for old in (self.run_dir / layout.CHECKPOINTS_DIR).glob("step-*"):
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
 
@@ -291,21 +283,7 @@ class MultiTaskTrainer:
         """What a deployment needs: the shared module and the heads (no optimiser state)."""
         if not self.accelerator.is_main_process:
             return
-        tmp = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.adapted.save(tmp / "adapter")
-        model = self.accelerator.unwrap_model(self.model)
-        model.save_heads(
-            tmp,
-            {
-                "step": step,
-                "score": score,
-                "pooling": model.pooling,
-                "tasks": {n: t.spec.model_dump(mode="json") for n, t in self.tasks.items()},
-            },
-        )
-        shutil.rmtree(directory, ignore_errors=True)
-        tmp.rename(directory)
+        save_deployable(self.accelerator.unwrap_model(self.model), directory, step=step, score=score)
 
     def stored_bytes(self) -> int:
         best = self.run_dir / BEST_DIR
