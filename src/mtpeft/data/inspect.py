@@ -177,7 +177,7 @@ def _length_stats(lengths: Sequence[int]) -> LengthStats:
 # Keys: what counts as "the same code" for each task kind
 
 
-def code_key(ex: Example, kind: TaskKind, normalise: Callable[[str], str]) -> str:
+def code_key(ex: Example, kind: str, normalise: Callable[[str], str]) -> str:
     """Pairs are unordered (a, b); every other kind is keyed on its code."""
     if kind == TaskKind.PAIR:
         a, b = sorted((normalise(ex.code), normalise(ex.code_b or "")))
@@ -196,7 +196,7 @@ def _groups(examples: Iterable[Example], key: Callable[[Example], str]) -> dict[
     return groups
 
 
-def _duplicates(examples: Sequence[Example], kind: TaskKind) -> tuple[Finding, Finding]:
+def _duplicates(examples: Sequence[Example], kind: str) -> tuple[Finding, Finding]:
     """(exact, near): count = examples beyond the first of their group."""
     exact = _groups(examples, lambda ex: code_key(ex, kind, lambda s: s))
     norm = _groups(examples, lambda ex: code_key(ex, kind, normalise_code))
@@ -213,7 +213,7 @@ def _duplicates(examples: Sequence[Example], kind: TaskKind) -> tuple[Finding, F
     return exact_found, near_found
 
 
-def _leakage(by_split: dict[str, list[Example]], kind: TaskKind) -> dict[str, Finding]:
+def _leakage(by_split: dict[str, list[Example]], kind: str) -> dict[str, Finding]:
     names = list(by_split)
     keyed = {s: _groups(by_split[s], lambda ex: code_key(ex, kind, normalise_code)) for s in names}
     leakage = {}

@@ -104,7 +104,7 @@ def write_generic(task: TaskSpec, examples: list[Example], outputs: Outputs, out
 
 
 # (data format, task kind) -> writer of that benchmark's official files; everything else is generic.
-WRITERS: dict[tuple[str, TaskKind], Writer] = {
+WRITERS: dict[tuple[str, str], Writer] = {
     ("devign-jsonl", TaskKind.BINARY): write_defect,
     ("devign-json", TaskKind.BINARY): write_defect,
     ("bigclonebench", TaskKind.PAIR): write_clone,

@@ -112,10 +112,13 @@ class MultiTaskModel(nn.Module):
         ]
         if task is None and len(fits) == 1:
             return self.heads[fits[0]]
-        if task is not None and task in fits:
+        if task in fits:
             return self.heads[task]
-        named = f"task '{task}' has no head for {what}()" if task else f"{what}() needs a task name"
-        raise ValueError(f"{named}; tasks it can use: {', '.join(fits) or 'none in this model'}")
+        if task is not None:
+            problem = f"task '{task}' has no head for {what}()"
+        else:
+            problem = f"{what}() needs a task name" if fits else f"this model has no head for {what}()"
+        raise ValueError(f"{problem}; tasks it can use: {', '.join(fits) or 'none'}")
 
     # ---- parameters ----------------------------------------------------------------------------
     def head_parameters(self) -> list[nn.Parameter]:

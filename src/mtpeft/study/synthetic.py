@@ -79,7 +79,7 @@ def _quality(run: PlannedRun, task: str) -> float:
     )
 
 
-def _predictions(kind: TaskKind, quality: float, seed: int, salt: int) -> PerExample:
+def _predictions(kind: str, quality: float, seed: int, salt: int) -> PerExample:
     """Predictions on the seed's test examples (the same for every run of that seed, as in real runs);
     exactly round(quality x n) of them right, so the stored scores follow QUALITY and TRANSFER closely."""
     truth_rng = np.random.default_rng([seed, 7])
