@@ -1,0 +1,315 @@
+"""Walk a source tree and extract its functions, methods and tests with tree-sitter.
+
+Nothing about a single file is ever fatal: a file that cannot be used is listed in
+``Extraction.skipped`` with the reason, and the scan goes on. Reasons:
+
+- symbolic links, to files or directories: never followed (so a scan never leaves the tree, never
+  loops, and never sees one file twice);
+- not a regular file (a FIFO, a socket, a device), unreadable files and directories;
+- bigger than ``max_file_bytes`` (generated code, amalgamations);
+- binary (a NUL byte in the first 8 KiB) or not valid UTF-8 (a UTF-8 byte-order mark is accepted);
+- parse errors over more than ``max_error_ratio`` of the file's bytes. Below that threshold the file
+  is kept: tree-sitter recovers locally, and C with unexpanded macros often has a few errors.
+
+Files whose extension belongs to no registered language are not "skipped": they are simply not
+source code for this scan. Empty files are read and yield no units.
+
+The text of each unit (``CodeUnit.code``) is its source, dedented (its first line's indentation
+included before dedenting), so that a method reads like a top-level function to the model; its
+position is the original one.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tree_sitter import Node, Parser
+
+from mtpeft.scan.ignore import PathFilter
+from mtpeft.scan.languages import LANGUAGES, FileContext, Found, LanguageSpec, language_for
+from mtpeft.scan.units import CodeUnit, SkippedFile
+
+DEFAULT_MAX_FILE_BYTES = 2_000_000
+DEFAULT_MAX_ERROR_RATIO = 0.10
+_BINARY_PROBE = 8192
+_BOM = b"\xef\xbb\xbf"
+
+
+class SkipFile(Exception):
+    """Raised inside extraction for one file; the message is the reason shown to the user."""
+
+
+@dataclass
+class Extraction:
+    root: Path
+    units: list[CodeUnit] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    files: int = 0  # source files read and parsed
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    exclude: Sequence[str] = ()
+    use_default_excludes: bool = True
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    max_error_ratio: float = DEFAULT_MAX_ERROR_RATIO
+    languages: Collection[str] | None = None  # None: every registered language
+
+
+def extract_tree(
+    root: str | os.PathLike[str], options: ExtractOptions | None = None, *, progress: bool = False
+) -> Extraction:
+    """Extract every unit under ``root`` (a directory, or a single source file).
+
+    Raises FileNotFoundError when ``root`` does not exist and ValueError for an unknown language;
+    problems with the files inside are never raised (see the module docstring).
+    """
+    options = options or ExtractOptions()
+    _check_languages(options.languages)
+    start = time.perf_counter()
+    root_path = Path(root)
+    if not root_path.exists() and not root_path.is_symlink():
+        raise FileNotFoundError(f"{root}: no such file or directory")
+    base = root_path if root_path.is_dir() else root_path.parent
+    result = Extraction(root=base.resolve())
+    parsers: dict[str, Parser] = {}
+    files = _source_files(
+        root_path,
+        PathFilter(options.exclude, use_defaults=options.use_default_excludes),
+        options,
+        result.skipped,
+    )
+    for rel, path, spec in _progress(files, progress):
+        try:
+            result.units.extend(extract_file(rel, path, spec, options, parsers))
+            result.files += 1
+        except SkipFile as reason:
+            result.skipped.append(SkippedFile(rel, str(reason)))
+    result.skipped.sort(key=lambda s: s.path)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _check_languages(languages: Collection[str] | None) -> None:
+    unknown = sorted(set(languages or ()) - set(LANGUAGES))
+    if unknown:
+        raise ValueError(f"unknown language(s) {unknown}; known: {sorted(LANGUAGES)}")
+
+
+def _progress(
+    files: Iterable[tuple[str, Path, LanguageSpec]], enabled: bool
+) -> Iterable[tuple[str, Path, LanguageSpec]]:
+    if not enabled:
+        return files
+    from tqdm import tqdm
+
+    return tqdm(files, desc="extracting", unit=" files", leave=False)
+
+
+# ----------------------------------------------------------------------------------------- walking
+
+
+def _source_files(
+    root: Path, path_filter: PathFilter, options: ExtractOptions, skipped: list[SkippedFile]
+) -> Iterator[tuple[str, Path, LanguageSpec]]:
+    """(relative path, path, language) of every source file to extract, in a stable order.
+
+    Each folder's files come in name order, then its subfolders, depth first.
+    """
+    if not root.is_dir():  # one file, named by the user: scanned even through a link
+        spec = _wanted_language(root.name, options)
+        if spec is not None:
+            yield root.name, root, spec
+        return
+    stack: list[tuple[Path, str]] = [(root, "")]
+    while stack:
+        directory, prefix = stack.pop()
+        subdirs: list[tuple[Path, str]] = []
+        for entry in _list_dir(directory, prefix, skipped):
+            rel = prefix + entry.name
+            found = _classify(entry, rel, path_filter, options, skipped)
+            if found == "dir":
+                subdirs.append((Path(entry.path), rel + "/"))
+            elif found is not None:
+                yield rel, Path(entry.path), found
+        stack.extend(reversed(subdirs))  # depth-first, in name order
+
+
+def _list_dir(directory: Path, prefix: str, skipped: list[SkippedFile]) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(entries, key=lambda e: e.name)
+    except OSError as exc:
+        skipped.append(
+            SkippedFile(prefix.rstrip("/") or ".", f"cannot read directory: {exc.strerror or exc}")
+        )
+        return []
+
+
+def _classify(
+    entry: os.DirEntry[str],
+    rel: str,
+    path_filter: PathFilter,
+    options: ExtractOptions,
+    skipped: list[SkippedFile],
+) -> LanguageSpec | str | None:
+    """'dir' to descend, a language to extract, or None (excluded, not source, or skipped)."""
+    try:
+        is_dir = entry.is_dir(follow_symlinks=False)
+        if path_filter.excluded(rel, is_dir=is_dir):
+            return None
+        if is_dir:
+            return "dir"
+        spec = _wanted_language(entry.name, options)
+        if entry.is_symlink():
+            if spec is not None or _points_to_dir(entry):
+                skipped.append(SkippedFile(rel, "symbolic link, not followed"))
+            return None
+        if spec is None:
+            return None
+        if not entry.is_file(follow_symlinks=False):
+            skipped.append(SkippedFile(rel, "not a regular file"))
+            return None
+        size = entry.stat(follow_symlinks=False).st_size
+    except OSError as exc:
+        skipped.append(SkippedFile(rel, f"cannot read: {exc.strerror or exc}"))
+        return None
+    if size > options.max_file_bytes:
+        skipped.append(SkippedFile(rel, f"too big: {size:,} bytes (limit {options.max_file_bytes:,})"))
+        return None
+    return spec
+
+
+def _wanted_language(name: str, options: ExtractOptions) -> LanguageSpec | None:
+    spec = language_for(name)
+    if spec is None or (options.languages is not None and spec.name not in options.languages):
+        return None
+    return spec
+
+
+def _points_to_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:  # a loop or a dangling link
+        return False
+
+
+# ------------------------------------------------------------------------------------ one file
+
+
+def extract_file(
+    rel: str,
+    path: Path,
+    spec: LanguageSpec,
+    options: ExtractOptions,
+    parsers: dict[str, Parser] | None = None,
+) -> list[CodeUnit]:
+    """The units of one file; raises SkipFile with the reason when the file cannot be used."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SkipFile(f"cannot read: {exc.strerror or exc}") from None
+    return extract_source(rel, data, spec, options, parsers)
+
+
+def extract_source(
+    rel: str,
+    data: bytes,
+    spec: LanguageSpec,
+    options: ExtractOptions | None = None,
+    parsers: dict[str, Parser] | None = None,
+) -> list[CodeUnit]:
+    """The units of one file's bytes (exposed for tests and for callers holding text in memory)."""
+    options = options or ExtractOptions()
+    data = _check_bytes(data, options)
+    if not data.strip():
+        return []
+    parsers = parsers if parsers is not None else {}
+    parser = parsers.get(spec.name) or parsers.setdefault(spec.name, spec.parser())
+    tree = parser.parse(data)
+    if tree.root_node.has_error:
+        ratio = _error_bytes(tree.root_node) / max(len(data), 1)
+        if ratio > options.max_error_ratio:
+            raise SkipFile(f"parse errors in {ratio:.0%} of the file (limit {options.max_error_ratio:.0%})")
+    ctx = FileContext(rel, data)
+    builder = _UnitBuilder(ctx, spec.name, ascii_only=data.isascii())
+    return [builder.build(found) for found in spec.extract(tree.root_node, ctx)]
+
+
+def _check_bytes(data: bytes, options: ExtractOptions) -> bytes:
+    if len(data) > options.max_file_bytes:  # the file grew after it was listed
+        raise SkipFile(f"too big: {len(data):,} bytes (limit {options.max_file_bytes:,})")
+    if b"\0" in data[:_BINARY_PROBE]:
+        raise SkipFile("binary file (NUL bytes)")
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SkipFile(f"not UTF-8: byte 0x{data[exc.start]:02x} on line {line}") from None
+    return data
+
+
+def _error_bytes(root: Node) -> int:
+    """Bytes of the tokens that tree-sitter could not fit into any valid subtree.
+
+    An ERROR node often wraps a whole file around one bad line, so its own size says little; what
+    counts is its pieces that are errors themselves. Valid subtrees inside it (a whole class that
+    parsed) count as fine, and extraction still finds the units in them.
+    """
+    total = 0
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for child in node.children:
+            if child.has_error or (node.is_error and child.child_count == 0):
+                if child.child_count == 0 or child.is_error and not child.named_children:
+                    total += child.end_byte - child.start_byte
+                else:
+                    stack.append(child)
+    return total
+
+
+class _UnitBuilder:
+    def __init__(self, ctx: FileContext, language: str, *, ascii_only: bool) -> None:
+        self.ctx = ctx
+        self.language = language
+        self.ascii_only = ascii_only
+
+    def build(self, found: Found) -> CodeUnit:
+        first, last = found.node, found.end_node or found.node
+        code = _unit_text(self.ctx.source, first, last)
+        return CodeUnit(
+            path=self.ctx.path,
+            language=self.language,
+            name=found.name,
+            kind=found.kind,
+            start_line=first.start_point.row + 1,
+            start_column=self._column(first.start_byte, first.start_point.column),
+            end_line=last.end_point.row + 1,
+            end_column=self._column(last.end_byte, last.end_point.column),
+            code=code,
+        )
+
+    def _column(self, byte: int, byte_column: int) -> int:
+        """1-based column in code points (tree-sitter counts bytes)."""
+        if self.ascii_only:
+            return byte_column + 1
+        return len(self.ctx.source[byte - byte_column : byte].decode("utf-8", "replace")) + 1
+
+
+def _unit_text(source: bytes, first: Node, last: Node) -> str:
+    """The unit's text, dedented when only indentation precedes it on its first line."""
+    line_start = first.start_byte - first.start_point.column
+    indent = source[line_start : first.start_byte]
+    if indent.strip():  # other code shares the first line: keep the unit's own text only
+        return source[first.start_byte : last.end_byte].decode("utf-8", "replace")
+    text = source[line_start : last.end_byte].decode("utf-8", "replace")
+    return textwrap.dedent(text) if indent else text
