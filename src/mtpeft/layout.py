@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
-from mtpeft.config import TrainConfig
+from mtpeft.config import TrainConfig, load_config, with_absolute_paths
 
 STORE_FILE = "mtpeft.sqlite"
 RUNS_DIR = "runs"
@@ -21,6 +23,7 @@ ADAPTER_DIR = "adapter"
 HEADS_WEIGHTS = "heads.safetensors"
 HEADS_META = "heads.json"
 PREDICTIONS_DIR = "predictions"
+EVALUATION_FILE = "evaluation.json"  # in an evaluation's prediction folder: what was scored, and the scores
 
 
 def store_path(workspace: str | Path) -> Path:
@@ -71,3 +74,41 @@ def checkpointed_steps(config: TrainConfig) -> int:
     if checkpoint is None:
         return 0
     return int(json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")).get("step", 0))
+
+
+# ---- a run directory read from anywhere ----------------------------------------------------------
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """The run's saved config with absolute paths, whatever the current working directory.
+
+    Runs save theirs with absolute paths already; older ones hold paths relative to where training ran,
+    which `training_root` recovers.
+    """
+    config = load_config(run_dir / CONFIG_FILE)
+    return with_absolute_paths(config, training_root(run_dir, config))
+
+
+def training_root(run_dir: Path, config: TrainConfig) -> Path:
+    """The working directory a run was trained from: its directory is <root>/<workspace>/runs/<run>
+    when the workspace was relative; else (absolute workspace, or a run directory moved since) the
+    current directory, where relative paths pointed before run directories were self-contained."""
+    workspace = Path(os.path.normpath(config.workspace))
+    here = Path(run_dir).resolve()
+    depth = 2 + len(workspace.parts)  # <run> and runs/, then the workspace's own parts
+    if workspace.is_absolute() or ".." in workspace.parts or len(here.parents) < depth:
+        return Path.cwd()
+    root = here.parents[depth - 1]
+    return root if root / workspace / RUNS_DIR / here.name == here else Path.cwd()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "data"
+
+
+def evaluation_dir(run_dir: Path, task: str, data: Path, split: str) -> Path:
+    """Prediction files of the run's `task` scored on the data folder `data`:
+    predictions/<task>@<folder name>-<8 hex of its absolute path>/<split>/. The '@' keeps it apart from
+    the run's own predictions/<split>/, the hash apart from other folders of the same name."""
+    absolute = str(Path(data).resolve())
+    digest = hashlib.sha256(absolute.encode()).hexdigest()[:8]
+    name = f"{_slug(task)}@{_slug(Path(absolute).name)}-{digest}"
+    return run_dir / PREDICTIONS_DIR / name / _slug(split)

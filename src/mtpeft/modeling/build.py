@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mtpeft import layout
-from mtpeft.config import TrainConfig, load_config
+from mtpeft.config import TrainConfig
 from mtpeft.errors import ConfigError
 from mtpeft.modeling.model import MultiTaskModel
 from mtpeft.models import load_backbone
@@ -109,7 +109,7 @@ def load_trained(run_dir: Path, device: torch.device | None = None) -> TrainedRu
     """
     best = run_dir / layout.BEST_DIR
     meta = read_heads_meta(best)
-    config = load_config(run_dir / layout.CONFIG_FILE)
+    config = layout.load_run_config(run_dir)  # absolute data paths: loads from any working directory
     backbone = load_backbone(config.model, seed=config.seed)
     adapted = get_method(config.method).load(backbone, best / layout.ADAPTER_DIR)
     tasks = {name: TaskSpec.model_validate(spec) for name, spec in meta["tasks"].items()}

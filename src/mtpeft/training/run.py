@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from mtpeft import layout
-from mtpeft.config import TrainConfig
+from mtpeft.config import TrainConfig, with_absolute_paths
 from mtpeft.errors import MtpeftError
 from mtpeft.evaluation.run_eval import evaluate_run
 from mtpeft.layout import RUN_FILE, run_dir_for, split_single
@@ -76,8 +76,10 @@ def _run_one(
             config=config.hashable() | {"key": config.run_key()},
             run_dir=str(run_dir),
         )
+        # Saved with absolute paths, so the run directory evaluates from any working directory.
+        saved = with_absolute_paths(config, Path.cwd())
         (run_dir / layout.CONFIG_FILE).write_text(
-            yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+            yaml.safe_dump(saved.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
         )
         (run_dir / RUN_FILE).write_text(
             json.dumps({"run_id": run_id, "group_id": group_id}), encoding="utf-8"
