@@ -191,3 +191,12 @@ def run_baselines(
         predictions = baseline(task, train, test, np.random.default_rng(seed))
         results[name] = compute_metrics(task.metrics, **gold, **predictions)
     return results
+
+
+def score_baseline(
+    task: TaskSpec, name: str, train: list[Example], test: list[Example], *, seed: int = 0
+) -> dict[str, float]:
+    """{metric: value} of one named baseline of the task's kind, fitted on `train`, scored on `test`."""
+    kind = kind_of(task)
+    predictions = kind.baselines()[name](task, train, test, np.random.default_rng(seed))
+    return compute_metrics(task.metrics, **kind.gold(test), **predictions)
