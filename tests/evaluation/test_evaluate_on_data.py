@@ -118,7 +118,8 @@ def test_evaluate_scores_a_test_only_folder_stores_it_and_the_report_shows_it(tr
     assert len(lines) == N_ONES + N_ZEROS and all(line.split("\t")[1] in ("0", "1") for line in lines)
     answers = [json.loads(line) for line in (folder / "vulnerability.answers.jsonl").read_text().splitlines()]
     assert sum(a["target"] for a in answers) == N_ONES
-    assert json.loads((folder / layout.EVALUATION_FILE).read_text())["data_path"] == str(other.resolve())
+    written = json.loads((folder / layout.EVALUATION_FILE).read_text())  # as the store holds it
+    assert (written["data_path"], written["eval_id"]) == (str(other.resolve()), evaluation.eval_id)
     assert _snapshot(run_dir / "predictions" / "test") == own_predictions
 
     # `mtpeft evaluations` lists it (on a console wide enough to keep the path on one line).

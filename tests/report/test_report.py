@@ -190,6 +190,7 @@ def test_report_shows_out_of_distribution_scores_beside_the_in_distribution_one(
     store.record_evaluation(_ood(run_id))
     gone = ["TF-IDF baseline skipped: the run's train data can no longer be read (moved)"]
     store.record_evaluation(_ood(run_id, data_path="/data/other <lang>", baselines={}, notes=gone))
+    store.record_evaluation(_ood(run_id, data_path="/data/no-baselines", baselines={}))  # --no-baselines
     files = build_report(tmp_path, tmp_path / "out")
     markdown, html = files.markdown.read_text(), files.html.read_text()
 
@@ -199,6 +200,7 @@ def test_report_shows_out_of_distribution_scores_beside_the_in_distribution_one(
     assert first.endswith(ood)
     second = next(line for line in markdown.splitlines() if "/data/other <lang>" in line)
     assert second.endswith("| - | skipped |") and f"/data/other <lang>: {gone[0]}" in markdown
+    assert next(line for line in markdown.splitlines() if "/data/no-baselines" in line).endswith("| - | - |")
     assert "<h2>Out-of-distribution evaluations</h2>" in html and "/data/other &lt;lang&gt;" in html
     assert "<td>0.610 [0.560, 0.660]</td>" in html and "<td>0.700</td>" in html
 

@@ -30,6 +30,7 @@ from mtpeft.data.formats.base import load_split
 from mtpeft.errors import ConfigError, DataError, MtpeftError
 from mtpeft.modeling.task_data import RunTask, subsample
 from mtpeft.store import EvaluationRecord, RunNotFound, RunStore
+from mtpeft.store.sqlite import TFIDF_SKIPPED
 from mtpeft.tasks.spec import TaskSpec
 
 ALL = "all"
@@ -208,8 +209,14 @@ def _score(run: RunInfo, item: Prepared, trained, device, *, baselines: bool, pr
         notes=notes,
         predictions_dir=str(out_dir),
     )
-    (out_dir / layout.EVALUATION_FILE).write_text(json.dumps(asdict(record), indent=2), "utf-8")
+    _write_evaluation_file(record)
     return record
+
+
+def _write_evaluation_file(record: EvaluationRecord) -> None:
+    """evaluation.json beside the prediction files: the evaluation as the store holds it."""
+    path = Path(record.predictions_dir) / layout.EVALUATION_FILE
+    path.write_text(json.dumps(asdict(record), indent=2), encoding="utf-8")
 
 
 def data_baselines(
@@ -229,7 +236,7 @@ def data_baselines(
         try:
             train = task.examples("train", seed=seed)
         except (MtpeftError, OSError) as err:
-            notes.append(f"TF-IDF baseline skipped: the run's train data can no longer be read ({err})")
+            notes.append(f"{TFIDF_SKIPPED}: the run's train data can no longer be read ({err})")
         else:
             scores[TFIDF] = score_baseline(task.spec, TFIDF, train, examples, seed=seed)
     return scores, notes
@@ -250,4 +257,6 @@ def record_evaluations(run: RunInfo, evaluations: list[EvaluationRecord]) -> Out
         stored = [store.record_evaluation(e) for e in evaluations]
     except RunNotFound:
         return Outcome(evaluations, None, f"not recorded: {store_file} has no run {run.run_id}")
+    for record in stored:  # now with the store's id and time
+        _write_evaluation_file(record)
     return Outcome(stored, store_file)

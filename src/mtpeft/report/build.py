@@ -21,6 +21,7 @@ from mtpeft.errors import ConfigError
 from mtpeft.layout import RUNS_DIR, per_example_path, store_path
 from mtpeft.report import plots
 from mtpeft.store import EvaluationRecord, RunRecord, RunStore
+from mtpeft.store.sqlite import TFIDF_SKIPPED
 from mtpeft.study.analysis import Comparison, CostComparison, StudyAnalysis, analyse
 from mtpeft.study.grouping import Plan, Recommendation
 from mtpeft.study.records import Arm
@@ -284,6 +285,7 @@ def _ood_row(a: StudyAnalysis, ctx: Context, record: RunRecord, e: EvaluationRec
     ood = Estimate(e.score, *(e.interval or (None, None)))
     shift = e.score - own.mean if own is not None and own.mean is not None else None
     subset = "" if e.max_examples is None else " (seeded subset)"
+    tfidf = e.baselines.get("tfidf", {}).get(e.metric)
     return [
         f"{record.name} ({record.run_id[:8]})",
         e.task,
@@ -295,7 +297,7 @@ def _ood_row(a: StudyAnalysis, ctx: Context, record: RunRecord, e: EvaluationRec
         score_cell(ood),
         signed(shift),
         num(e.baselines.get("majority", {}).get(e.metric)),
-        num(e.baselines.get("tfidf", {}).get(e.metric)) if "tfidf" in e.baselines else "skipped",
+        "skipped" if any(note.startswith(TFIDF_SKIPPED) for note in e.notes) else num(tfidf),
     ]
 
 

@@ -132,9 +132,10 @@ def evaluation_table(record: Any) -> Table:
     """
     from rich.markup import escape
 
-    subset = "" if record.max_examples is None else f", a seeded subset of {record.max_examples}"
+    subset = "" if record.max_examples is None else ", a seeded subset"
+    scored = f"{record.split}, {record.n_examples} examples{subset}"
     table = Table(
-        title=escape(f"{record.task} on {record.data_path} ({record.split}, {record.n_examples} examples{subset})"),
+        title=escape(f"{record.task} on {record.data_path} ({scored})"),
         caption="Higher is better. 95% CI: bootstrap over the examples (primary metric). majority: the most "
         "frequent label of this data itself (a reference for its imbalance); tfidf: trained on the run's own "
         "train data.",

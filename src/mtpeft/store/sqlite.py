@@ -155,6 +155,10 @@ class RunRecord:
     finished_at: str | None
 
 
+# The start of an evaluation's note when its TF-IDF baseline could not be fitted (reports show "skipped").
+TFIDF_SKIPPED = "TF-IDF baseline skipped"
+
+
 @dataclass
 class EvaluationRecord:
     """One trained run scored on one split of one data folder (not necessarily the data it trained on)."""
