@@ -34,5 +34,5 @@ def tasks() -> None:
     for spec in sorted(builtin_tasks().values(), key=lambda spec: spec.name):
         labels = ", ".join(spec.labels) if spec.labels else "-"
         trainable = "yes" if spec.trainable else "no"
-        table.add_row(spec.name, spec.kind.value, spec.format, labels, spec.primary, trainable)
+        table.add_row(spec.name, spec.kind, spec.format, labels, spec.primary, trainable)
     Console().print(table)
