@@ -10,10 +10,10 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from mtpeft.config import TrainConfig
 from mtpeft.errors import ConfigError
-from mtpeft.paths import MAX_STEM, inside, predictions_dir, safe_filename, task_file
-from mtpeft.training.config import TrainConfig
-from mtpeft.training.layout import run_dir_for
+from mtpeft.layout import predictions_dir, run_dir_for
+from mtpeft.paths import MAX_STEM, inside, safe_filename, task_file
 
 WORKSPACE = Path("/srv/mtpeft-test-workspace")  # never created: paths are only resolved
 HOSTILE = [

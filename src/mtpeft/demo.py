@@ -38,11 +38,12 @@ def demo_config(workspace: Path, steps: int) -> dict:
 
 def run_demo(workspace: Path, *, steps: int | None = None) -> None:
     from mtpeft.cli.data_build_cmd import print_report as print_inspection
+    from mtpeft.config import validate_config
     from mtpeft.data.default_suite import build_default
     from mtpeft.data.inspect import inspect_task
+    from mtpeft.layout import store_path
     from mtpeft.store import RunStore
     from mtpeft.tasks import get_task
-    from mtpeft.training.config import validate_config
     from mtpeft.training.cost import sum_costs
     from mtpeft.training.run import run_training
 
@@ -91,7 +92,7 @@ def run_demo(workspace: Path, *, steps: int | None = None) -> None:
     console.print(cost_table(settings, num_tasks=len(DEMO_TASKS)))
     console.print(
         plain(
-            f"Store: {workspace / 'mtpeft.sqlite'} ({len(RunStore(workspace / 'mtpeft.sqlite').list_runs())}"
+            f"Store: {store_path(workspace)} ({len(RunStore(store_path(workspace)).list_runs())}"
             f" runs); demo took {time.perf_counter() - started:.0f} s"
         )
     )

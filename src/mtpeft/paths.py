@@ -66,7 +66,3 @@ def task_file(out_dir: str | Path, task_name: str, suffix: str) -> Path:
     """`out_dir/<task>.<suffix>` (prediction, answer and per-example files of one task)."""
     return inside(out_dir, Path(out_dir) / f"{safe_filename(task_name)}.{suffix}")
 
-
-def predictions_dir(run_dir: str | Path, split: str) -> Path:
-    """Where a run's prediction files for `split` go: RUN_DIR/predictions/<split>."""
-    return inside(run_dir, Path(run_dir) / "predictions" / safe_filename(split))

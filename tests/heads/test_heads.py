@@ -17,20 +17,16 @@ def test_pooling_ignores_padding():
     assert POOLINGS["cls"](hidden, mask).item() == 1.0
 
 
-def _encode(input_ids, attention_mask):
-    return torch.nn.functional.one_hot(input_ids[:, 0] % 8, 8).float()
+def _vectors(ids: list[int]) -> torch.Tensor:
+    """Stand-in pooled vectors: one-hot of an id, so equal ids give equal vectors."""
+    return torch.nn.functional.one_hot(torch.tensor(ids) % 8, 8).float()
 
 
 def test_pair_head_sees_both_snippets():
     spec = TaskSpec(name="c", kind=TaskKind.PAIR, format="bigclonebench", labels=["0", "1"], metrics=["f1"])
     head = build_head(spec, 8).eval()
-    batch = {
-        "input_ids": torch.tensor([[1], [1]]),
-        "attention_mask": torch.ones(2, 1, dtype=torch.long),
-        "input_ids_b": torch.tensor([[1], [2]]),
-        "attention_mask_b": torch.ones(2, 1, dtype=torch.long),
-    }
-    probs = head.predict(_encode, batch)["probs"]
+    assert head.inputs == ("code", "code_b")
+    probs = head.predict({"code": _vectors([1, 1]), "code_b": _vectors([1, 2])})["probs"]
     assert not torch.allclose(probs[0], probs[1])
 
 
@@ -40,19 +36,7 @@ def test_retrieval_loss_prefers_matching_pairs():
     with torch.no_grad():
         head.projection.weight.copy_(torch.eye(8))
         head.projection.bias.zero_()
-    ids = torch.arange(4).unsqueeze(1)
-    ones = torch.ones(4, 1, dtype=torch.long)
-    matched = head.loss(
-        _encode,
-        {"query_input_ids": ids, "query_attention_mask": ones, "input_ids": ids, "attention_mask": ones},
-    )
-    shuffled = head.loss(
-        _encode,
-        {
-            "query_input_ids": ids,
-            "query_attention_mask": ones,
-            "input_ids": ids.flip(0),
-            "attention_mask": ones,
-        },
-    )
+    assert head.inputs == ("query", "code")
+    matched = head.loss({"query": _vectors([0, 1, 2, 3]), "code": _vectors([0, 1, 2, 3])}, {})
+    shuffled = head.loss({"query": _vectors([0, 1, 2, 3]), "code": _vectors([3, 2, 1, 0])}, {})
     assert matched < 0.01 < shuffled

@@ -31,3 +31,23 @@ def test_counts_are_formatted_for_people() -> None:
     assert models_cmd.format_count(997_344) == "997.3K"
     assert models_cmd.format_count(1_500_000_000) == "1.5B"
     assert models_cmd.format_count(12) == "12"
+
+
+def test_listing_commands_do_not_import_torch_transformers_or_peft() -> None:
+    """`mtpeft models` and `mtpeft methods` answer in well under 2 s because they import none of the
+    heavy libraries (each takes seconds); checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from mtpeft.cli.main import app\n"
+        "for command in ('models', 'methods'):\n"
+        "    app([command], standalone_mode=False)\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout
+    for name in ("tiny-bert", "lora", "parallel-adapter", "full"):
+        assert name in out.stdout

@@ -233,3 +233,9 @@ def test_saved_lora_and_adapters_load_with_plain_peft_in_a_fresh_process(tmp_pat
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_the_torch_free_catalogue_lists_exactly_the_registered_methods() -> None:
+    from mtpeft.catalogue import METHOD_DESCRIPTIONS
+
+    assert {name: m.description for name, m in PEFT_METHODS.items()} == METHOD_DESCRIPTIONS

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mtpeft.errors import ConfigError
 from mtpeft.report.build import ReportFiles, build_report
-from mtpeft.store import RunStore
+from mtpeft.store import EvaluationRecord, RunStore
 from mtpeft.study.synthetic import record_scores, synthetic_spec, synthetic_store
 
 
@@ -170,3 +170,44 @@ def test_cost_headline_states_the_parameter_ratio_against_the_task_count(tmp_pat
     multi = next(r for r in store.list_runs() if len(r.tasks) == 3)
     expected = sum(r.cost["shared_params"] for r in singles) / multi.cost["shared_params"]
     assert f"parameters {expected:.2f}x (the task count is 3" in line
+
+
+# ---- out-of-distribution evaluations ---------------------------------------------------------------
+def _ood(run_id: str, **overrides) -> EvaluationRecord:
+    fields = {
+        "run_id": run_id, "task": "py-defect", "data_path": "/data/cross-project", "split": "test",
+        "n_examples": 400, "max_examples": None, "metric": "accuracy", "score": 0.61,
+        "interval": (0.56, 0.66), "metrics": {"accuracy": 0.61},
+        "baselines": {"majority": {"accuracy": 0.55}, "tfidf": {"accuracy": 0.58}}, "notes": [],
+        "predictions_dir": "/ws/runs/r/predictions/py-defect@cross-project-0a1b2c3d/test",
+    } | overrides  # fmt: skip
+    return EvaluationRecord(**fields)
+
+
+def test_report_shows_out_of_distribution_scores_beside_the_in_distribution_one(tmp_path):
+    store = RunStore(tmp_path / "mtpeft.sqlite")
+    run_id = record_scores(store, {"py-defect": 0.7, "py-clone": 0.8}, study="s")
+    store.record_evaluation(_ood(run_id))
+    gone = ["TF-IDF baseline skipped: the run's train data can no longer be read (moved)"]
+    store.record_evaluation(_ood(run_id, data_path="/data/other <lang>", baselines={}, notes=gone))
+    store.record_evaluation(_ood(run_id, data_path="/data/no-baselines", baselines={}))  # --no-baselines
+    files = build_report(tmp_path, tmp_path / "out")
+    markdown, html = files.markdown.read_text(), files.html.read_text()
+
+    assert "## Out-of-distribution evaluations" in markdown
+    first = _row(markdown, f"{store.get(run_id).name} ({run_id[:8]})", "py-defect", "accuracy", "0.700")
+    ood = "| /data/cross-project | test | 400 | 0.610 [0.560, 0.660] | -0.090 | 0.550 | 0.580 |"
+    assert first.endswith(ood)
+    second = next(line for line in markdown.splitlines() if "/data/other <lang>" in line)
+    assert second.endswith("| - | skipped |") and f"/data/other <lang>: {gone[0]}" in markdown
+    assert next(line for line in markdown.splitlines() if "/data/no-baselines" in line).endswith("| - | - |")
+    assert "<h2>Out-of-distribution evaluations</h2>" in html and "/data/other &lt;lang&gt;" in html
+    assert "<td>0.610 [0.560, 0.660]</td>" in html and "<td>0.700</td>" in html
+
+
+def test_report_without_evaluations_says_how_to_add_them(tmp_path):
+    store = RunStore(tmp_path / "mtpeft.sqlite")
+    record_scores(store, {"py-defect": 0.7}, study="s")
+    markdown = build_report(tmp_path, tmp_path / "out").markdown.read_text()
+    assert "## Out-of-distribution evaluations" in markdown
+    assert "`mtpeft evaluate RUN_DIR --data TASK=PATH`" in markdown

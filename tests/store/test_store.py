@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from mtpeft.errors import MtpeftError
-from mtpeft.store import RunNotFound, RunStore, config_hash
-from mtpeft.store.sqlite import PAUSE_MESSAGE
+from mtpeft.store import EvaluationRecord, RunNotFound, RunStore, config_hash
+from mtpeft.store.sqlite import MIGRATIONS, PAUSE_MESSAGE, SCHEMA_VERSION
 
 METRICS = {"valid": {"vuln": {"accuracy": 0.7, "f1": 0.6}}, "test": {"vuln": {"accuracy": 0.65}}}
 COST = {"trainable_params": 1000, "wall_time_s": 12.5, "tokens_by_task": {"vuln": 400}}
@@ -215,3 +215,63 @@ def test_config_hash_is_canonical():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
     assert len(config_hash({})) == 64
+
+
+# ---- evaluations of runs on other data (`mtpeft evaluate RUN --data TASK=PATH`) ----------------------
+def _evaluation(run_id: str, **overrides) -> EvaluationRecord:
+    fields = {
+        "run_id": run_id, "task": "vuln", "data_path": "/data/cross-project", "split": "test",
+        "n_examples": 400, "max_examples": None, "metric": "accuracy", "score": 0.61,
+        "interval": (0.56, 0.66), "metrics": {"accuracy": 0.61, "f1": 0.4},
+        "baselines": {"majority": {"accuracy": 0.55}}, "notes": ["TF-IDF baseline skipped: gone"],
+        "predictions_dir": "/ws/runs/r/predictions/vuln@cross-project-0a1b2c3d/test",
+    } | overrides  # fmt: skip
+    return EvaluationRecord(**fields)
+
+
+def test_evaluations_round_trip_and_a_repeat_replaces_the_earlier_one(tmp_path):
+    store = RunStore(tmp_path / "mtpeft.sqlite")
+    run_id, other_run = _start(store), _start(store, name="other")
+    stored = store.record_evaluation(_evaluation(run_id))
+    assert stored.eval_id and stored.created_at
+    [again] = RunStore(tmp_path / "mtpeft.sqlite").list_evaluations()
+    assert again == stored and again.interval == (0.56, 0.66)
+    assert again.notes == ["TF-IDF baseline skipped: gone"]
+    assert again.baselines == {"majority": {"accuracy": 0.55}}
+    # Same run, task, data and split: replaced (as its prediction files are); another split: a new row.
+    store.record_evaluation(_evaluation(run_id, score=0.7, interval=None, max_examples=100))
+    store.record_evaluation(_evaluation(run_id, split="valid"))
+    store.record_evaluation(_evaluation(other_run))
+    rows = store.list_evaluations([run_id])
+    assert [(e.split, e.score, e.interval, e.max_examples) for e in rows] == [
+        ("test", 0.7, None, 100), ("valid", 0.61, (0.56, 0.66), None)
+    ]  # fmt: skip
+    assert len(store.list_evaluations()) == 3
+
+
+def test_an_evaluation_of_an_unknown_run_is_refused(tmp_path):
+    store = RunStore(tmp_path / "mtpeft.sqlite")
+    with pytest.raises(RunNotFound, match="no run 'nope'"):
+        store.record_evaluation(_evaluation("nope"))
+    assert store.list_evaluations() == []
+
+
+def test_a_store_of_schema_2_migrates_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "mtpeft.sqlite"
+    db = sqlite3.connect(path)  # a store as the previous version left it: migrations 1 and 2 only
+    for version in (1, 2):
+        db.executescript(MIGRATIONS[version])
+    db.executescript("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version VALUES (2)")
+    db.execute(
+        "INSERT INTO runs (run_id, name, mode, model, method, tasks, seed, config, config_hash, status, "
+        "run_dir, created_at) VALUES ('r1', 'old', 'multi', 'minilm', 'lora', '[\"vuln\"]', 0, '{}', 'h', "
+        "'finished', 'ws/runs/old', '2024-01-01T00:00:00+00:00')"
+    )
+    db.commit()
+    db.close()
+    store = RunStore(path)
+    assert [r.name for r in store.list_runs()] == ["old"] and store.list_evaluations() == []
+    store.record_evaluation(_evaluation("r1"))
+    version = sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()[0]
+    assert version == SCHEMA_VERSION == 3 and len(store.list_evaluations()) == 1

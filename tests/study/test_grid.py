@@ -72,7 +72,7 @@ def test_workspace_override_moves_the_data_placeholder():
 
 
 def test_run_key_matches_the_trainers_key_and_run_directory():
-    from mtpeft.training.layout import run_configs, run_dir_for
+    from mtpeft.layout import run_configs, run_dir_for
 
     for run in expand(parse_study(_study(task_sets=["single", "all"]))):
         (trained,) = run_configs(run.config)  # every study run is one training run

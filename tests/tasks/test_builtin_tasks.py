@@ -43,7 +43,7 @@ def test_builtin_task_set_is_the_declared_one():
 def test_builtin_task_declares_kind_format_labels_and_metrics(name):
     kind, format_name, labels, metrics, trainable = EXPECTED[name]
     task = get_task(name)
-    assert (task.kind.value, task.format, task.labels, task.metrics) == (kind, format_name, labels, metrics)
+    assert (task.kind, task.format, task.labels, task.metrics) == (kind, format_name, labels, metrics)
     assert task.primary == metrics[0]
     assert task.trainable is trainable
     assert task.format in FORMATS

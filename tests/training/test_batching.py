@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 from mtpeft.data.example import Example
+from mtpeft.modeling.inputs import TaskFeatures, collate, eval_batches
 from mtpeft.tasks.spec import TaskKind, TaskSpec
-from mtpeft.training.batching import TaskBatcher, TaskFeatures, collate, eval_batches
+from mtpeft.training.batching import TaskBatcher
 
 
 def _features(lengths: list[int]) -> TaskFeatures:
     spec = TaskSpec(name="t", kind=TaskKind.BINARY, format="jsonl", labels=["0", "1"], metrics=["accuracy"])
     seqs = [list(range(1, n + 1)) for n in lengths]
     examples = [Example(id=str(i), code="x", label=i % 2) for i in range(len(lengths))]
-    return TaskFeatures(spec, examples, {"input_ids": seqs}, [e.label for e in examples], list(lengths))
+    return TaskFeatures(spec, examples, {"code": seqs}, [e.label for e in examples], list(lengths))
 
 
 def test_dynamic_padding_pads_to_the_longest_in_the_batch_only():
     feats = _features([3, 5, 2])
     batch = collate(feats, [0, 2], pad_id=0)
-    assert batch["input_ids"].shape == (2, 3)
-    assert batch["attention_mask"].sum().item() == 5
+    assert batch["inputs"]["code"]["input_ids"].shape == (2, 3)
+    assert batch["inputs"]["code"]["attention_mask"].sum().item() == 5
     assert batch["num_tokens"] == 5 and batch["num_positions"] == 6
     padded = collate(feats, [0, 2], pad_id=0, pad_to=8)
-    assert padded["input_ids"].shape == (2, 8) and padded["num_positions"] == 16
+    assert padded["inputs"]["code"]["input_ids"].shape == (2, 8) and padded["num_positions"] == 16
 
 
 def test_length_grouping_cuts_padding_compared_with_random_batches():

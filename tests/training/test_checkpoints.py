@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 import mtpeft.training.trainer as trainer_module
+from mtpeft.config import TrainConfig, validate_config
 from mtpeft.data.fixtures import write_fixture_dataset
 from mtpeft.errors import DamagedFiles
+from mtpeft.layout import run_dir_for
 from mtpeft.manifest import MANIFEST_FILE, manifest_problem
 from mtpeft.store import RunStore
-from mtpeft.training.config import TrainConfig, validate_config
-from mtpeft.training.layout import run_dir_for
 from mtpeft.training.run import run_training
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

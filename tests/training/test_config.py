@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mtpeft.config import load_config
 from mtpeft.errors import ConfigError
-from mtpeft.training.config import load_config
 
 
 def _write(tmp_path, text: str):

@@ -9,11 +9,11 @@ import stat
 import pytest
 import yaml
 
+from mtpeft.config import TaskEntry, load_config
 from mtpeft.errors import ConfigError
 from mtpeft.study.spec import load_study
 from mtpeft.tasks import get_task, load_task_yaml
 from mtpeft.tasks.registry import builtin_tasks
-from mtpeft.training.config import TaskEntry, load_config
 
 VALID = "name: t\ntasks:\n  - task: vulnerability\n    data: d\nmax_steps: 10\n"
 

@@ -16,10 +16,10 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from mtpeft.config import TaskEntry, TrainConfig, load_config
 from mtpeft.errors import ConfigError
 from mtpeft.study.spec import StudySpec, load_study
 from mtpeft.tasks.spec import TaskSpec, load_task_yaml
-from mtpeft.training.config import TaskEntry, TrainConfig, load_config
 
 pytestmark = pytest.mark.fuzz
 

@@ -14,12 +14,12 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 
 import mtpeft.training.run as run_module
 import mtpeft.training.trainer as trainer_module
+from mtpeft.config import TrainConfig, validate_config
 from mtpeft.data.fixtures import write_fixture_dataset
 from mtpeft.errors import NonFiniteMetric, TrainingDiverged
+from mtpeft.layout import run_dir_for
 from mtpeft.manifest import write_manifest
 from mtpeft.store import RunStore
-from mtpeft.training.config import TrainConfig, validate_config
-from mtpeft.training.layout import run_dir_for
 from mtpeft.training.run import run_training
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mtpeft.config import load_config
 from mtpeft.data.fixtures import write_fixture_dataset
 from mtpeft.errors import ConfigError, DataError, MtpeftError
 from mtpeft.tasks.registry import builtin_tasks
-from mtpeft.training.config import load_config
 from mtpeft.training.preflight import preflight
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mtpeft.config import validate_config
 from mtpeft.data.fixtures import write_fixture_dataset
 from mtpeft.errors import RunLocked
+from mtpeft.layout import run_dir_for
 from mtpeft.store import RunStore
-from mtpeft.training.config import validate_config
-from mtpeft.training.layout import run_dir_for
 from mtpeft.training.run_lock import lock_paths, run_lock
 
 # The first trainer, slowed down deterministically: after its first optimiser step it waits for the

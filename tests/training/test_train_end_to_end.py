@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mtpeft.config import validate_config
 from mtpeft.data.fixtures import write_fixture_dataset
 from mtpeft.store import RunStore
-from mtpeft.training.config import validate_config
 from mtpeft.training.run import run_training
 
 FORMATS = {

@@ -35,6 +35,6 @@ def tasks() -> None:
     for spec in sorted(builtin_tasks().values(), key=lambda spec: spec.name):
         labels = ", ".join(spec.labels) if spec.labels else "-"
         trainable = "yes" if spec.trainable else "no"
-        row = (spec.name, spec.kind.value, spec.format, labels, spec.primary, trainable)
+        row = (spec.name, spec.kind, spec.format, labels, spec.primary, trainable)
         table.add_row(*map(escape, row))  # task YAMLs are user text: `[x]` in a label is not markup
     Console().print(table)

@@ -1,4 +1,4 @@
-"""`mtpeft train | evaluate | runs | methods | demo`: training runs and their results."""
+"""`mtpeft train | evaluate | evaluations | runs | methods | demo`: training runs and their results."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ def _train(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train one shared module over the config's tasks (mode multi) or one per task (mode single)."""
+    from mtpeft.config import load_config
     from mtpeft.config_files import located
     from mtpeft.errors import ConfigError
     from mtpeft.report.console import console, markup_safe, plain, scores_table
-    from mtpeft.training.config import load_config
     from mtpeft.training.run import run_training
 
     # Typed flags are set as values, not parsed as YAML (`--model 'a: b'` is a name, not a mapping).
@@ -65,28 +65,88 @@ def _train(
 
 def _evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory (workspace/runs/...)."),
+    data: list[str] = typer.Option(
+        [],
+        "--data",
+        help="TASK=PATH: score the run's task TASK on the data folder PATH, any folder its format reads "
+        "(e.g. one holding only test.jsonl); repeat for more. Recorded as an evaluation of the run.",
+    ),
     split: str = typer.Option("test", help="Split to score."),
+    max_examples: str | None = typer.Option(
+        None,
+        "--max-examples",
+        help="all | N. With --data the default is all (the whole split). Without --data the default is "
+        "the run's own seeded subset; all or N score each task's own data folder as an evaluation.",
+    ),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Score a trained run on a split, write official prediction files, record it in the store."""
+    """Score a trained run: on its own splits, or on other data (--data); write official prediction files."""
+    if data or max_examples is not None:
+        _evaluate_on_data(run_dir, data, split, max_examples, baselines=baselines, progress=progress)
+        return
     import json
 
-    from mtpeft.errors import ConfigError
-    from mtpeft.evaluation.run_eval import RUN_FILE, evaluate_run
-    from mtpeft.paths import predictions_dir
+    from mtpeft import layout
+    from mtpeft.evaluation.run_eval import evaluate_run
+    from mtpeft.modeling.build import read_heads_meta
     from mtpeft.report.console import console, plain, scores_table
     from mtpeft.store import RunStore
 
-    if not (run_dir / "best" / "heads.json").exists():
-        raise ConfigError(f"{run_dir} holds no trained model (missing best/heads.json); train it first")
-    metrics, base = evaluate_run(run_dir, split, baselines=baselines)
-    store_path = run_dir.parent.parent / "mtpeft.sqlite"
+    read_heads_meta(run_dir / layout.BEST_DIR)  # one clear error when there is no trained model
+    metrics, base = evaluate_run(run_dir, split, baselines=baselines, progress=progress)
+    store_path = layout.store_path(run_dir.resolve().parent.parent)  # workspace/runs/<run>
     if store_path.exists():
-        run_id = json.loads((run_dir / RUN_FILE).read_text())["run_id"]
+        run_id = json.loads((run_dir / layout.RUN_FILE).read_text())["run_id"]
         RunStore(store_path).update_metrics(run_id, split, metrics)
     rows = [(t, next(iter(m)), {"model": m[next(iter(m))]}, base.get(t, {})) for t, m in metrics.items()]
-    console.print(scores_table(f"{run_dir.name}: {split}", rows, ["model"]))
-    console.print(plain(f"prediction files: {predictions_dir(run_dir, split)}"))
+    console.print(scores_table(f"{run_dir.name}: {split}", rows, ["model"]))  # escapes user text itself
+    console.print(plain(f"prediction files: {layout.predictions_dir(run_dir, split)}"))
+
+
+def _evaluate_on_data(
+    run_dir: Path, data: list[str], split: str, max_examples: str | None, *, baselines: bool, progress: bool
+) -> None:
+    """Every request checked before the model loads; one table of scores; where files and rows went."""
+    from mtpeft.evaluation import on_data
+    from mtpeft.report.console import console, evaluation_table, markup_safe
+
+    limit = on_data.parse_max_examples(max_examples or on_data.ALL)
+    run = on_data.open_run(run_dir)
+    if data:
+        pairs = [on_data.parse_data_option(item) for item in data]
+        requests = [on_data.DataRequest(task, path, split, limit) for task, path in pairs]
+    else:
+        requests = on_data.own_data_requests(run, split, limit)
+    outcome = on_data.evaluate_on_data(run_dir, requests, baselines=baselines, progress=progress, run=run)
+    for evaluation in outcome.evaluations:
+        console.print(evaluation_table(evaluation))
+        for note in evaluation.notes:
+            console.print(f"[yellow]{markup_safe(note)}[/yellow]")
+        console.print(f"prediction files: {markup_safe(evaluation.predictions_dir)}")
+    if outcome.store is not None:
+        console.print(f"recorded in {markup_safe(str(outcome.store))} (mtpeft evaluations, mtpeft report)")
+    else:
+        console.print(f"[yellow]{markup_safe(outcome.note or 'not recorded')}[/yellow]")
+
+
+def _evaluations(
+    workspace: Path = typer.Option(Path("workspace"), help="Workspace holding mtpeft.sqlite."),
+    run: str | None = typer.Option(None, help="Only this run (its id or the start of it)."),
+) -> None:
+    """List the evaluations of runs on other data (`mtpeft evaluate RUN_DIR --data TASK=PATH`)."""
+    from mtpeft.errors import ConfigError
+    from mtpeft.layout import store_path
+    from mtpeft.report.console import console, evaluations_table
+    from mtpeft.store import RunStore
+
+    path = store_path(workspace)
+    if not path.is_file():
+        raise ConfigError(f"no results store at {path}; train a run first", field="--workspace")
+    store = RunStore(path)
+    names = {r.run_id: r.name for r in store.list_runs()}
+    records = [e for e in store.list_evaluations() if run is None or e.run_id.startswith(run)]
+    console.print(evaluations_table(records, names))
 
 
 def _runs(
@@ -95,10 +155,11 @@ def _runs(
     status: str | None = typer.Option(None, help="running | finished | failed | interrupted"),
 ) -> None:
     """List the runs recorded in the workspace's store."""
+    from mtpeft.layout import store_path
     from mtpeft.report.console import console, runs_table
     from mtpeft.store import RunStore
 
-    store = RunStore(workspace / "mtpeft.sqlite")
+    store = RunStore(store_path(workspace))
     console.print(runs_table(store.list_runs(study=study, status=status)))
 
 
@@ -106,14 +167,14 @@ def _methods() -> None:
     """List the PEFT methods (all share one code path; `full` trains every weight)."""
     from rich.table import Table
 
-    from mtpeft.peft_methods import PEFT_METHODS
+    from mtpeft.catalogue import METHOD_DESCRIPTIONS  # names only: importing the methods takes seconds
     from mtpeft.report.console import console, plain
 
     table = Table(title="PEFT methods")
     table.add_column("name")
     table.add_column("description")
-    for name, method in PEFT_METHODS.items():
-        table.add_row(plain(name), plain(method.description))
+    for name, description in METHOD_DESCRIPTIONS.items():
+        table.add_row(plain(name), plain(description))
     console.print(table)
 
 
@@ -130,6 +191,7 @@ def _demo(
 def register(app: typer.Typer) -> None:
     app.command("train")(_train)
     app.command("evaluate")(_evaluate)
+    app.command("evaluations")(_evaluations)
     app.command("runs")(_runs)
     app.command("methods")(_methods)
     app.command("demo")(_demo)

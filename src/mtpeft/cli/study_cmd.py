@@ -47,9 +47,9 @@ def plan_table(spec: StudySpec, jobs: list[Job], records: list[RunRecord]) -> tu
     from rich import box
     from rich.table import Table
 
+    from mtpeft.layout import checkpointed_steps
     from mtpeft.report.console import plain
     from mtpeft.study.estimate import estimate_run, measured_throughput
-    from mtpeft.training.layout import checkpointed_steps
 
     table = Table(
         title=plain(f"Study {spec.name}: {len(jobs)} runs (workspace {spec.workspace})"),

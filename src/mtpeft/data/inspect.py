@@ -18,6 +18,7 @@ import numpy as np
 from mtpeft.data.example import Example
 from mtpeft.data.formats.base import available_splits, load_split
 from mtpeft.errors import ModelLoadError
+from mtpeft.tasks.kinds import kind_of
 from mtpeft.tasks.spec import TaskKind, TaskSpec
 
 # Canonical split order; leakage is reported from an earlier split into a later one (train -> test).
@@ -176,7 +177,7 @@ def _length_stats(lengths: Sequence[int]) -> LengthStats:
 # Keys: what counts as "the same code" for each task kind
 
 
-def code_key(ex: Example, kind: TaskKind, normalise: Callable[[str], str]) -> str:
+def code_key(ex: Example, kind: str, normalise: Callable[[str], str]) -> str:
     """Pairs are unordered (a, b); every other kind is keyed on its code."""
     if kind == TaskKind.PAIR:
         a, b = sorted((normalise(ex.code), normalise(ex.code_b or "")))
@@ -195,7 +196,7 @@ def _groups(examples: Iterable[Example], key: Callable[[Example], str]) -> dict[
     return groups
 
 
-def _duplicates(examples: Sequence[Example], kind: TaskKind) -> tuple[Finding, Finding]:
+def _duplicates(examples: Sequence[Example], kind: str) -> tuple[Finding, Finding]:
     """(exact, near): count = examples beyond the first of their group."""
     exact = _groups(examples, lambda ex: code_key(ex, kind, lambda s: s))
     norm = _groups(examples, lambda ex: code_key(ex, kind, normalise_code))
@@ -212,7 +213,7 @@ def _duplicates(examples: Sequence[Example], kind: TaskKind) -> tuple[Finding, F
     return exact_found, near_found
 
 
-def _leakage(by_split: dict[str, list[Example]], kind: TaskKind) -> dict[str, Finding]:
+def _leakage(by_split: dict[str, list[Example]], kind: str) -> dict[str, Finding]:
     names = list(by_split)
     keyed = {s: _groups(by_split[s], lambda ex: code_key(ex, kind, normalise_code)) for s in names}
     leakage = {}
@@ -257,7 +258,7 @@ def _split_report(
     split: str, examples: list[Example], task: TaskSpec, count_tokens: TokenCounter
 ) -> SplitReport:
     labels = positive_rate = None
-    if task.kind.is_classification and task.labels:
+    if kind_of(task).labelled and task.labels:
         counts = Counter(ex.label for ex in examples)
         labels = {name: counts.get(i, 0) for i, name in enumerate(task.labels)}
         if len(task.labels) == 2 and examples:
@@ -286,10 +287,10 @@ def inspect_task(task: TaskSpec, root: str | Path | None, tokenizer: str | None 
     by_split = {s: load_split(task, root, s) for s in splits}
     return InspectReport(
         task=task.name,
-        kind=task.kind.value,
+        kind=task.kind,
         root=str(root if root is not None else task.data),
         tokenizer=description,
         splits={s: _split_report(s, exs, task, count_tokens) for s, exs in by_split.items()},
         leakage=_leakage(by_split, task.kind),
-        conflicts=_conflicts(by_split, task) if task.kind.is_classification else None,
+        conflicts=_conflicts(by_split, task) if kind_of(task).labelled else None,
     )

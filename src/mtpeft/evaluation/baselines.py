@@ -1,6 +1,7 @@
 """Trivial and classical baselines, trained on the same train split the models see.
 
-Every fine-tuned number in a report sits next to these, so "the model learnt something" can be read off:
+Every fine-tuned number in a report sits next to these, so "the model learnt something" can be read off
+(which baselines a task gets is its kind's choice, `Kind.baselines()` in tasks/kinds/):
 
 - majority: the most frequent train label (generation: the most frequent train target).
 - random:   seeded uniform random labels (retrieval: a random ranking; generation: a random train target).
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,8 @@ from sklearn.preprocessing import StandardScaler
 
 from mtpeft.data.example import Example
 from mtpeft.evaluation.metrics import compute_metrics
-from mtpeft.tasks.spec import TaskKind, TaskSpec
+from mtpeft.tasks.kinds import kind_of
+from mtpeft.tasks.spec import TaskSpec
 
 # Code tokens: an identifier (kept whole, case kept), a number, or one punctuation character, so that
 # `a->b[i]` gives a, -, >, b, [, i, ] and operators count as evidence (vulnerability and flakiness cues).
@@ -41,7 +42,6 @@ MIN_DOCUMENTS_FOR_PRUNING = 20
 _SCORE_CHUNK = 1024  # query rows scored at a time, bounding memory to chunk x candidates
 
 Predictions = dict[str, Any]  # y_pred | ranks | hypotheses, as compute_metrics takes them
-Baseline = Callable[[TaskSpec, list[Example], list[Example], np.random.Generator], Predictions]
 
 
 # ---- shared pieces ---------------------------------------------------------------------------------------
@@ -192,34 +192,23 @@ def nearest_neighbour_target(task: TaskSpec, train: list[Example], test: list[Ex
     return {"hypotheses": hypotheses}
 
 
-_CLASSIFICATION = {"majority": majority_labels, "random": random_labels, "tfidf": tfidf_classifier}
-BASELINES: dict[TaskKind, dict[str, Baseline]] = {
-    TaskKind.BINARY: _CLASSIFICATION,
-    TaskKind.MULTICLASS: _CLASSIFICATION,
-    TaskKind.PAIR: {**_CLASSIFICATION, "tfidf": tfidf_pair_classifier},
-    # No majority baseline for retrieval: every query has its own correct candidate.
-    TaskKind.RETRIEVAL: {"random": random_ranking, "tfidf": tfidf_ranking},
-    TaskKind.GENERATION: {
-        "majority": majority_target, "random": random_target, "tfidf": nearest_neighbour_target
-    },
-}
-
-
-def _gold(task: TaskSpec, test: list[Example]) -> dict[str, Any]:
-    if task.kind.is_classification:
-        return {"y_true": _labels(test)}
-    if task.kind == TaskKind.GENERATION:
-        return {"references": [e.target or "" for e in test]}
-    return {}  # retrieval: the ranks already encode where the correct candidate landed
-
-
 def run_baselines(
     task: TaskSpec, train: list[Example], test: list[Example], *, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """{baseline name: {metric: value}} on `test` for every baseline of the task's kind."""
-    gold = _gold(task, test)
+    """{baseline name: {metric: value}} on `test` for every baseline of the task's kind (tasks/kinds/)."""
+    kind = kind_of(task)
+    gold = kind.gold(test)
     results = {}
-    for name, baseline in BASELINES[task.kind].items():
+    for name, baseline in kind.baselines().items():
         predictions = baseline(task, train, test, np.random.default_rng(seed))
         results[name] = compute_metrics(task.metrics, **gold, **predictions)
     return results
+
+
+def score_baseline(
+    task: TaskSpec, name: str, train: list[Example], test: list[Example], *, seed: int = 0
+) -> dict[str, float]:
+    """{metric: value} of one named baseline of the task's kind, fitted on `train`, scored on `test`."""
+    kind = kind_of(task)
+    predictions = kind.baselines()[name](task, train, test, np.random.default_rng(seed))
+    return compute_metrics(task.metrics, **kind.gold(test), **predictions)

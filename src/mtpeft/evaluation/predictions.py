@@ -29,12 +29,11 @@ from typing import Any
 import numpy as np
 
 from mtpeft.data.example import Example
-from mtpeft.evaluation.baselines import ranks_from_scores
 from mtpeft.paths import task_file
+from mtpeft.tasks.kinds import kind_of
 from mtpeft.tasks.spec import TaskKind, TaskSpec
 
 TOP_K = 100  # AdvTest's prediction files list the 100 best candidates
-Rows = Iterable[dict[str, Any]]
 Outputs = dict[str, Any]  # y_pred | scores | hypotheses
 Writer = Callable[[TaskSpec, list[Example], Outputs, Path], Path]
 
@@ -49,14 +48,9 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
     return _write_lines(path, (json.dumps(row, ensure_ascii=False) for row in rows))
 
 
-def _label(task: TaskSpec, index: int) -> str:
-    """A label as it appears in the task's files ("0"/"1" for the CodeXGLUE tasks)."""
-    return task.labels[int(index)] if task.labels else str(int(index))
-
-
 def _int_label(task: TaskSpec, index: int) -> int:
     """The label as the CodeXGLUE evaluators int() it: the file's label if numeric, else its index."""
-    label = _label(task, index)
+    label = task.label_name(index)
     return int(label) if label.lstrip("-").isdigit() else int(index)
 
 
@@ -105,39 +99,14 @@ def write_code_search(task: TaskSpec, examples: list[Example], outputs: Outputs,
     return _write_jsonl(predictions, rows)
 
 
-# ---- generic jsonl -----------------------------------------------------------------------------------
-def _generic_classification(task: TaskSpec, examples: list[Example], outputs: Outputs) -> Rows:
-    for e, pred in zip(examples, outputs["y_pred"], strict=True):
-        row = {"id": e.id} | ({"id_b": e.id_b} if e.id_b is not None else {})
-        yield row | {"y_true": _label(task, e.label), "y_pred": _label(task, pred)}
-
-
-def _generic_retrieval(task: TaskSpec, examples: list[Example], outputs: Outputs) -> Rows:
-    ranks = ranks_from_scores(outputs["scores"])
-    return ({"id": e.id, "rank": int(r)} for e, r in zip(examples, ranks, strict=True))
-
-
-def _generic_generation(task: TaskSpec, examples: list[Example], outputs: Outputs) -> Rows:
-    pairs = zip(examples, outputs["hypotheses"], strict=True)
-    return ({"id": e.id, "reference": e.target, "hypothesis": h} for e, h in pairs)
-
-
-_GENERIC_ROWS = {
-    TaskKind.BINARY: _generic_classification,
-    TaskKind.MULTICLASS: _generic_classification,
-    TaskKind.PAIR: _generic_classification,
-    TaskKind.RETRIEVAL: _generic_retrieval,
-    TaskKind.GENERATION: _generic_generation,
-}
-
-
+# ---- generic jsonl: one row per example, as the task's kind writes it --------------------------------
 def write_generic(task: TaskSpec, examples: list[Example], outputs: Outputs, out_dir: Path) -> Path:
     path = task_file(out_dir, task.name, "predictions.jsonl")
-    return _write_jsonl(path, _GENERIC_ROWS[task.kind](task, examples, outputs))
+    return _write_jsonl(path, kind_of(task).prediction_rows(task, examples, outputs))
 
 
 # (data format, task kind) -> writer of that benchmark's official files; everything else is generic.
-WRITERS: dict[tuple[str, TaskKind], Writer] = {
+WRITERS: dict[tuple[str, str], Writer] = {
     ("devign-jsonl", TaskKind.BINARY): write_defect,
     ("devign-json", TaskKind.BINARY): write_defect,
     ("bigclonebench", TaskKind.PAIR): write_clone,

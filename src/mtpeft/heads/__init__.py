@@ -1,5 +1,5 @@
-"""Per-task heads: tiny modules on top of the shared backbone. A head knows only the hidden size."""
+"""Per-task heads: tiny modules on pooled backbone vectors. A head knows only the hidden size."""
 
-from mtpeft.heads.base import HEADS, TaskHead, build_head
+from mtpeft.heads.base import TaskHead, Vectors, build_head
 
-__all__ = ["HEADS", "TaskHead", "build_head"]
+__all__ = ["TaskHead", "Vectors", "build_head"]

@@ -1,50 +1,36 @@
-"""Head contract and registry keyed by task kind."""
+"""The head contract: pooled vectors in, a loss or predictions out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from mtpeft.errors import ConfigError
-from mtpeft.tasks.spec import TaskKind, TaskSpec
+from mtpeft.tasks.kinds import kind_of
+from mtpeft.tasks.spec import TaskSpec
+
+Vectors = Mapping[str, torch.Tensor]  # role -> pooled vectors [batch, hidden]
 
 
 class TaskHead(nn.Module):
-    """A head turns pooled backbone vectors into a loss (training) and predictions (evaluation).
+    """A head turns pooled backbone vectors into a loss (training) and predictions (evaluation, inference).
 
-    `encode` is the backbone + pooling, passed in so a head can encode one or two inputs
-    (pairs, query/code) without knowing anything about the backbone.
+    `inputs` names the roles whose vectors it reads, e.g. ("code",), ("code", "code_b"), ("query", "code").
+    The model encodes each distinct input of a batch once and hands every head the same vectors, so a
+    head knows nothing of the backbone beyond its hidden size.
     """
 
-    def loss(self, encode: Callable[..., torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+    inputs: tuple[str, ...]
+
+    def loss(self, vectors: Vectors, batch: Mapping[str, Any]) -> torch.Tensor:
         raise NotImplementedError
 
-    def predict(self, encode: Callable[..., torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def predict(self, vectors: Vectors) -> dict[str, torch.Tensor]:
         raise NotImplementedError
-
-
-HEADS: dict[TaskKind, Callable[[TaskSpec, int, dict[str, Any]], TaskHead]] = {}
-
-
-def register_head(*kinds: TaskKind) -> Callable:
-    def wrap(factory: Callable[[TaskSpec, int, dict[str, Any]], TaskHead]) -> Callable:
-        for kind in kinds:
-            HEADS[kind] = factory
-        return factory
-
-    return wrap
 
 
 def build_head(task: TaskSpec, hidden_size: int, options: dict[str, Any] | None = None) -> TaskHead:
-    from mtpeft.heads import classification, retrieval  # noqa: F401  (registers the heads)
-
-    if task.kind not in HEADS:
-        raise ConfigError(
-            f"task '{task.name}' has kind '{task.kind.value}', which cannot be trained yet "
-            f"(trainable kinds: {', '.join(sorted(k.value for k in HEADS))})",
-            field="tasks",
-        )
-    return HEADS[task.kind](task, hidden_size, options or {})
+    """The head of the task's kind (tasks/kinds/), for a backbone of `hidden_size`."""
+    return kind_of(task).build_head(task, hidden_size, options or {})

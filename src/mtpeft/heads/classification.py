@@ -1,26 +1,30 @@
 """Classification head (binary, multiclass, pair): MLP hidden -> hidden/2 -> classes, cross-entropy.
 
-Pairs are bi-encoded: each snippet goes through the shared backbone on its own (so each gets the
-full max_length), and the head sees [u, v, |u - v|, u * v] (Sentence-BERT style), which is
-symmetric in what it can learn about the two snippets.
+One input: the MLP reads its pooled vector. Two inputs (pairs, bi-encoded: each snippet its own
+backbone pass, so each gets the full max_length): it reads [u, v, |u - v|, u * v] (Sentence-BERT
+style), which is symmetric in what it can learn about the two snippets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from mtpeft.heads.base import TaskHead, register_head
-from mtpeft.tasks.spec import TaskKind, TaskSpec
+from mtpeft.heads.base import TaskHead, Vectors
 
 
 class ClassificationHead(TaskHead):
-    def __init__(self, hidden_size: int, num_labels: int, *, pair: bool, dropout: float = 0.1) -> None:
+    def __init__(
+        self, hidden_size: int, num_labels: int, *, inputs: tuple[str, ...] = ("code",), dropout: float = 0.1
+    ) -> None:
         super().__init__()
-        self.pair = pair
-        in_size = hidden_size * 4 if pair else hidden_size
+        if len(inputs) not in (1, 2):
+            raise ValueError(f"a classification head reads one or two inputs, not {inputs}")
+        self.inputs = tuple(inputs)
+        in_size = hidden_size * 4 if self.is_pair else hidden_size
         self.mlp = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(in_size, hidden_size // 2),
@@ -29,21 +33,20 @@ class ClassificationHead(TaskHead):
             nn.Linear(hidden_size // 2, num_labels),
         )
 
-    def logits(self, encode, batch: dict[str, Any]) -> torch.Tensor:
-        u = encode(batch["input_ids"], batch["attention_mask"])
-        if not self.pair:
+    @property
+    def is_pair(self) -> bool:
+        return len(self.inputs) == 2
+
+    def logits(self, vectors: Vectors) -> torch.Tensor:
+        u = vectors[self.inputs[0]]
+        if not self.is_pair:
             return self.mlp(u)
-        v = encode(batch["input_ids_b"], batch["attention_mask_b"])
+        v = vectors[self.inputs[1]]
         return self.mlp(torch.cat([u, v, (u - v).abs(), u * v], dim=-1))
 
-    def loss(self, encode, batch: dict[str, Any]) -> torch.Tensor:
-        return nn.functional.cross_entropy(self.logits(encode, batch), batch["labels"])
+    def loss(self, vectors: Vectors, batch: Mapping[str, Any]) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.logits(vectors), batch["labels"])
 
-    def predict(self, encode, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        probs = self.logits(encode, batch).softmax(-1)
+    def predict(self, vectors: Vectors) -> dict[str, torch.Tensor]:
+        probs = self.logits(vectors).softmax(-1)
         return {"y_pred": probs.argmax(-1), "probs": probs}
-
-
-@register_head(TaskKind.BINARY, TaskKind.MULTICLASS, TaskKind.PAIR)
-def _classification(task: TaskSpec, hidden_size: int, options: dict[str, Any]) -> TaskHead:
-    return ClassificationHead(hidden_size, task.num_labels, pair=task.kind == TaskKind.PAIR)

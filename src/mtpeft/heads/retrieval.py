@@ -1,43 +1,44 @@
 """Retrieval head (code search): projection, L2 normalisation, in-batch contrastive loss.
 
-Query and code go through the same backbone and the same projection; within a batch every other
-code is a negative. Scores are cosine similarities times `scale` (1 / temperature), as in the study.
+Query and code vectors go through the same projection; within a batch every other code is a
+negative. Scores are cosine similarities times `scale` (1 / temperature), as in the study.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from mtpeft.heads.base import TaskHead, register_head
-from mtpeft.tasks.spec import TaskKind, TaskSpec
+from mtpeft.heads.base import TaskHead, Vectors
 
 
 class RetrievalHead(TaskHead):
-    def __init__(self, hidden_size: int, dim: int = 256, scale: float = 20.0) -> None:
+    def __init__(
+        self,
+        hidden_size: int,
+        dim: int = 256,
+        scale: float = 20.0,
+        *,
+        inputs: tuple[str, ...] = ("query", "code"),
+    ) -> None:
         super().__init__()
+        self.inputs = tuple(inputs)  # (queries, candidates)
         self.projection = nn.Linear(hidden_size, dim)
         self.scale = scale
 
-    def embed(self, encode, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.projection(encode(input_ids, attention_mask)), dim=-1)
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Unit-length embeddings of pooled vectors (queries and code alike)."""
+        return nn.functional.normalize(self.projection(pooled), dim=-1)
 
-    def loss(self, encode, batch: dict[str, Any]) -> torch.Tensor:
-        queries = self.embed(encode, batch["query_input_ids"], batch["query_attention_mask"])
-        codes = self.embed(encode, batch["input_ids"], batch["attention_mask"])
+    def loss(self, vectors: Vectors, batch: Mapping[str, Any]) -> torch.Tensor:
+        queries, codes = (self.project(vectors[role]) for role in self.inputs)
         scores = queries @ codes.T * self.scale
         return nn.functional.cross_entropy(scores, torch.arange(len(scores), device=scores.device))
 
-    def predict(self, encode, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        # Embeddings only: ranking needs every candidate of the split, done by the evaluator.
-        return {
-            "query_emb": self.embed(encode, batch["query_input_ids"], batch["query_attention_mask"]),
-            "code_emb": self.embed(encode, batch["input_ids"], batch["attention_mask"]),
-        }
-
-
-@register_head(TaskKind.RETRIEVAL)
-def _retrieval(task: TaskSpec, hidden_size: int, options: dict[str, Any]) -> TaskHead:
-    return RetrievalHead(hidden_size, dim=options.get("dim", 256), scale=options.get("scale", 20.0))
+    def predict(self, vectors: Vectors) -> dict[str, torch.Tensor]:
+        # Embeddings only: ranking needs every candidate of the split, done by the retrieval kind.
+        queries, codes = (self.project(vectors[role]) for role in self.inputs)
+        return {"query_emb": queries, "code_emb": codes}

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 import tempfile
 import time
 from pathlib import Path
@@ -83,19 +84,65 @@ def _write_dense_folder(gguf_path: Path, folder: Path) -> None:
 
 
 def gguf_parameter_count(gguf_path: Path) -> int | None:
-    """Parameter count from the GGUF tensor table (no tensor data read), or None if it cannot be read."""
-    try:
-        # transformers' header reader parses only the tensor table (~30 ms); gguf.GGUFReader also
-        # decodes the whole tokenizer vocabulary (~5 s).
-        from transformers.integrations.gguf.reader import GgufHeader
+    """Parameter count from the GGUF tensor table (no tensor data read), or None if it cannot be read.
 
-        header = GgufHeader.from_file(str(gguf_path))
-    except Exception:  # a listing must not fail because a private reader moved
+    Read by hand from the documented GGUF layout (header, key/value pairs, tensor infos) because the
+    two readers at hand are slow for a listing: `gguf.GGUFReader` decodes the whole tokenizer
+    vocabulary (~5 s) and transformers' header reader imports torch (~5 s); this skips the values.
+    """
+    try:
+        with open(gguf_path, "rb") as handle:
+            return _count_gguf_tensors(handle)
+    except (OSError, ValueError, struct.error):  # a listing must not fail on an odd file
         return None
+
+
+# Sizes of GGUF scalar value types by type id (8 = string and 9 = array are variable-sized).
+_GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def _count_gguf_tensors(handle) -> int:
+    def read(fmt: str):
+        size = struct.calcsize(fmt)
+        data = handle.read(size)
+        if len(data) != size:
+            raise ValueError("truncated GGUF header")
+        return struct.unpack(fmt, data)
+
+    def skip_string() -> None:
+        (length,) = read("<Q")
+        handle.seek(length, os.SEEK_CUR)
+
+    def skip_value(kind: int) -> None:
+        if kind == 8:
+            skip_string()
+        elif kind == 9:
+            element, count = read("<IQ")
+            if element in _GGUF_SCALAR_SIZES:
+                handle.seek(_GGUF_SCALAR_SIZES[element] * count, os.SEEK_CUR)
+            else:
+                for _ in range(count):
+                    skip_value(element)
+        elif kind in _GGUF_SCALAR_SIZES:
+            handle.seek(_GGUF_SCALAR_SIZES[kind], os.SEEK_CUR)
+        else:
+            raise ValueError(f"unknown GGUF value type {kind}")
+
+    magic, version = read("<4sI")
+    if magic != b"GGUF" or version < 2:
+        raise ValueError("not a GGUF v2+ file")
+    tensors, pairs = read("<QQ")
+    for _ in range(pairs):
+        skip_string()
+        (kind,) = read("<I")
+        skip_value(kind)
     total = 0
-    for info in header.tensors:
+    for _ in range(tensors):
+        skip_string()
+        (dims,) = read("<I")
         count = 1
-        for dim in info.shape:
-            count *= dim
+        for size in read(f"<{dims}Q"):
+            count *= size
         total += count
+        read("<IQ")  # tensor type and data offset
     return total

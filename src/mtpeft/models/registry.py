@@ -70,7 +70,7 @@ def _safetensors_parameter_count(folder: str | Path) -> int | None:
         return None
     total = 0
     for file in files:
-        with safe_open(str(file), framework="pt") as handle:
+        with safe_open(str(file), framework="numpy") as handle:  # header only; "pt" imports torch
             for key in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
                 total += _numel(handle, key)
     return total
@@ -136,16 +136,20 @@ def _tiny_llama_config() -> PretrainedConfig:
     )
 
 
-def _config_parameter_count(make_config: Callable[[], PretrainedConfig]) -> Callable[[], int]:
-    def count() -> int:
-        import torch
-        from transformers import AutoModel
+# Listing the models must not import torch (seconds), so the tiny models' sizes are constants here;
+# tests/models pins each one to `config_parameter_count` of its config.
+_TINY_BERT_PARAMETERS = 1_011_360
+_TINY_LLAMA_PARAMETERS = 997_344
 
-        with torch.device("meta"):  # shapes only, no memory, no init time
-            model = AutoModel.from_config(make_config())
-        return sum(p.numel() for p in model.parameters())
 
-    return count
+def config_parameter_count(make_config: Callable[[], PretrainedConfig]) -> int:
+    """Parameters of the model a config builds, counted on the meta device (shapes only, no memory)."""
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        model = AutoModel.from_config(make_config())
+    return sum(p.numel() for p in model.parameters())
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -174,7 +178,7 @@ MODELS: dict[str, ModelEntry] = {
             source="random init (seeded); minilm tokenizer",
             loader=minilm_folder,
             random_init=_tiny_bert_config,
-            parameter_count=_config_parameter_count(_tiny_bert_config),
+            parameter_count=lambda: _TINY_BERT_PARAMETERS,
         ),
         ModelEntry(
             name="tiny-llama",
@@ -183,7 +187,7 @@ MODELS: dict[str, ModelEntry] = {
             source="random init (seeded); minilm tokenizer",
             loader=minilm_folder,
             random_init=_tiny_llama_config,
-            parameter_count=_config_parameter_count(_tiny_llama_config),
+            parameter_count=lambda: _TINY_LLAMA_PARAMETERS,
         ),
     ]
 }

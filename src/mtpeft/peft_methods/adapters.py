@@ -6,6 +6,7 @@ from typing import Any
 
 from peft import TaskType
 
+from mtpeft.catalogue import METHOD_DESCRIPTIONS
 from mtpeft.errors import ConfigError
 from mtpeft.models.loading import ModelInfo
 from mtpeft.peft_methods.bottleneck import BottleneckConfig
@@ -68,14 +69,14 @@ def _config(options: dict[str, Any], targets: str | list[str], *, parallel: bool
 
 ADAPTER = PeftLibraryMethod(
     name="adapter",
-    description="bottleneck adapters after attention and FFN outputs (Houlsby; placement=pfeiffer: FFN only)",
+    description=METHOD_DESCRIPTIONS["adapter"],
     defaults=_serial_defaults,
     make_config=lambda info, options: _config(options, _serial_targets(info, options), parallel=False),
 )
 
 PARALLEL_ADAPTER = PeftLibraryMethod(
     name="parallel-adapter",
-    description="bottleneck adapter in parallel with each FFN block, scaled (He et al. 2022)",
+    description=METHOD_DESCRIPTIONS["parallel-adapter"],
     defaults=_parallel_defaults,
     make_config=lambda info, options: _config(options, target_list(options["target_modules"]), parallel=True),
 )

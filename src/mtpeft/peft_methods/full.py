@@ -8,6 +8,7 @@ from typing import Any
 
 from transformers import AutoModel
 
+from mtpeft.catalogue import METHOD_DESCRIPTIONS
 from mtpeft.models.loading import Backbone
 from mtpeft.peft_methods.base import AdaptedBackbone, read_method_record, resolve_options
 
@@ -22,7 +23,7 @@ class FullAdaptedBackbone(AdaptedBackbone):
 @dataclass(frozen=True)
 class FullFineTuning:
     name: str = "full"
-    description: str = "full fine-tuning: every backbone weight is trained and saved"
+    description: str = METHOD_DESCRIPTIONS["full"]
 
     def apply(self, backbone: Backbone, options: dict[str, Any]) -> FullAdaptedBackbone:
         resolved = resolve_options(self.name, {}, options)

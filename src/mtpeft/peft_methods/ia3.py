@@ -12,6 +12,7 @@ from peft.utils.constants import (
     TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as PEFT_IA3_TARGETS,
 )
 
+from mtpeft.catalogue import METHOD_DESCRIPTIONS
 from mtpeft.models.loading import ModelInfo
 from mtpeft.peft_methods.peft_backed import PeftLibraryMethod, target_list
 
@@ -35,7 +36,7 @@ def _config(info: ModelInfo, options: dict[str, Any]) -> IA3Config:
 
 IA3 = PeftLibraryMethod(
     name="ia3",
-    description="(IA)^3: trainable scaling vectors on keys, values and FFN activations (peft)",
+    description=METHOD_DESCRIPTIONS["ia3"],
     defaults=_defaults,
     make_config=_config,
 )

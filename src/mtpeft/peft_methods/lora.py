@@ -6,6 +6,7 @@ from typing import Any
 
 from peft import LoraConfig, TaskType
 
+from mtpeft.catalogue import METHOD_DESCRIPTIONS
 from mtpeft.models.loading import ModelInfo
 from mtpeft.peft_methods.peft_backed import PeftLibraryMethod, target_list
 
@@ -28,14 +29,14 @@ def _lora_config(options: dict[str, Any], *, use_dora: bool) -> LoraConfig:
 
 LORA = PeftLibraryMethod(
     name="lora",
-    description="LoRA: trainable low-rank updates on the attention projections (peft)",
+    description=METHOD_DESCRIPTIONS["lora"],
     defaults=_defaults,
     make_config=lambda info, options: _lora_config(options, use_dora=False),
 )
 
 DORA = PeftLibraryMethod(
     name="dora",
-    description="DoRA: LoRA on the direction plus a trainable magnitude per output (peft, use_dora)",
+    description=METHOD_DESCRIPTIONS["dora"],
     defaults=_defaults,
     make_config=lambda info, options: _lora_config(options, use_dora=True),
 )

@@ -11,6 +11,7 @@ from typing import Any
 
 from peft import PrefixTuningConfig, PromptTuningConfig, TaskType
 
+from mtpeft.catalogue import METHOD_DESCRIPTIONS
 from mtpeft.models.loading import ModelInfo
 from mtpeft.peft_methods.peft_backed import PeftLibraryMethod
 
@@ -26,7 +27,7 @@ def _prompt_defaults(info: ModelInfo) -> dict[str, Any]:
 
 PREFIX = PeftLibraryMethod(
     name="prefix",
-    description="prefix tuning: trainable key/value vectors prepended in every attention layer (peft)",
+    description=METHOD_DESCRIPTIONS["prefix"],
     defaults=_prefix_defaults,
     make_config=lambda info, options: PrefixTuningConfig(
         task_type=TaskType.FEATURE_EXTRACTION,
@@ -37,7 +38,7 @@ PREFIX = PeftLibraryMethod(
 
 PROMPT = PeftLibraryMethod(
     name="prompt",
-    description="prompt tuning: trainable input embeddings prepended to every sequence (peft)",
+    description=METHOD_DESCRIPTIONS["prompt"],
     defaults=_prompt_defaults,
     make_config=lambda info, options: PromptTuningConfig(
         task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=options["num_virtual_tokens"]

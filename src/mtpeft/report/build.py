@@ -18,15 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from mtpeft.errors import ConfigError
+from mtpeft.layout import RUNS_DIR, per_example_path, store_path
 from mtpeft.paths import safe_filename
 from mtpeft.report import plots
-from mtpeft.store import RunRecord, RunStore
+from mtpeft.store import EvaluationRecord, RunRecord, RunStore
+from mtpeft.store.sqlite import TFIDF_SKIPPED
 from mtpeft.study.analysis import Comparison, CostComparison, StudyAnalysis, analyse
 from mtpeft.study.grouping import Plan, Recommendation
 from mtpeft.study.records import Arm
-from mtpeft.study.stats import Estimate
+from mtpeft.study.stats import Estimate, score_estimate
 
-STORE_FILE = "mtpeft.sqlite"
 BASELINES = ("majority", "tfidf")
 
 
@@ -78,6 +79,7 @@ class ReportFiles:
 class Context:
     store: Path
     generated: str
+    evaluations: tuple[EvaluationRecord, ...] = ()  # of the report's runs, on other data
 
 
 # ---- number formatting -----------------------------------------------------------------------------
@@ -252,6 +254,94 @@ def scores_section(a: StudyAnalysis, ctx: Context) -> Section:
             ),
         )
     return section
+
+
+OOD_TITLE = "Out-of-distribution evaluations"
+
+
+def _per_example(record: RunRecord, ctx: Context, split: str, task: str) -> dict[str, list] | None:
+    """A run's per-example predictions; its stored run_dir may be relative to where it trained, but a run
+    always sits in <workspace>/runs/ beside the store, so that place is tried too."""
+    stored = Path(record.run_dir)
+    for run_dir in (stored, ctx.store.parent / RUNS_DIR / stored.name):
+        try:
+            return json.loads(per_example_path(run_dir, split, task).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _in_distribution(
+    a: StudyAnalysis, ctx: Context, record: RunRecord, task: str, metric: str
+) -> Estimate | None:
+    """The run's own score on its split, with the bootstrap interval of its per-example file if present."""
+    value = record.metrics.get(a.split, {}).get(task, {}).get(metric)
+    if value is None:
+        return None
+    return score_estimate({record.seed: value}, metric, lambda _: _per_example(record, ctx, a.split, task))
+
+
+def _ood_row(a: StudyAnalysis, ctx: Context, record: RunRecord, e: EvaluationRecord) -> list[str]:
+    own = _in_distribution(a, ctx, record, e.task, e.metric)
+    ood = Estimate(e.score, *(e.interval or (None, None)))
+    shift = e.score - own.mean if own is not None and own.mean is not None else None
+    subset = "" if e.max_examples is None else " (seeded subset)"
+    tfidf = e.baselines.get("tfidf", {}).get(e.metric)
+    return [
+        f"{record.name} ({record.run_id[:8]})",
+        e.task,
+        e.metric,
+        score_cell(own),
+        e.data_path,
+        e.split,
+        f"{e.n_examples}{subset}",
+        score_cell(ood),
+        signed(shift),
+        num(e.baselines.get("majority", {}).get(e.metric)),
+        "skipped" if any(note.startswith(TFIDF_SKIPPED) for note in e.notes) else num(tfidf),
+    ]
+
+
+def ood_section(a: StudyAnalysis, ctx: Context) -> Section:
+    """Each run's in-distribution score beside its scores on other data (`mtpeft evaluate --data`)."""
+    by_id = {r.run_id: r for r in a.runs.records}
+    evaluations = [e for e in ctx.evaluations if e.run_id in by_id]
+    if not evaluations:
+        return Section(
+            OOD_TITLE,
+            [
+                "No run of this report was evaluated on other data. `mtpeft evaluate RUN_DIR --data "
+                "TASK=PATH` scores a run on any folder its task's format reads (a test file alone will do) "
+                "and records it here."
+            ],
+        )
+    table = Table(
+        "In-distribution vs other data, per run and task",
+        f"Primary metric; higher is better. in-distribution: the run's own {a.split} split (the seeded "
+        "subset it was scored on), [95% bootstrap CI] where its per-example predictions are readable. "
+        "other data: the evaluated split of that folder (all of it unless a subset is shown), [95% bootstrap "
+        "CI over its examples]; shift = other - in-distribution. majority: the most frequent label of that "
+        "data itself, a reference for its imbalance that peeks at the answers, not a model; tfidf: trained "
+        "on the run's own train data, scored on that data.",
+        [
+            "run",
+            "task",
+            "metric",
+            f"in-distribution ({a.split})",
+            "data",
+            "split",
+            "n",
+            "score on that data",
+            "shift",
+            "majority (that data)",
+            "tfidf (run's train)",
+        ],
+        [_ood_row(a, ctx, by_id[e.run_id], e) for e in evaluations],
+    )
+    notes = [
+        f"{by_id[e.run_id].name}, {e.task} on {e.data_path}: {note}" for e in evaluations for note in e.notes
+    ]
+    return Section(OOD_TITLE, [table, *notes])
 
 
 def _comparison_rows(comparisons: list[Comparison], with_model: bool) -> list[list[str]]:
@@ -661,6 +751,7 @@ def runs_section(a: StudyAnalysis, ctx: Context) -> Section:
 SECTIONS: list[Callable[[StudyAnalysis, Context], Section]] = [
     overview,
     scores_section,
+    ood_section,
     single_vs_multi_section,
     peft_vs_full_section,
     transfer_section,
@@ -684,7 +775,7 @@ def build_document(a: StudyAnalysis, ctx: Context) -> Document:
 
 # ---- inputs and outputs ----------------------------------------------------------------------------
 def load_records(workspace: Path, study: str | None) -> tuple[list[RunRecord], str | None, Path]:
-    path = workspace / STORE_FILE
+    path = store_path(workspace)
     if not path.exists():
         raise ConfigError(
             f"no results store at {path}; run `mtpeft study` or `mtpeft train` first", field="workspace"
@@ -733,7 +824,8 @@ def build_report(
 
     records, study, store_path = load_records(Path(workspace), study)
     analysis = analyse(records, study=study, split=split)
-    ctx = Context(store_path, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    evaluations = tuple(RunStore(store_path).list_evaluations([r.run_id for r in records]))
+    ctx = Context(store_path, datetime.now(timezone.utc).isoformat(timespec="seconds"), evaluations)
     document = build_document(analysis, ctx)
     out_dir.mkdir(parents=True, exist_ok=True)
     figure_dir = out_dir / "figures"

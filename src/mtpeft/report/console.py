@@ -33,6 +33,7 @@ def plain(text: object) -> Text:
 def markup_safe(text: object) -> str:
     """User text to embed in a markup string (`[yellow]...{markup_safe(path)}...[/yellow]`)."""
     return escape(printable(text))
+MAJORITY, TFIDF = "majority", "tfidf"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -133,4 +134,55 @@ def runs_table(records: list[Any]) -> Table:
         primary = ", ".join(f"{t}={_fmt(next(iter(m.values()), None))}" for t, m in test.items() if m)
         cells = (r.run_id[:8], r.name, r.status, r.mode, r.model, r.method, ",".join(r.tasks), r.seed)
         table.add_row(*(plain(c) for c in (*cells, primary or "-", (r.created_at or "")[:19])))
+    return table
+
+
+def _interval(record: Any) -> str:
+    return "-" if record.interval is None else f"[{record.interval[0]:.3f}, {record.interval[1]:.3f}]"
+
+
+def evaluation_table(record: Any) -> Table:
+    """One evaluation of a run on some data (a store EvaluationRecord): metrics as rows, within 80 columns.
+
+    Paths and names come from the user: they are escaped, never read as rich markup.
+    """
+
+    subset = "" if record.max_examples is None else ", a seeded subset"
+    scored = f"{record.split}, {record.n_examples} examples{subset}"
+    table = Table(
+        title=markup_safe(f"{record.task} on {record.data_path} ({scored})"),
+        caption="Higher is better. 95% CI: bootstrap over the examples (primary metric). majority: the most "
+        "frequent label of this data itself (a reference for its imbalance); tfidf: trained on the run's own "
+        "train data.",
+    )
+    for column in ("metric", "score", "95% CI", f"{MAJORITY} (this data)", f"{TFIDF} (run's train)"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric, value in record.metrics.items():
+        interval = _interval(record) if metric == record.metric else "-"
+        baselines = [_fmt(record.baselines.get(b, {}).get(metric)) for b in (MAJORITY, TFIDF)]
+        table.add_row(markup_safe(metric), _fmt(value), interval, *baselines)
+    return table
+
+
+def evaluations_table(records: list[Any], run_names: dict[str, str]) -> Table:
+    """The store's evaluations of runs on other data, one row each (primary metric).
+
+    Paths and names come from the user: they are escaped, never read as rich markup.
+    """
+
+    table = Table(
+        title="Evaluations on other data",
+        caption="Primary metric, higher is better, [95% bootstrap CI over the examples]. majority: the most "
+        "frequent label of the evaluated data itself (a reference for its imbalance); tfidf: trained on the "
+        "run's own train data.",
+    )
+    for column in ("run", "task", "data", "split", "n", "metric", "score [95% CI]", MAJORITY, TFIDF):
+        # A path folds onto several lines rather than being cut short: all of it is needed to find the data.
+        numeric = column in ("n", "score [95% CI]", MAJORITY, TFIDF)
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
+    for r in records:
+        cells = [f"{run_names.get(r.run_id, '?')} {r.run_id[:8]}", r.task, r.data_path, r.split]
+        cells += [str(r.n_examples), r.metric, f"{_fmt(r.score)} {_interval(r)}"]
+        cells += [_fmt(r.baselines.get(b, {}).get(r.metric)) for b in (MAJORITY, TFIDF)]
+        table.add_row(*(markup_safe(c) for c in cells))
     return table

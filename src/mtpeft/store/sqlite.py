@@ -5,7 +5,8 @@ is one transaction, so a killed process leaves a run "running" (shown as "interr
 is gone), never a half-written run that looks finished.
 
 Tables: `runs` (one row per run; JSON columns for config, cost, baselines, data quality, versions),
-`metrics(run_id, split, task, metric, value)` (normalised, what reports query) and `schema_version`.
+`metrics(run_id, split, task, metric, value)` (normalised, what reports query), `evaluations` (a run
+scored on other data: `mtpeft evaluate RUN --data TASK=PATH`) and `schema_version`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,19 @@ MIGRATIONS: dict[int, str] = {
     """,
     # The process start time tells a live run from a dead one whose pid was reused by another process.
     2: "ALTER TABLE runs ADD COLUMN pid_started REAL; CREATE INDEX runs_study ON runs (study);",
+    # A run scored later on other data (`mtpeft evaluate RUN --data TASK=PATH`): one row per run, task,
+    # data folder and split (evaluating again replaces it, as it replaces the prediction files).
+    3: """
+    CREATE TABLE evaluations (
+        eval_id TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id), task TEXT NOT NULL,
+        data_path TEXT NOT NULL, split TEXT NOT NULL, n_examples INTEGER NOT NULL, max_examples INTEGER,
+        metric TEXT NOT NULL, score REAL NOT NULL, ci_low REAL, ci_high REAL,
+        metrics TEXT NOT NULL, baselines TEXT NOT NULL DEFAULT '{}', notes TEXT NOT NULL DEFAULT '[]',
+        predictions_dir TEXT NOT NULL, created_at TEXT NOT NULL,
+        UNIQUE (run_id, task, data_path, split)
+    );
+    CREATE INDEX evaluations_run ON evaluations (run_id);
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 STATUSES = ("running", "finished", "failed", "interrupted")
@@ -140,6 +154,31 @@ class RunRecord:
     error: str | None
     created_at: str
     finished_at: str | None
+
+
+# The start of an evaluation's note when its TF-IDF baseline could not be fitted (reports show "skipped").
+TFIDF_SKIPPED = "TF-IDF baseline skipped"
+
+
+@dataclass
+class EvaluationRecord:
+    """One trained run scored on one split of one data folder (not necessarily the data it trained on)."""
+
+    run_id: str
+    task: str
+    data_path: str  # absolute
+    split: str
+    n_examples: int
+    max_examples: int | None  # None: the whole split was scored
+    metric: str  # the task's primary metric
+    score: float
+    interval: tuple[float, float] | None  # 95% bootstrap interval of `score` over the examples
+    metrics: dict  # {metric: value}
+    baselines: dict  # {baseline: {metric: value}}: majority of this data, TF-IDF trained on the run's train
+    notes: list[str]  # e.g. a baseline that was skipped, and why
+    predictions_dir: str
+    eval_id: str = ""
+    created_at: str = ""
 
 
 class RunStore:
@@ -316,6 +355,48 @@ class RunStore:
             by_task = metrics.setdefault(m["run_id"], {}).setdefault(m["split"], {})
             by_task.setdefault(m["task"], {})[m["metric"]] = m["value"]
         return [_record(row, metrics.get(row["run_id"], {})) for row in rows]
+
+    # ---- evaluations on other data --------------------------------------------------------------
+    def record_evaluation(self, evaluation: EvaluationRecord) -> EvaluationRecord:
+        """Store an evaluation of a run (replacing an earlier one of the same run, task, data and split)."""
+        row = {
+            "eval_id": uuid.uuid4().hex, "run_id": evaluation.run_id, "task": evaluation.task,
+            "data_path": evaluation.data_path, "split": evaluation.split,
+            "n_examples": evaluation.n_examples, "max_examples": evaluation.max_examples,
+            "metric": evaluation.metric, "score": float(evaluation.score),
+            "ci_low": evaluation.interval[0] if evaluation.interval else None,
+            "ci_high": evaluation.interval[1] if evaluation.interval else None,
+            "metrics": json.dumps(evaluation.metrics), "baselines": json.dumps(evaluation.baselines),
+            "notes": json.dumps(evaluation.notes), "predictions_dir": evaluation.predictions_dir,
+            "created_at": _now(),
+        }  # fmt: skip
+        with self._connect() as db:
+            self._require(db, evaluation.run_id)
+            columns, marks = ", ".join(row), ", ".join("?" * len(row))
+            statement = f"INSERT OR REPLACE INTO evaluations ({columns}) VALUES ({marks})"
+            db.execute(statement, tuple(row.values()))
+        return _evaluation(row)
+
+    def list_evaluations(self, run_ids: list[str] | None = None) -> list[EvaluationRecord]:
+        """Evaluations in creation order, of the given runs (all runs when None)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM evaluations ORDER BY created_at, rowid").fetchall()
+        wanted = None if run_ids is None else set(run_ids)
+        return [_evaluation(dict(r)) for r in rows if wanted is None or r["run_id"] in wanted]
+
+
+def _evaluation(row: dict[str, Any]) -> EvaluationRecord:
+    low, high = row["ci_low"], row["ci_high"]
+    return EvaluationRecord(
+        **{k: row[k] for k in ("run_id", "task", "data_path", "split", "n_examples", "max_examples")},
+        metric=row["metric"],
+        score=row["score"],
+        interval=None if low is None or high is None else (low, high),
+        **{k: json.loads(row[k]) for k in ("metrics", "baselines", "notes")},
+        predictions_dir=row["predictions_dir"],
+        eval_id=row["eval_id"],
+        created_at=row["created_at"],
+    )
 
 
 def _shown_status(row: sqlite3.Row) -> str:

@@ -10,22 +10,13 @@ seconds = tokens x (measured wall seconds per estimated token) of finished runs 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
+from mtpeft.config import TaskEntry, TrainConfig, validate_config
 from mtpeft.store import RunRecord
-from mtpeft.tasks import TaskKind, get_task
-from mtpeft.training.config import TaskEntry, TrainConfig, validate_config
-
-# Registry: task kind -> tokens one example feeds the backbone (each input padded to its maximum).
-TOKENS_PER_EXAMPLE: dict[TaskKind, Callable[[TaskEntry], int]] = {
-    TaskKind.BINARY: lambda e: e.max_length,
-    TaskKind.MULTICLASS: lambda e: e.max_length,
-    TaskKind.PAIR: lambda e: 2 * e.max_length,
-    TaskKind.RETRIEVAL: lambda e: e.max_length + e.max_query_length,
-    TaskKind.GENERATION: lambda e: e.max_length,
-}
+from mtpeft.tasks import get_task
+from mtpeft.tasks.kinds import kind_of
 
 
 @dataclass(frozen=True)
@@ -43,14 +34,15 @@ class Throughput:
 
 
 def tokens_per_step(config: TrainConfig) -> int:
-    total = 0
-    for entry in config.tasks:
-        try:
-            kind = get_task(entry.task).kind
-        except Exception:  # a task YAML that is not there yet: count one input per example
-            kind = TaskKind.BINARY
-        total += entry.batch_size * TOKENS_PER_EXAMPLE[kind](entry)
-    return total
+    return sum(entry.batch_size * _tokens_per_example(entry) for entry in config.tasks)
+
+
+def _tokens_per_example(entry: TaskEntry) -> int:
+    try:
+        kind = kind_of(get_task(entry.task))
+    except Exception:  # a task YAML that is not there yet: count one input per example
+        return entry.max_length
+    return kind.max_tokens(entry)
 
 
 @cache

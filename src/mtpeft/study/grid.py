@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mtpeft.config import TaskEntry, TrainConfig, validate_config
 from mtpeft.errors import ConfigError
 from mtpeft.study.spec import MethodChoice, StudySpec, TaskSet
-from mtpeft.training.config import TaskEntry, TrainConfig, validate_config
 
 Group = tuple[str, ...]
 

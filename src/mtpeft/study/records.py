@@ -10,10 +10,11 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from mtpeft.errors import MtpeftError
-from mtpeft.paths import predictions_dir, task_file
+from mtpeft.layout import per_example_path
 from mtpeft.store import RunRecord
 from mtpeft.study.grid import Group, group_kind
 
@@ -138,7 +139,7 @@ class StudyRuns:
 
     def per_example(self, record: RunRecord, task: str) -> dict[str, list] | None:
         try:
-            path = task_file(predictions_dir(record.run_dir, self.split), task, "per_example.json")
+            path = per_example_path(Path(record.run_dir), self.split, task)
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, MtpeftError):  # missing, damaged, or linked out of its run directory
             return None

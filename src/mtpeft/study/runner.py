@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtpeft import layout
+from mtpeft.config import TrainConfig
 from mtpeft.errors import ConfigError
 from mtpeft.store import RunRecord, RunStore
 from mtpeft.study.grid import PlannedRun, expand
 from mtpeft.study.spec import StudySpec
-from mtpeft.training.config import TrainConfig
 
-STORE_FILE = "mtpeft.sqlite"  # the file name mtpeft.training.run.store_for uses
 MAX_ATTEMPTS = 2  # the first attempt and one retry
 
 RunFn = Callable[..., Any]  # run_training(config, *, resume, progress)
@@ -51,7 +51,7 @@ class Outcome:
 
 
 def store_path(spec: StudySpec) -> Path:
-    return Path(spec.workspace) / STORE_FILE
+    return layout.store_path(spec.workspace)
 
 
 def latest_by_key(records: list[RunRecord]) -> dict[str, RunRecord]:

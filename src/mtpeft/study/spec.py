@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mtpeft.config import Seed, TaskEntry
 from mtpeft.config_files import read_yaml_mapping, validate_model
-from mtpeft.training.config import Seed, TaskEntry
 
 # Grid dimensions: the study sets these per run, so the base config must not.
 GRID_FIELDS = ("tasks", "model", "method", "method_options", "seed", "mode", "name", "workspace", "study")

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from mtpeft.paths import predictions_dir, safe_filename, task_file
+from mtpeft.layout import RUNS_DIR, per_example_path, store_path
+from mtpeft.paths import safe_filename
 from mtpeft.store import RunStore
 from mtpeft.study.grid import PlannedRun, expand
 from mtpeft.study.spec import StudySpec, parse_study
@@ -79,7 +80,7 @@ def _quality(run: PlannedRun, task: str) -> float:
     )
 
 
-def _predictions(kind: TaskKind, quality: float, seed: int, salt: int) -> PerExample:
+def _predictions(kind: str, quality: float, seed: int, salt: int) -> PerExample:
     """Predictions on the seed's test examples (the same for every run of that seed, as in real runs);
     exactly round(quality x n) of them right, so the stored scores follow QUALITY and TRANSFER closely."""
     truth_rng = np.random.default_rng([seed, 7])
@@ -132,7 +133,7 @@ def record_run(store: RunStore, run: PlannedRun, *, per_example: bool = True) ->
     from mtpeft.evaluation.metrics import compute_metrics
 
     cfg = run.config
-    run_dir = Path(cfg.workspace) / "runs" / f"{safe_filename(run.display_name)}-{run.key[:10]}"
+    run_dir = Path(cfg.workspace) / RUNS_DIR / f"{safe_filename(run.display_name)}-{run.key[:10]}"
     run_id = store.start_run(
         name=run.display_name,
         study=cfg.study,
@@ -157,9 +158,9 @@ def record_run(store: RunStore, run: PlannedRun, *, per_example: bool = True) ->
             "tfidf": {m: 0.6 for m in spec.metrics},
         }
         if per_example:
-            out = predictions_dir(run_dir, "test")
-            out.mkdir(parents=True, exist_ok=True)
-            task_file(out, task, "per_example.json").write_text(json.dumps(preds), encoding="utf-8")
+            path = per_example_path(run_dir, "test", task)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(preds), encoding="utf-8")
     store.finish_run(
         run_id,
         metrics={"test": metrics},
@@ -171,8 +172,8 @@ def record_run(store: RunStore, run: PlannedRun, *, per_example: bool = True) ->
 
 
 def synthetic_store(spec: StudySpec, *, per_example: bool = True) -> RunStore:
-    """Record every run of `spec` as finished in `<workspace>/mtpeft.sqlite`."""
-    store = RunStore(Path(spec.workspace) / "mtpeft.sqlite")
+    """Record every run of `spec` as finished in the workspace's store."""
+    store = RunStore(store_path(spec.workspace))
     for run in expand(spec):
         record_run(store, run, per_example=per_example)
     return store

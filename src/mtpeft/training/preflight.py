@@ -16,12 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from mtpeft.config import TaskEntry, TrainConfig
 from mtpeft.config_files import located
 from mtpeft.errors import ConfigError
+from mtpeft.layout import RUNS_DIR, run_configs, run_dir_for
 from mtpeft.tasks import TaskKind, TaskSpec, get_task
 from mtpeft.tasks.registry import is_task_file
-from mtpeft.training.config import TaskEntry, TrainConfig
-from mtpeft.training.layout import RUNS_DIR, run_configs, run_dir_for
 
 if TYPE_CHECKING:
     from mtpeft.study.spec import StudySpec
@@ -226,7 +226,7 @@ def _check_spec(spec: TaskSpec) -> None:
 
     if not spec.trainable:
         raise ConfigError(
-            f"task {spec.name!r} ({spec.kind.value}) is registered for loading and evaluation but cannot "
+            f"task {spec.name!r} ({spec.kind}) is registered for loading and evaluation but cannot "
             "be trained yet",
             field="trainable",
         )
@@ -242,7 +242,7 @@ def _check_spec(spec: TaskSpec) -> None:
             raise ConfigError(err.reason, field=f"metrics.{position}") from err
         if metric.consumes != wanted or (metric.binary_only and spec.kind == TaskKind.MULTICLASS):
             raise ConfigError(
-                f"metric {name!r} does not apply to a {spec.kind.value} task", field=f"metrics.{position}"
+                f"metric {name!r} does not apply to a {spec.kind} task", field=f"metrics.{position}"
             )
 
 

@@ -11,16 +11,15 @@ from typing import Any
 
 import yaml
 
+from mtpeft import layout
+from mtpeft.config import TrainConfig, with_absolute_paths
 from mtpeft.errors import MtpeftError
-from mtpeft.evaluation.run_eval import RUN_FILE, evaluate_run
+from mtpeft.evaluation.run_eval import evaluate_run
+from mtpeft.layout import RUN_FILE, run_dir_for, split_single
 from mtpeft.store import RunStore
-from mtpeft.training.config import TrainConfig
-from mtpeft.training.layout import run_dir_for, split_single
 from mtpeft.training.preflight import preflight
 from mtpeft.training.run_lock import run_lock
 from mtpeft.training.trainer import MultiTaskTrainer
-
-STORE_FILE = "mtpeft.sqlite"
 
 
 @dataclass
@@ -37,7 +36,7 @@ class RunResult:
 def store_for(config: TrainConfig) -> RunStore:
     workspace = Path(config.workspace)
     workspace.mkdir(parents=True, exist_ok=True)
-    return RunStore(workspace / STORE_FILE)
+    return RunStore(layout.store_path(workspace))
 
 
 def run_training(
@@ -95,8 +94,10 @@ def _run_locked(
             config=config.hashable() | {"key": config.run_key()},
             run_dir=str(run_dir),
         )
-        (run_dir / "config.yaml").write_text(
-            yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+        # Saved with absolute paths, so the run directory evaluates from any working directory.
+        saved = with_absolute_paths(config, Path.cwd())
+        (run_dir / layout.CONFIG_FILE).write_text(
+            yaml.safe_dump(saved.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
         )
         (run_dir / RUN_FILE).write_text(
             json.dumps({"run_id": run_id, "group_id": group_id}), encoding="utf-8"
@@ -112,11 +113,11 @@ def _run_locked(
             )
             baselines = baselines or split_baselines
         quality = _data_quality(trainer)
-        (run_dir / "cost.json").write_text(json.dumps(outcome.cost, indent=2), encoding="utf-8")
+        (run_dir / layout.COST_FILE).write_text(json.dumps(outcome.cost, indent=2), encoding="utf-8")
         store.finish_run(
             run_id, metrics=metrics, cost=outcome.cost, baselines=baselines, data_quality=quality
         )
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # only needed to resume
+        shutil.rmtree(run_dir / layout.CHECKPOINTS_DIR, ignore_errors=True)  # only needed to resume
     except KeyboardInterrupt:
         store.interrupt_run(run_id, "stopped by the user (KeyboardInterrupt)")
         raise

@@ -23,19 +23,19 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from mtpeft import layout
+from mtpeft.config import TrainConfig
 from mtpeft.errors import MtpeftError, TrainingDiverged
 from mtpeft.evaluation.evaluate import evaluate_task
-from mtpeft.evaluation.run_eval import BEST_DIR
+from mtpeft.layout import BEST_DIR, STATE_FILE, checkpoint_dirs
 from mtpeft.manifest import MANIFEST_FILE, manifest_problem, write_manifest
-from mtpeft.models import load_backbone
-from mtpeft.peft_methods import apply_method
-from mtpeft.training.batching import TaskBatcher, TaskFeatures, collate
-from mtpeft.training.config import TrainConfig
+from mtpeft.modeling.build import build_model, save_deployable
+from mtpeft.modeling.inputs import TaskFeatures, collate, to_device
+from mtpeft.modeling.task_data import RunTask, resolve_tasks
+from mtpeft.training.batching import TaskBatcher
 from mtpeft.training.cost import CostMeter
-from mtpeft.training.layout import STATE_FILE, checkpoint_dirs
-from mtpeft.training.model import MultiTaskModel
+from mtpeft.training.loss_weighting import LOSS_WEIGHTINGS
 from mtpeft.training.sampling import build_schedule
-from mtpeft.training.task_data import RunTask, resolve_tasks
 
 KEPT_CHECKPOINTS = 2  # the newest and one to fall back to when the newest turns out damaged
 
@@ -108,17 +108,13 @@ class MultiTaskTrainer:
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp])
         set_seed(config.seed)
         self.tasks: dict[str, RunTask] = resolve_tasks(config)
-        self.backbone = load_backbone(config.model, seed=config.seed)
-        self.pad_id = self.backbone.tokenizer.pad_token_id
-        self.adapted = apply_method(self.backbone, config.method, config.method_options)
-        self.model = MultiTaskModel(
-            self.adapted,
+        built = build_model(
+            config,
             {name: t.spec for name, t in self.tasks.items()},
-            hidden_size=self.backbone.info.hidden_size,
-            pooling=config.pooling or self.backbone.info.default_pooling,
-            loss_weighting=config.loss_weighting,
-            head_options={"dim": config.retrieval_dim, "scale": config.retrieval_scale},
+            loss_weighting=LOSS_WEIGHTINGS[config.loss_weighting](list(self.tasks)),
         )
+        self.backbone, self.adapted, self.model = built.backbone, built.adapted, built.model
+        self.pad_id = self.backbone.tokenizer.pad_token_id
 
     # ---- setup -------------------------------------------------------------------------------
     def _load_features(self) -> None:
@@ -161,7 +157,7 @@ class MultiTaskTrainer:
             optimizer, int(cfg.warmup_ratio * cfg.max_steps), cfg.max_steps
         )
         model, optimizer, scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
-        log = (self.run_dir / "train.log").open("a", encoding="utf-8")
+        log = (self.run_dir / layout.TRAIN_LOG).open("a", encoding="utf-8")
         state = TrainState()
         checkpoint = self._intact_checkpoint(log) if resume else None
         if checkpoint is not None:
@@ -215,7 +211,7 @@ class MultiTaskTrainer:
         if state.best_step is None:
             raise TrainingDiverged(
                 f"run {cfg.name}: no validation gave finite metrics, so there is no model to keep; "
-                f"see {self.run_dir / 'train.log'} (lower lr, check the data)"
+                f"see {self.run_dir / layout.TRAIN_LOG} (lower lr, check the data)"
             )
         cost = meter.report(stored_bytes=self.stored_bytes(), full_model_bytes=self.full_model_bytes())
         # The shared module and the per-task heads, apart: sharing divides only the former by the task count.
@@ -245,10 +241,7 @@ class MultiTaskTrainer:
                 samples=len(indices),
                 task=task,
             )
-            batch = {
-                k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v
-                for k, v in batch.items()
-            }
+            batch = to_device(batch, self.accelerator.device)
             last = position == len(step_tasks) - 1
             with self.accelerator.autocast():
                 loss = model(task, batch)
@@ -354,7 +347,7 @@ class MultiTaskTrainer:
             raise self._diverged(state.step, f"parameter {bad} holds inf/NaN")
         state.cursors = {n: b.cursor.__dict__.copy() for n, b in self.batchers.items()}
         state.cost = meter.state_dict()
-        final = self.run_dir / "checkpoints" / f"step-{state.step:07d}"
+        final = self.run_dir / layout.CHECKPOINTS_DIR / f"step-{state.step:07d}"
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         self.accelerator.save_state(str(tmp))
@@ -370,7 +363,7 @@ class MultiTaskTrainer:
         step = int(final.name.removeprefix("step-"))
         older = [c for c in checkpoint_dirs(self.run_dir) if int(c.name.removeprefix("step-")) < step]
         keep = {final, *older[: KEPT_CHECKPOINTS - 1]}
-        for path in (self.run_dir / "checkpoints").glob("step-*"):
+        for path in (self.run_dir / layout.CHECKPOINTS_DIR).glob("step-*"):
             if path not in keep:
                 shutil.rmtree(path, ignore_errors=True)
 
@@ -414,22 +407,7 @@ class MultiTaskTrainer:
         """What a deployment needs: the shared module and the heads (no optimiser state)."""
         if not self.accelerator.is_main_process:
             return
-        tmp = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.adapted.save(tmp / "adapter")
-        model = self.accelerator.unwrap_model(self.model)
-        model.save_heads(
-            tmp,
-            {
-                "step": step,
-                "score": score,
-                "pooling": model.pooling,
-                "tasks": {n: t.spec.model_dump(mode="json") for n, t in self.tasks.items()},
-            },
-        )
-        write_manifest(tmp)  # last; `mtpeft evaluate` verifies best/ against it before loading
-        shutil.rmtree(directory, ignore_errors=True)
-        tmp.rename(directory)
+        save_deployable(self.accelerator.unwrap_model(self.model), directory, step=step, score=score)
 
     def stored_bytes(self) -> int:
         """What a deployment stores: the module and the heads (the manifest is bookkeeping)."""

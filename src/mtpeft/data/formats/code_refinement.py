@@ -29,7 +29,7 @@ class CodeRefinementReader:
         if task.kind != TaskKind.GENERATION:
             raise ConfigError(
                 f"the {self.name} format holds buggy -> fixed pairs for generation tasks, "
-                f"not {task.kind.value} ones",
+                f"not {task.kind} ones",
                 field="kind",
             )
         buggy_path = split_file(root, split, (BUGGY,), self.name)

@@ -1,7 +1,7 @@
 """Turning one parsed record (a JSON object) into an Example, checking every field a task needs.
 
-Which roles a record must fill depends on the task kind; which field holds each role comes from the
-task YAML's `fields`, else the format's defaults.
+Which roles a record must fill depends on the task kind (tasks/kinds/); which field holds each role
+comes from the task YAML's `fields`, else the format's defaults.
 """
 
 from __future__ import annotations
@@ -12,15 +12,8 @@ from pathlib import Path
 from mtpeft.data.example import Example
 from mtpeft.data.formats.textio import json_type, shorten
 from mtpeft.errors import ConfigError, DataError
-from mtpeft.tasks.spec import TaskKind, TaskSpec
-
-ROLES_BY_KIND: dict[TaskKind, tuple[str, ...]] = {
-    TaskKind.BINARY: ("code", "label"),
-    TaskKind.MULTICLASS: ("code", "label"),
-    TaskKind.PAIR: ("code", "code_b", "label"),
-    TaskKind.RETRIEVAL: ("query", "code"),
-    TaskKind.GENERATION: ("code", "target"),
-}
+from mtpeft.tasks.kinds import kind_of
+from mtpeft.tasks.spec import TaskSpec
 
 
 class Location:
@@ -109,7 +102,7 @@ class RecordConverter:
     ) -> None:
         self.task = task
         self.fields = {
-            role: self._field_for(role, task, format_name, defaults) for role in ROLES_BY_KIND[task.kind]
+            role: self._field_for(role, task, format_name, defaults) for role in kind_of(task).record_roles
         }
         # A user's explicit id field is required; otherwise the format's id field, then its fallbacks.
         self.id_required = "id" in task.fields
@@ -126,7 +119,7 @@ class RecordConverter:
         if role not in defaults:
             raise ConfigError(
                 f"the {format_name} format has no default field for role '{role}' needed by a "
-                f"{task.kind.value} task; name it in the task YAML (fields: {{{role}: <field>}})",
+                f"{task.kind} task; name it in the task YAML (fields: {{{role}: <field>}})",
                 field=f"fields.{role}",
             )
         return defaults[role]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from mtpeft.config import TaskEntry, TrainConfig
 from mtpeft.data.example import Example
 from mtpeft.data.formats.base import load_split
 from mtpeft.errors import ConfigError
+from mtpeft.modeling.inputs import TaskFeatures, tokenize_task
 from mtpeft.tasks import TaskSpec, get_task
-from mtpeft.training.batching import TaskFeatures, tokenize_task
-from mtpeft.training.config import TaskEntry, TrainConfig
 
 
 @dataclass
@@ -44,7 +44,7 @@ def resolve_tasks(config: TrainConfig) -> dict[str, RunTask]:
         spec = get_task(entry.task)
         if not spec.trainable:
             raise ConfigError(
-                f"task '{spec.name}' ({spec.kind.value}) is registered for loading and evaluation "
+                f"task '{spec.name}' ({spec.kind}) is registered for loading and evaluation "
                 "but cannot be trained yet",
                 field=f"tasks.{position}.task",
             )

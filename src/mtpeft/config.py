@@ -237,3 +237,45 @@ def _blame_override(err: ConfigError, overrides: list[str]) -> ConfigError:
     if not culprits or "--set" in err.reason:
         return err
     return ConfigError(f"{err.reason} (set by --set {culprits[-1]!r})", path=err.path, field=err.field)
+
+
+# ---- run directories are self-contained: their saved config holds absolute paths --------------------
+def with_absolute_paths(config: TrainConfig, root: str | Path) -> TrainConfig:
+    """The config with every relative path made absolute against `root` (where training ran).
+
+    A run directory keeps this copy as its config.yaml, so the run evaluates from any working directory.
+    Paths: each task's `data`, a task given as a YAML file, `model` where it is a local folder (not a
+    short name) and `workspace`. The run's key and store hash stay those of the config as given.
+    """
+    root = Path(root)
+    update: dict[str, Any] = {
+        "tasks": [_absolute_entry(entry, root) for entry in config.tasks],
+        "workspace": str(_absolute(config.workspace, root)),
+    }
+    if _is_local_model(config.model, root):
+        update["model"] = str(_absolute(config.model, root))
+    return config.model_copy(update=update)
+
+
+def _absolute(path: str | Path, root: Path) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else (root / path).resolve()
+
+
+def _absolute_entry(entry: TaskEntry, root: Path) -> TaskEntry:
+    update: dict[str, Any] = {}
+    if entry.data is not None:
+        update["data"] = str(_absolute(entry.data, root))
+    # The same test get_task applies: a YAML name or an existing file is a path, anything else a name.
+    if entry.task.endswith((".yaml", ".yml")) or (root / entry.task).is_file():
+        update["task"] = str(_absolute(entry.task, root))
+    return entry.model_copy(update=update)
+
+
+def _is_local_model(model: str, root: Path) -> bool:
+    if Path(model).is_absolute() or not (root / model).is_dir():
+        return False
+    # Short names win over folders when a model is loaded (models/loading.py), so they stay names.
+    from mtpeft.models.registry import MODELS  # imported here: it pulls in torch
+
+    return model not in MODELS

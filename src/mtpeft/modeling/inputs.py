@@ -1,0 +1,98 @@
+"""Model inputs: per-task tokenisation, dynamic padding into batches, evaluation order.
+
+A batch holds every encoded input of its task by role, so the model can encode each once:
+
+    {"inputs": {role: {"input_ids": [B, T], "attention_mask": [B, T]}},   # roles: kind.inputs
+     "labels": [B] (labelled kinds), "num_tokens", "num_positions", "indices"}
+
+Padding every example to max_length wastes most of the compute on short code, so batches are padded
+only to their longest sequence (`pad_to` restores the pad-to-max reference); training groups similar
+lengths into batches (training/batching.py) and evaluation runs longest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mtpeft.config import TaskEntry
+from mtpeft.data.example import Example
+from mtpeft.tasks.kinds import kind_of
+from mtpeft.tasks.kinds.base import MAX_LENGTH_FIELD
+from mtpeft.tasks.spec import TaskSpec
+
+Batch = dict[str, Any]
+
+
+@dataclass
+class TaskFeatures:
+    """Token ids of every example of one split of one task (unpadded), by input role."""
+
+    task: TaskSpec
+    examples: list[Example]
+    sequences: dict[str, list[list[int]]]  # role -> token ids per example
+    labels: list[int] | None
+    lengths: list[int] = field(default_factory=list)  # total tokens per example, for grouping
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+def tokenize_task(task: TaskSpec, entry: TaskEntry, examples: list[Example], tokenizer) -> TaskFeatures:
+    kind = kind_of(task)
+    sequences: dict[str, list[list[int]]] = {}
+    for role in kind.inputs:
+        texts = [getattr(ex, role) or "" for ex in examples]
+        max_length = getattr(entry, MAX_LENGTH_FIELD[role])
+        sequences[role] = tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+    labels = [ex.label for ex in examples] if kind.labelled else None
+    lengths = [sum(len(seqs[i]) for seqs in sequences.values()) for i in range(len(examples))]
+    return TaskFeatures(task, examples, sequences, labels, lengths)
+
+
+def pad(rows: list[list[int]], pad_id: int, *, pad_to: int | None = None) -> dict[str, torch.Tensor]:
+    """Right-padded ids and attention mask, as wide as the longest row (or `pad_to`, truncating)."""
+    width = pad_to or max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, seq in enumerate(rows):
+        ids[row, : len(seq)] = torch.tensor(seq[:width], dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def collate(features: TaskFeatures, indices: list[int], pad_id: int, *, pad_to: int | None = None) -> Batch:
+    """Stack one batch; pads to the batch's longest sequence, or to `pad_to` when given."""
+    inputs = {}
+    for role, seqs in features.sequences.items():
+        inputs[role] = pad([seqs[i] for i in indices], pad_id, pad_to=pad_to)
+    masks = [encoded["attention_mask"] for encoded in inputs.values()]
+    batch: Batch = {"inputs": inputs}
+    if features.labels is not None:
+        batch["labels"] = torch.tensor([features.labels[i] for i in indices], dtype=torch.long)
+    batch["num_tokens"] = sum(int(mask.sum()) for mask in masks)
+    batch["num_positions"] = sum(mask.numel() for mask in masks)
+    batch["indices"] = indices
+    return batch
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """The batch with every tensor (nested ones included) on `device`."""
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    return move(batch)
+
+
+def eval_batches(features: TaskFeatures, batch_size: int) -> Iterator[list[int]]:
+    """Evaluation order: sorted by length (fast), every example exactly once."""
+    order = sorted(range(len(features)), key=lambda i: -features.lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]

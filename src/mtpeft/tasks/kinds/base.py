@@ -1,0 +1,85 @@
+"""What a task kind is: every piece of per-kind knowledge, behind one object.
+
+A kind says which record roles its files fill, which of them the model encodes (each once per batch,
+in the order given), how to build its head from the hidden size, how the head's outputs become
+metrics and prediction rows, and which baselines it is compared with. Nothing here imports torch or
+scikit-learn at module import: `mtpeft data ...` and `mtpeft study --dry-run` read kinds without them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mtpeft.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mtpeft.config import TaskEntry
+    from mtpeft.data.example import Example
+    from mtpeft.heads.base import TaskHead
+    from mtpeft.tasks.spec import TaskSpec
+
+# The TaskEntry field that bounds the tokens of each encoded role (a new role needs a line here).
+MAX_LENGTH_FIELD: dict[str, str] = {"code": "max_length", "code_b": "max_length", "query": "max_query_length"}
+
+Outputs = dict[str, Any]  # y_pred | scores | hypotheses, in example order (what write_predictions takes)
+Rows = Iterable[dict[str, Any]]
+Baseline = Callable[["TaskSpec", list["Example"], list["Example"], "np.random.Generator"], dict[str, Any]]
+
+
+@dataclass
+class TaskEvaluation:
+    metrics: dict[str, float]
+    outputs: Outputs
+    per_example: dict[str, list]  # what a paired bootstrap needs
+
+
+class Kind(ABC):
+    name: str
+    record_roles: tuple[str, ...]  # Example fields every record must fill (`label` included)
+    inputs: tuple[str, ...]  # roles the model encodes, in encoding order
+    labelled: bool = False  # examples carry a label from the task's label set
+
+    def check(self, spec: TaskSpec) -> None:
+        """Raise ValueError when a task declaration does not fit this kind."""
+        if self.labelled and not spec.labels:
+            raise ValueError(f"task '{spec.name}' of kind {self.name} needs a 'labels' list")
+
+    def max_tokens(self, entry: TaskEntry) -> int:
+        """Tokens one example feeds the backbone with every input padded to its maximum (an upper bound)."""
+        return sum(getattr(entry, MAX_LENGTH_FIELD[role]) for role in self.inputs)
+
+    @property
+    def trainable(self) -> bool:
+        return type(self).build_head is not Kind.build_head
+
+    def build_head(self, spec: TaskSpec, hidden_size: int, options: dict[str, Any]) -> TaskHead:
+        """The task's head; imports torch. Kinds without one are loaded and evaluated, not trained."""
+        from mtpeft.tasks.kinds import KINDS
+
+        trainable = ", ".join(sorted(name for name, kind in KINDS.items() if kind.trainable))
+        raise ConfigError(
+            f"task '{spec.name}' has kind '{self.name}', which cannot be trained yet "
+            f"(trainable kinds: {trainable})",
+            field="tasks",
+        )
+
+    @abstractmethod
+    def score(self, spec: TaskSpec, outputs: dict[str, Any], examples: list[Example]) -> TaskEvaluation:
+        """Metrics from the head's stacked outputs (tensors, in example order)."""
+
+    @abstractmethod
+    def gold(self, examples: list[Example]) -> dict[str, Any]:
+        """The reference side of compute_metrics for these examples."""
+
+    @abstractmethod
+    def prediction_rows(self, spec: TaskSpec, examples: list[Example], outputs: Outputs) -> Rows:
+        """One row per example for the generic predictions file (its own gold included)."""
+
+    @abstractmethod
+    def baselines(self) -> dict[str, Baseline]:
+        """Baselines scored beside the model, by name."""

@@ -1,0 +1,67 @@
+"""Binary and multiclass classification of one snippet: a label from the task's label set.
+
+Head: an MLP on the pooled code vector, cross-entropy (heads/classification.py). Metrics from label
+indices; baselines: majority label, random label, TF-IDF + logistic regression.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mtpeft.tasks.kinds.base import Baseline, Kind, Outputs, Rows, TaskEvaluation
+
+if TYPE_CHECKING:
+    from mtpeft.data.example import Example
+    from mtpeft.heads.base import TaskHead
+    from mtpeft.tasks.spec import TaskSpec
+
+
+class ClassificationKind(Kind):
+    record_roles = ("code", "label")
+    inputs = ("code",)
+    labelled = True
+
+    def __init__(self, name: str, *, exact_labels: int | None = None) -> None:
+        self.name = name
+        self.exact_labels = exact_labels
+
+    def check(self, spec: TaskSpec) -> None:
+        super().check(spec)
+        if self.exact_labels and spec.labels and len(spec.labels) != self.exact_labels:
+            raise ValueError(
+                f"{self.name} task '{spec.name}' needs exactly {self.exact_labels} labels, got {spec.labels}"
+            )
+
+    def build_head(self, spec: TaskSpec, hidden_size: int, options: dict[str, Any]) -> TaskHead:
+        from mtpeft.heads.classification import ClassificationHead
+
+        return ClassificationHead(hidden_size, spec.num_labels, inputs=self.inputs)
+
+    def score(self, spec: TaskSpec, outputs: dict[str, Any], examples: list[Example]) -> TaskEvaluation:
+        from mtpeft.evaluation.metrics import compute_metrics
+
+        y_pred = outputs["y_pred"].long().tolist()
+        y_true = self.gold(examples)["y_true"]
+        metrics = compute_metrics(spec.metrics, y_true=y_true, y_pred=y_pred)
+        return TaskEvaluation(metrics, {"y_pred": y_pred}, {"y_true": y_true, "y_pred": y_pred})
+
+    def gold(self, examples: list[Example]) -> dict[str, Any]:
+        return {"y_true": [int(e.label) for e in examples]}  # type: ignore[arg-type]
+
+    def prediction_rows(self, spec: TaskSpec, examples: list[Example], outputs: Outputs) -> Rows:
+        for e, pred in zip(examples, outputs["y_pred"], strict=True):
+            row = {"id": e.id} | ({"id_b": e.id_b} if e.id_b is not None else {})
+            yield row | {"y_true": spec.label_name(e.label), "y_pred": spec.label_name(pred)}
+
+    def baselines(self) -> dict[str, Baseline]:
+        from mtpeft.evaluation import baselines
+
+        return {
+            "majority": baselines.majority_labels,
+            "random": baselines.random_labels,
+            "tfidf": baselines.tfidf_classifier,
+        }
+
+
+BINARY = ClassificationKind("binary", exact_labels=2)
+MULTICLASS = ClassificationKind("multiclass")
