@@ -54,3 +54,7 @@ class ConfigError(MtpeftError):
 
 class ModelLoadError(MtpeftError):
     """A model could not be loaded (unknown name, no network, missing package)."""
+
+
+class InputError(MtpeftError):
+    """Bad input handed to a trained run (`mtpeft.load(...)`'s analyze, embed, compare; `mtpeft predict`)."""
