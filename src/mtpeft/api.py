@@ -22,7 +22,6 @@ predict`, `mtpeft index` and this API share one inference path.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,11 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import numpy as np
 import torch
 
-from mtpeft import layout
 from mtpeft.config import TaskEntry, TrainConfig
 from mtpeft.errors import ConfigError, InputError
 from mtpeft.heads.classification import ClassificationHead
 from mtpeft.heads.retrieval import RetrievalHead
+from mtpeft.index.store import read_run_id, run_fingerprint
 from mtpeft.modeling.build import TrainedRun, load_trained
 from mtpeft.modeling.inputs import pad
 from mtpeft.modeling.model import MultiTaskModel
@@ -101,7 +100,7 @@ class Run:
         self.run_dir = Path(run_dir).resolve()
         self.device = next(self.model.parameters()).device
         self.batch_size = batch_size
-        self.run_id = _read_run_id(self.run_dir)
+        self.run_id = read_run_id(self.run_dir)  # None for a run directory copied without run.json
         self._tasks = _task_infos(self.model, self.config)
         self._fingerprint: str | None = None
 
@@ -152,8 +151,6 @@ class Run:
     def fingerprint(self) -> str:
         """sha256 of the deployable files (best/): what an index records to refuse another run's vectors."""
         if self._fingerprint is None:
-            from mtpeft.index import run_fingerprint
-
             self._fingerprint = run_fingerprint(self.run_dir)
         return self._fingerprint
 
@@ -406,10 +403,3 @@ def _task_infos(model: MultiTaskModel, config: TrainConfig) -> dict[str, TaskInf
             max_query_length=entry.max_query_length,
         )
     return infos
-
-
-def _read_run_id(run_dir: Path) -> str | None:
-    try:
-        return str(json.loads((run_dir / layout.RUN_FILE).read_text(encoding="utf-8"))["run_id"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # a run directory copied without run.json still loads; its index check uses best/ only

@@ -8,14 +8,24 @@ store.py (the on-disk format, loading and ranking) is torch-free; build.py needs
 """
 
 from mtpeft.index.build import IndexBuild, build_index
-from mtpeft.index.store import Hit, SearchIndex, SearchIndexError, load_index, run_fingerprint
+from mtpeft.index.store import (
+    Hit,
+    RunRef,
+    SearchIndex,
+    SearchIndexError,
+    load_index,
+    read_run_id,
+    run_fingerprint,
+)
 
 __all__ = [
     "Hit",
+    "RunRef",
     "IndexBuild",
     "SearchIndex",
     "SearchIndexError",
     "build_index",
     "load_index",
+    "read_run_id",
     "run_fingerprint",
 ]

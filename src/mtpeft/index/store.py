@@ -39,11 +39,29 @@ class SearchIndexError(DataError):
 
 
 class RunLike(Protocol):
-    run_id: str | None
-    run_dir: Path
+    """A run as an index check sees it: `mtpeft.api.Run`, or RunRef.on_disk(...) without the model."""
+
+    @property
+    def run_id(self) -> str | None: ...
+
+    @property
+    def run_dir(self) -> Path: ...
 
     @property
     def fingerprint(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RunRef:
+    run_id: str | None
+    run_dir: Path
+    fingerprint: str
+
+    @classmethod
+    def on_disk(cls, run_dir: str | Path) -> RunRef:
+        """Read from the run directory alone (run.json, best/), so a check needs no model loaded."""
+        path = Path(run_dir).resolve()
+        return cls(read_run_id(path), path, run_fingerprint(path))
 
 
 @dataclass(frozen=True)
@@ -124,6 +142,14 @@ class SearchIndex:
 
 
 # ---- writing ----------------------------------------------------------------------------------------
+def read_run_id(run_dir: Path) -> str | None:
+    """The store's id of the run (run.json); None for a run directory copied without it."""
+    try:
+        return str(json.loads((Path(run_dir) / layout.RUN_FILE).read_text(encoding="utf-8"))["run_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run_fingerprint(run_dir: Path) -> str:
     """sha256 over the names and bytes of every file in the run's best/ (what a deployment loads)."""
     best = Path(run_dir) / layout.BEST_DIR
@@ -143,7 +169,7 @@ def write_index(
     (never deleted).
     """
     directory = Path(directory)
-    _check_target(directory)
+    check_target(directory)
     scratch = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
@@ -165,7 +191,7 @@ def write_index(
     return directory
 
 
-def _check_target(directory: Path) -> None:
+def check_target(directory: Path) -> None:
     if directory.is_file():
         raise SearchIndexError("is a file; --out needs a folder for the index", path=directory)
     if directory.is_dir() and any(directory.iterdir()) and not (directory / MANIFEST).is_file():
