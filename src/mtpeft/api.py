@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, TypedDict, overload
 
 import numpy as np
 import torch
@@ -164,13 +164,27 @@ class Run:
             counts += [len(ids) for ids in self.tokenizer(chunk, verbose=False)["input_ids"]]
         return counts
 
+    @overload
+    def analyze(
+        self, snippets: str, tasks: str | Sequence[str] | None = None, *, max_tokens: int | None = None
+    ) -> dict[str, Prediction]: ...
+
+    @overload
+    def analyze(
+        self,
+        snippets: Sequence[str],
+        tasks: str | Sequence[str] | None = None,
+        *,
+        max_tokens: int | None = None,
+    ) -> list[dict[str, Prediction]]: ...
+
     def analyze(
         self,
         snippets: str | Sequence[str],
         tasks: str | Sequence[str] | None = None,
         *,
         max_tokens: int | None = None,
-    ) -> Any:
+    ) -> dict[str, Prediction] | list[dict[str, Prediction]]:
         """Every one-snippet task (or `tasks`) for each snippet, from one backbone pass per snippet.
 
         A list gives a list of {task: Prediction} in the same order; a single str gives one dict.
@@ -188,6 +202,12 @@ class Run:
                     answer[name] = prediction
         return answers[0] if single else answers
 
+    @overload
+    def compare(
+        self, a: str, b: str, task: str | None = None, *, max_tokens: int | None = None
+    ) -> Prediction: ...
+
+    @overload
     def compare(
         self,
         a: str | Sequence[str],
@@ -195,7 +215,16 @@ class Run:
         task: str | None = None,
         *,
         max_tokens: int | None = None,
-    ) -> Any:
+    ) -> list[Prediction]: ...
+
+    def compare(
+        self,
+        a: str | Sequence[str],
+        b: str | Sequence[str],
+        task: str | None = None,
+        *,
+        max_tokens: int | None = None,
+    ) -> Prediction | list[Prediction]:
         """A pair task's answer for each pair (a[i], b[i]); a single str on one side is compared with every
         snippet of the other. Each distinct snippet is encoded once. Two strs give one Prediction."""
         name = self._one(task, self.pair_tasks, "compare")
@@ -242,7 +271,17 @@ class Run:
             return self._one(task, self.retrieval_tasks, "embed", first=True)
         return None
 
-    def search(self, query: str | Sequence[str], k: int = 10, *, index: str | Path | SearchIndex) -> Any:
+    @overload
+    def search(self, query: str, k: int = 10, *, index: str | Path | SearchIndex) -> list[Hit]: ...
+
+    @overload
+    def search(
+        self, query: Sequence[str], k: int = 10, *, index: str | Path | SearchIndex
+    ) -> list[list[Hit]]: ...
+
+    def search(
+        self, query: str | Sequence[str], k: int = 10, *, index: str | Path | SearchIndex
+    ) -> list[Hit] | list[list[Hit]]:
         """The `k` indexed units most similar to each query (an index built from THIS run by `mtpeft index`).
 
         A single str gives a list of Hit (best first); a list of queries, one such list per query.

@@ -77,7 +77,12 @@ def predict(
         None, help="cpu, cuda, cuda:1, ... (default: the GPU if there is one)."
     ),
 ) -> None:
-    """Answer the run's tasks for each JSON line of INPUT (streams stdin with -)."""
+    """Answer the run's tasks for each JSON line of INPUT (streams stdin with -).
+
+    Out, per line: {"id": ..., "predictions": {task: {"label": ..., "probability": ...}}}.
+
+    A bad line is reported on stderr with its number: stop there (default, exit 2) or --on-error skip.
+    """
     if on_error not in ON_ERROR:
         raise InputError(f"--on-error {on_error!r}: choose stop or skip")
     with _opened_input(input_path) as stream:  # a missing file fails before the model loads

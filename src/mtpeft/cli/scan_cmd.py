@@ -69,7 +69,10 @@ def scan(
         None, help="cpu, cuda, cuda:1, ... (default: the GPU if there is one)."
     ),
 ) -> None:
-    """Scan a source tree with a trained run: findings per task, clone pairs, skipped files."""
+    """Scan a source tree with a trained run: findings per task, clone pairs, skipped files.
+
+    Exit 0 when the scan ran, findings or not; --fail-on LEVEL: 1 when any result reaches LEVEL; 2: error.
+    """
     from mtpeft.scan import ReportOptions
 
     thresholds = _checked_options(path, fmt, threshold, fail_on)  # before the model loads: fail fast
