@@ -97,6 +97,10 @@ class Run:
         self.config: TrainConfig = trained.config
         self.tokenizer = trained.backbone.tokenizer
         self.model_info = trained.backbone.info
+        # Positions the backbone has embeddings for: a longer max_tokens would fail inside the model.
+        self.max_positions: int | None = getattr(
+            trained.backbone.model.config, "max_position_embeddings", None
+        )
         self.run_dir = Path(run_dir).resolve()
         self.device = next(self.model.parameters()).device
         self.batch_size = batch_size
@@ -349,6 +353,11 @@ class Run:
         if max_tokens is not None:
             if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
                 raise InputError(f"max_tokens must be an integer of at least 2, not {max_tokens!r}")
+            if self.max_positions and max_tokens > self.max_positions:
+                raise InputError(
+                    f"max_tokens {max_tokens} is more than the {self.max_positions} positions "
+                    f"{self.model_info.name} reads; use at most {self.max_positions}"
+                )
             return max_tokens
         task = self._tasks[name]
         return task.max_query_length if query else task.max_length

@@ -207,6 +207,10 @@ def test_the_run_is_the_scanners_analyzer(run):
         ),
         (lambda r: r.analyze("x", tasks=["vulnerabilty"]), "unknown task 'vulnerabilty'"),
         (lambda r: r.analyze("x", max_tokens=0), "max_tokens must be an integer of at least 2"),
+        (
+            lambda r: r.analyze("x", max_tokens=4096),
+            "max_tokens 4096 is more than the 512 positions tiny-bert",
+        ),
         (lambda r: r.compare(["a", "b"], ["c", "d", "e"]), r"as many snippets in a \(2\) as in b \(3\)"),
         (
             lambda r: r.compare("a", "b", task="vulnerability"),

@@ -105,6 +105,11 @@ def predict(
 def _tasks(run: Run, names: list[str]) -> tuple[list[str], list[str]]:
     """(one-snippet tasks, pair tasks) to answer; retrieval tasks are for `mtpeft search`."""
     if not names:
+        if not run.snippet_tasks + run.pair_tasks:
+            raise InputError(
+                "this run has no classification or pair task, so nothing to predict per line; its tasks rank "
+                "code for a query: use `mtpeft index` and `mtpeft search`"
+            )
         return run.snippet_tasks, run.pair_tasks
     for name in names:
         if name not in run.tasks:
