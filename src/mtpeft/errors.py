@@ -76,3 +76,7 @@ class DamagedFiles(MtpeftError):
 
 class RunLocked(MtpeftError):
     """Another process is training the same run (same directory) right now."""
+
+
+class InputError(MtpeftError):
+    """Bad input handed to a trained run (`mtpeft.load(...)`'s analyze, embed, compare; `mtpeft predict`)."""

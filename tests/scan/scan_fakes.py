@@ -53,7 +53,8 @@ class FakeAnalyzer:
     def __init__(self, tasks: Sequence[TaskSpec] = DEFAULT_TASKS, max_tokens: int = 64) -> None:
         self._tasks = {t.name: t for t in tasks}
         self._max_tokens = max_tokens
-        self.analyze_calls: list[tuple[int, tuple[str, ...], int]] = []  # (snippets, tasks, max_tokens)
+        # (snippets, tasks, max_tokens) of each analyze call
+        self.analyze_calls: list[tuple[int, tuple[str, ...], int | None]] = []
         self.embedded: list[str] = []
         self.compared: list[tuple[str, str]] = []
 
@@ -73,7 +74,7 @@ class FakeAnalyzer:
         return [len(code.split()) for code in codes]
 
     def analyze(
-        self, codes: Sequence[str], tasks: Sequence[str], *, max_tokens: int
+        self, codes: Sequence[str], tasks: Sequence[str], *, max_tokens: int | None
     ) -> list[dict[str, Answer]]:
         self.analyze_calls.append((len(codes), tuple(tasks), max_tokens))
         return [{task: self._answer(task, code) for task in tasks} for code in codes]
@@ -88,7 +89,7 @@ class FakeAnalyzer:
             return Answer("n_square" if loops >= 2 else "n" if loops else "1", 0.8)
         raise AssertionError(f"analyze asked for task {task!r}")
 
-    def embed(self, codes: Sequence[str], *, max_tokens: int) -> np.ndarray:
+    def embed(self, codes: Sequence[str], *, max_tokens: int | None) -> np.ndarray:
         self.embedded.extend(codes)
         out = np.zeros((len(codes), 64), dtype=np.float32)
         for row, code in enumerate(codes):
@@ -96,8 +97,11 @@ class FakeAnalyzer:
                 out[row, zlib.crc32(word.encode()) % 64] += 1.0
         return out
 
-    def compare(self, pairs: Sequence[tuple[str, str]], task: str, *, max_tokens: int) -> list[Answer]:
-        assert self._tasks[task].kind == "pair"
+    def compare(
+        self, codes_a: Sequence[str], codes_b: Sequence[str], task: str, *, max_tokens: int | None
+    ) -> list[Answer]:
+        assert self._tasks[task].kind == "pair" and len(codes_a) == len(codes_b)
+        pairs = list(zip(codes_a, codes_b, strict=True))
         self.compared.extend(pairs)
         answers = []
         for a, b in pairs:

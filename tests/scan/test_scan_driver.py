@@ -27,7 +27,7 @@ def test_each_batch_is_one_call_answering_every_applicable_task(project: Path) -
     result = scan_tree(project, analyzer, batch_size=3, progress=False)
     assert analyzer.analyze_calls, "the analyzer was never asked"
     for size, tasks, max_tokens in analyzer.analyze_calls:
-        assert size <= 3 and max_tokens == 64
+        assert size <= 3 and max_tokens is None  # no limit given: the run keeps each task's own
         assert tasks in {("vulnerability", "complexity"), ("flaky",)}  # never the pair or retrieval task
     # Functions and methods: vulnerability + complexity; tests: flaky only.
     for unit, answers in zip(result.units, result.answers, strict=True):
@@ -71,7 +71,8 @@ def test_clone_search_can_be_switched_off_or_tuned(project: Path) -> None:
 
 def test_truncation_is_counted_with_the_given_limit(project: Path) -> None:
     analyzer = FakeAnalyzer(max_tokens=1000)
-    assert scan_tree(project, analyzer, progress=False).truncated == []
+    unlimited = scan_tree(project, analyzer, progress=False)
+    assert unlimited.truncated == [] and unlimited.max_tokens == 1000  # counted against the run's limit
     calls_before = len(analyzer.analyze_calls)
     result = scan_tree(project, analyzer, max_tokens=10, progress=False)
     long_units = [i for i, u in enumerate(result.units) if len(u.code.split()) > 10]
@@ -91,7 +92,7 @@ def test_applies_to_from_the_analyzer_overrides_the_default(project: Path) -> No
 
 class ShortAnalyzer(FakeAnalyzer):
     def analyze(
-        self, codes: Sequence[str], tasks: Sequence[str], *, max_tokens: int
+        self, codes: Sequence[str], tasks: Sequence[str], *, max_tokens: int | None
     ) -> list[dict[str, Answer]]:
         return super().analyze(codes, tasks, max_tokens=max_tokens)[:-1]
 
@@ -124,7 +125,7 @@ class WrongLabelAnalyzer(FakeAnalyzer):
     """Answers 'vulnerable' where the run's labels are '0'/'1'."""
 
     def analyze(
-        self, codes: Sequence[str], tasks: Sequence[str], *, max_tokens: int
+        self, codes: Sequence[str], tasks: Sequence[str], *, max_tokens: int | None
     ) -> list[dict[str, Answer]]:
         return [{t: Answer("vulnerable", 0.9) for t in tasks} for _ in codes]
 

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from mtpeft.cli import data_cmd, models_cmd, run_cmd, study_cmd
+from mtpeft.cli import data_cmd, index_cmd, models_cmd, predict_cmd, run_cmd, scan_cmd, study_cmd
 from mtpeft.errors import MtpeftError
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app.add_typer(data_cmd.app, name="data", help="Read, check and build task data."
 models_cmd.register(app)
 run_cmd.register(app)
 study_cmd.register(app)
+for command in (predict_cmd, scan_cmd, index_cmd):  # inference: mtpeft.load's Run behind each
+    command.register(app)
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ The scanner never imports a model. Whatever implements this protocol (the run lo
 tests) answers questions about code snippets; the scanner decides which snippets to ask about, in
 what batches, and what to report.
 
-Answers are ``(label, probability)`` pairs: the predicted label (one of the task's ``labels``) and
+Answers are ``(label, probability)`` pairs, or mappings with those two keys (what ``mtpeft.load``'s
+run returns, with ``probabilities`` besides): the predicted label (one of the task's ``labels``) and
 the probability the model gives THAT label. For a binary task the probability of the positive
 class follows from it (see :func:`positive_probability`).
 
@@ -98,8 +99,9 @@ def positive_probability(task: TaskSpec, answer: Answer) -> float | None:
 class Analyzer(Protocol):
     """A trained run as the scanner uses it. Every method is called with batches, never one by one.
 
-    ``max_tokens`` is passed to every call: the model truncates each snippet to that many tokens (the
-    scanner only counts how many were truncated, with ``count_tokens``).
+    ``max_tokens`` is passed to every call: the model truncates each snippet to that many tokens, or, when
+    it is None, to each task's own limit from training (the scanner only counts how many were truncated,
+    with ``count_tokens``, against ``max_tokens`` or the analyzer's own ``max_tokens``).
     """
 
     @property
@@ -109,7 +111,8 @@ class Analyzer(Protocol):
 
     @property
     def max_tokens(self) -> int:
-        """The token limit the run was trained with: the default for a scan."""
+        """The token limit the run was trained with (the smallest, when its tasks differ): a unit over it is
+        truncated for at least one task. What a scan counts truncated units against by default."""
         ...
 
     @property
@@ -122,23 +125,27 @@ class Analyzer(Protocol):
         ...
 
     def analyze(
-        self, codes: Sequence[str], tasks: Sequence[str], *, max_tokens: int
-    ) -> list[dict[str, Answer]]:
+        self, codes: Sequence[str], tasks: Sequence[str], *, max_tokens: int | None
+    ) -> list[Mapping[str, Answer | Mapping[str, object]]]:
         """For each snippet, one answer per requested task (binary/multiclass tasks only).
 
         Labels must be among the task's ``labels``, probabilities in [0, 1]; scan_tree checks both.
         """
         ...
 
-    def embed(self, codes: Sequence[str], *, max_tokens: int) -> np.ndarray:
+    def embed(self, codes: Sequence[str], *, max_tokens: int | None) -> np.ndarray:
         """One vector per snippet, shape (len(codes), dim); the scanner normalises them itself."""
         ...
 
-    def compare(self, pairs: Sequence[tuple[str, str]], task: str, *, max_tokens: int) -> list[Answer]:
-        """For each pair, the answer of the pair task ``task`` (e.g. clone: label "1" = clones)."""
+    def compare(
+        self, a: Sequence[str], b: Sequence[str], task: str, *, max_tokens: int | None
+    ) -> list[Answer | Mapping[str, object]]:
+        """For each pair ``(a[i], b[i])``, the answer of the pair task ``task`` (clone: "1" = clones)."""
         ...
 
 
-def as_answer(value: Answer | tuple[str, float]) -> Answer:
+def as_answer(value: Answer | tuple[str, float] | Mapping[str, object]) -> Answer:
+    if isinstance(value, Mapping):
+        return Answer(str(value["label"]), float(value["probability"]))  # type: ignore[arg-type]
     label, probability = value
     return Answer(str(label), float(probability))

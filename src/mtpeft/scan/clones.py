@@ -148,7 +148,7 @@ def find_clones(
     task: TaskSpec | None,
     options: CloneOptions,
     *,
-    max_tokens: int,
+    max_tokens: int | None,
     on_batch: Callable[[str, int], None] | None = None,
 ) -> CloneSearch:
     """Exact duplicates always; near-miss clones when there is a pair ``task`` to confirm them."""
@@ -173,7 +173,7 @@ def _embed(
     analyzer: Analyzer,
     codes: list[str],
     options: CloneOptions,
-    max_tokens: int,
+    max_tokens: int | None,
     on_batch: Callable[[str, int], None] | None,
 ) -> np.ndarray:
     parts = []
@@ -191,14 +191,17 @@ def _confirm(
     analyzer: Analyzer,
     task: TaskSpec,
     options: CloneOptions,
-    max_tokens: int,
+    max_tokens: int | None,
     on_batch: Callable[[str, int], None] | None,
 ) -> list[ClonePair]:
     confirmed = []
     for start in range(0, len(candidates), options.batch_size):
         batch = candidates[start : start + options.batch_size]
         answers = analyzer.compare(
-            [(units[a].code, units[b].code) for a, b, _ in batch], task.name, max_tokens=max_tokens
+            [units[a].code for a, _, _ in batch],
+            [units[b].code for _, b, _ in batch],
+            task.name,
+            max_tokens=max_tokens,
         )
         for (a, b, sim), answer in zip(batch, answers, strict=True):
             p = positive_probability(task, as_answer(answer))

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from mtpeft.scan.analyzer import PER_UNIT_KINDS, Analyzer, Answer, TaskSpec, as_answer
 from mtpeft.scan.clones import CloneOptions, clone_task, find_clones
@@ -43,13 +44,15 @@ def scan_tree(
     ``tasks``: names from ``analyzer.tasks`` (None: all of them). Clone search runs when ``tasks`` is
     None or names a pair task, unless ``clones=False``; a CloneOptions tunes it. Without a pair task
     in the run, it reports exact duplicates only (and says so in ``notes``).
-    ``max_tokens``: the model's per-unit limit (None: ``analyzer.max_tokens``); longer units are
-    truncated by the analyzer and counted in ``ScanResult.truncated``. Raises ValueError for an
-    unknown task or language, never for a bad file (those are in ``ScanResult.skipped``).
+    ``max_tokens``: the model's per-unit limit for every task (None: each task's own limit from training,
+    passed on as None); longer units are truncated by the analyzer and counted in ``ScanResult.truncated``
+    against ``max_tokens`` or ``analyzer.max_tokens``. Raises ValueError for an unknown task or language,
+    never for a bad file (those are in ``ScanResult.skipped``).
     """
     started = time.perf_counter()
     selected = _select_tasks(analyzer, tasks)
     limit = int(max_tokens or analyzer.max_tokens)
+    asked = int(max_tokens) if max_tokens else None  # what the model is told: None keeps its own limits
     options = ExtractOptions(
         exclude=exclude,
         use_default_excludes=use_default_excludes,
@@ -73,7 +76,7 @@ def scan_tree(
         result.truncated = _over_limit(analyzer, result.units, limit, batch_size)
     groups = applicable_groups(result.units, [t for t in selected if t.kind in PER_UNIT_KINDS])
     with _timed(result, "analyze"), _bar(progress, "analyzing", sum(map(len, groups.values()))) as tick:
-        _analyze(analyzer, result, groups, batch_size, tick)
+        _analyze(analyzer, result, groups, batch_size, tick, asked)
     if clones is not False and (tasks is None or any(t.kind == "pair" for t in selected)):
         with _timed(result, "clones"), _bar(progress, "clones", None) as tick:
             _clones(
@@ -82,6 +85,7 @@ def scan_tree(
                 selected,
                 clones if isinstance(clones, CloneOptions) else CloneOptions(),
                 tick,
+                asked,
             )
     result.timings["total"] = time.perf_counter() - started
     return result
@@ -124,20 +128,21 @@ def _analyze(
     groups: dict[tuple[str, ...], list[int]],
     batch_size: int,
     tick: Progress,
+    max_tokens: int | None,
 ) -> None:
     for names, indices in groups.items():
         indices = sorted(indices, key=lambda i: len(result.units[i].code))
         for start in range(0, len(indices), batch_size):
             batch = indices[start : start + batch_size]
             codes = [result.units[i].code for i in batch]
-            answers = analyzer.analyze(codes, list(names), max_tokens=result.max_tokens)
+            answers = analyzer.analyze(codes, list(names), max_tokens=max_tokens)
             for i, answer in zip(batch, _checked(answers, len(batch), names, result.tasks), strict=True):
                 result.answers[i] = answer
             tick("analyze", len(batch))
 
 
 def _checked(
-    answers: Sequence[dict[str, Answer]], expected: int, names: tuple[str, ...], tasks: dict[str, TaskSpec]
+    answers: Sequence[Mapping[str, Any]], expected: int, names: tuple[str, ...], tasks: dict[str, TaskSpec]
 ) -> Iterator[dict[str, Answer]]:
     # A wrong answer is a bug in the analyzer: say exactly what came back rather than report nonsense.
     if len(answers) != expected:
@@ -163,10 +168,15 @@ def _valid(answer: Answer, task: TaskSpec) -> Answer:
 
 
 def _clones(
-    analyzer: Analyzer, result: ScanResult, selected: list[TaskSpec], options: CloneOptions, tick: Progress
+    analyzer: Analyzer,
+    result: ScanResult,
+    selected: list[TaskSpec],
+    options: CloneOptions,
+    tick: Progress,
+    max_tokens: int | None,
 ) -> None:
     task = clone_task(analyzer, [t.name for t in selected])
-    search = find_clones(result.units, analyzer, task, options, max_tokens=result.max_tokens, on_batch=tick)
+    search = find_clones(result.units, analyzer, task, options, max_tokens=max_tokens, on_batch=tick)
     result.clone_pairs = search.pairs
     result.clone_task = task.name if task is not None else None
     if search.note:

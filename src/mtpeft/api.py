@@ -1,0 +1,453 @@
+"""Use a trained run from Python: every task of the run from one loaded model.
+
+    import mtpeft
+    run = mtpeft.load("workspace/runs/shared-five-1a2b3c4d5e")
+    run.tasks                      # {name: TaskInfo(kind, labels, description, max_length, ...)}
+    run.analyze(["int f(char *s) {...}", "def g(): ..."])
+    # [{"vuln-chrome": {"label": "1", "probability": 0.91, "probabilities": {"0": 0.09, "1": 0.91}},
+    #   "complexity": {...}}, ...]                     one backbone pass per snippet for all those tasks
+    run.compare(code_a, [candidate, ...], task="clone")  # pair tasks: each distinct side encoded once
+    run.embed(snippets)            # unit vectors of the retrieval head (numpy, [n, dim])
+    run.search("parse a config file", k=10, index="my-index/")   # an index from `mtpeft index`
+
+Inputs are batched and grouped by length (sorted, padded per batch, answered in the caller's order),
+run under `torch.inference_mode()`, on the GPU when there is one, and truncated per task to the
+`max_length` the run was trained with (`max_tokens=` overrides it for every task). A snippet that fits
+every requested task's limit is encoded once; one longer than some limit is encoded once per distinct
+truncation, which is what each task saw in training and evaluation.
+
+`Run` is also the scanner's model (it implements `mtpeft.scan.Analyzer`), so `mtpeft scan`, `mtpeft
+predict`, `mtpeft index` and this API share one inference path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict, overload
+
+import numpy as np
+import torch
+
+from mtpeft.config import TaskEntry, TrainConfig
+from mtpeft.errors import ConfigError, InputError
+from mtpeft.heads.classification import ClassificationHead
+from mtpeft.heads.retrieval import RetrievalHead
+from mtpeft.index.store import read_run_id, run_fingerprint
+from mtpeft.modeling.build import TrainedRun, load_trained
+from mtpeft.modeling.inputs import pad
+from mtpeft.modeling.model import MultiTaskModel
+from mtpeft.scan.analyzer import TaskSpec as ScanTaskSpec
+
+if TYPE_CHECKING:
+    from mtpeft.index import Hit, SearchIndex
+
+DEFAULT_BATCH_SIZE = 32
+_TOKEN_COUNT_CHUNK = 1024  # texts per tokenizer call when only counting
+
+
+class Prediction(TypedDict):
+    """One task's answer for one input."""
+
+    label: str  # the most probable label, as the task's files write it
+    probability: float  # of that label
+    probabilities: dict[str, float]  # every label's
+
+
+@dataclass(frozen=True)
+class TaskInfo(ScanTaskSpec):
+    """A task of the run: what the scanner needs (name, kind, labels, base, description) and its limits."""
+
+    max_length: int = TaskEntry.model_fields["max_length"].default  # tokens of each code snippet
+    max_query_length: int = TaskEntry.model_fields["max_query_length"].default  # retrieval queries
+
+
+def load(run_dir: str | Path, *, device: str | torch.device | None = None, batch_size: int = 32) -> Run:
+    """Load a trained run directory (workspace/runs/<run>) for inference.
+
+    device: "cpu", "cuda", "cuda:1", ...; None: the GPU when there is one. batch_size: snippets per
+    backbone pass (longer snippets share batches with each other, so padding stays small).
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ConfigError("no such run directory (expected workspace/runs/<run>)", path=path)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, not {batch_size!r}")
+    return Run(load_trained(path, _device(device)), path, batch_size=batch_size)
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1): {err}") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use device='cpu'")
+    return chosen
+
+
+class Run:
+    """A trained run ready for inference; see the module docstring. Build it with :func:`load`."""
+
+    def __init__(self, trained: TrainedRun, run_dir: Path, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self.model: MultiTaskModel = trained.model
+        self.config: TrainConfig = trained.config
+        self.tokenizer = trained.backbone.tokenizer
+        self.model_info = trained.backbone.info
+        # Positions the backbone has embeddings for: a longer max_tokens would fail inside the model.
+        self.max_positions: int | None = getattr(
+            trained.backbone.model.config, "max_position_embeddings", None
+        )
+        self.run_dir = Path(run_dir).resolve()
+        self.device = next(self.model.parameters()).device
+        self.batch_size = batch_size
+        self.run_id = read_run_id(self.run_dir)  # None for a run directory copied without run.json
+        self._tasks = _task_infos(self.model, self.config)
+        self._fingerprint: str | None = None
+
+    def __repr__(self) -> str:
+        tasks = ", ".join(f"{t.name} ({t.kind})" for t in self._tasks.values())
+        return f"<mtpeft.Run {self.run_dir.name}: {self.model_info.name}, {self.config.method}; {tasks}>"
+
+    # ---- what the run can do ------------------------------------------------------------------------
+    @property
+    def tasks(self) -> dict[str, TaskInfo]:
+        """The run's tasks by name, in the run's order."""
+        return dict(self._tasks)
+
+    @property
+    def snippet_tasks(self) -> list[str]:
+        """Tasks `analyze` answers: one snippet in, a label out (binary, multiclass)."""
+        return self.model.snippet_tasks()
+
+    @property
+    def pair_tasks(self) -> list[str]:
+        """Tasks `compare` answers: two snippets in, a label out (clone detection)."""
+        return [n for n, h in self.model.heads.items() if isinstance(h, ClassificationHead) and h.is_pair]
+
+    @property
+    def retrieval_tasks(self) -> list[str]:
+        """Tasks whose vectors `embed` and `search` use (code search)."""
+        return [n for n, h in self.model.heads.items() if isinstance(h, RetrievalHead)]
+
+    @property
+    def max_tokens(self) -> int:
+        """The smallest code limit of the run's snippet and pair tasks (all tasks when it has none of those):
+        a snippet longer than this is truncated for at least one task."""
+        names = self.snippet_tasks + self.pair_tasks or list(self._tasks)
+        return min(self._tasks[n].max_length for n in names)
+
+    @property
+    def info(self) -> dict[str, str]:
+        """Facts for reports: run directory and id, model, method, device."""
+        return {
+            "run": str(self.run_dir),
+            "run_id": self.run_id or "",
+            "model": self.model_info.name,
+            "method": self.config.method,
+            "device": str(self.device),
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the deployable files (best/): what an index records to refuse another run's vectors."""
+        if self._fingerprint is None:
+            self._fingerprint = run_fingerprint(self.run_dir)
+        return self._fingerprint
+
+    # ---- inference --------------------------------------------------------------------------------
+    def count_tokens(self, codes: Sequence[str]) -> list[int]:
+        """Tokens of each snippet (special tokens included, as the limits count them), before truncation."""
+        texts, _ = _texts(codes, "snippet")
+        counts: list[int] = []
+        for start in range(0, len(texts), _TOKEN_COUNT_CHUNK):
+            chunk = texts[start : start + _TOKEN_COUNT_CHUNK]
+            counts += [len(ids) for ids in self.tokenizer(chunk, verbose=False)["input_ids"]]
+        return counts
+
+    @overload
+    def analyze(
+        self, snippets: str, tasks: str | Sequence[str] | None = None, *, max_tokens: int | None = None
+    ) -> dict[str, Prediction]: ...
+
+    @overload
+    def analyze(
+        self,
+        snippets: Sequence[str],
+        tasks: str | Sequence[str] | None = None,
+        *,
+        max_tokens: int | None = None,
+    ) -> list[dict[str, Prediction]]: ...
+
+    def analyze(
+        self,
+        snippets: str | Sequence[str],
+        tasks: str | Sequence[str] | None = None,
+        *,
+        max_tokens: int | None = None,
+    ) -> dict[str, Prediction] | list[dict[str, Prediction]]:
+        """Every one-snippet task (or `tasks`) for each snippet, from one backbone pass per snippet.
+
+        A list gives a list of {task: Prediction} in the same order; a single str gives one dict.
+        """
+        texts, single = _texts(snippets, "snippet")
+        names = self._select(tasks, self.snippet_tasks, "analyze")
+        limits = {n: self._limit(n, max_tokens) for n in names}
+        pooled = self._pooled(texts, list(limits.values()))
+        answers: list[dict[str, Prediction]] = [{} for _ in texts]
+        with torch.inference_mode():
+            for name in names:
+                head = self.model.heads[name]
+                probs = head.predict({head.inputs[0]: pooled[limits[name]]})["probs"]
+                for answer, prediction in zip(answers, self._predictions(name, probs), strict=True):
+                    answer[name] = prediction
+        return answers[0] if single else answers
+
+    @overload
+    def compare(
+        self, a: str, b: str, task: str | None = None, *, max_tokens: int | None = None
+    ) -> Prediction: ...
+
+    @overload
+    def compare(
+        self,
+        a: str | Sequence[str],
+        b: str | Sequence[str],
+        task: str | None = None,
+        *,
+        max_tokens: int | None = None,
+    ) -> list[Prediction]: ...
+
+    def compare(
+        self,
+        a: str | Sequence[str],
+        b: str | Sequence[str],
+        task: str | None = None,
+        *,
+        max_tokens: int | None = None,
+    ) -> Prediction | list[Prediction]:
+        """A pair task's answer for each pair (a[i], b[i]); a single str on one side is compared with every
+        snippet of the other. Each distinct snippet is encoded once. Two strs give one Prediction."""
+        name = self._one(task, self.pair_tasks, "compare")
+        left, single_a = _texts(a, "a")
+        right, single_b = _texts(b, "b")
+        if len(left) != len(right) and not (single_a or single_b):
+            raise InputError(f"compare() needs as many snippets in a ({len(left)}) as in b ({len(right)})")
+        limit = self._limit(name, max_tokens)
+        pooled = self._pooled(left + right, [limit])[limit]
+        with torch.inference_mode():
+            probs = self.model.compare(pooled[: len(left)], pooled[len(left) :], task=name)
+        predictions = list(self._predictions(name, probs))
+        return predictions[0] if single_a and single_b else predictions
+
+    def embed(
+        self,
+        snippets: str | Sequence[str],
+        task: str | None = None,
+        *,
+        query: bool = False,
+        max_tokens: int | None = None,
+    ) -> np.ndarray:
+        """Unit-length vectors, float32 [n, dim] ([dim] for a single str).
+
+        The retrieval head's projection of `task` (None: the run's first retrieval task); `query=True`
+        embeds natural-language queries (truncated to the task's max_query_length). A run without a
+        retrieval task gives the backbone's pooled vectors, normalised: the space its pair heads read.
+        """
+        texts, single = _texts(snippets, "query" if query else "snippet")
+        name = self.embedding_task(task, query=query)
+        limit = self._limit(name, max_tokens, query=query) if name else max_tokens or self.max_tokens
+        pooled = self._pooled(texts, [limit])[limit]
+        with torch.inference_mode():
+            if name is None:
+                vectors = torch.nn.functional.normalize(pooled, dim=-1)
+            else:
+                vectors = self.model.heads[name].project(pooled)
+        out = vectors.float().cpu().numpy()
+        return out[0] if single else out
+
+    def embedding_task(self, task: str | None = None, *, query: bool = False) -> str | None:
+        """The retrieval task whose vectors `embed(task=task)` gives; None for pooled vectors."""
+        if task is not None or self.retrieval_tasks or query:
+            return self._one(task, self.retrieval_tasks, "embed", first=True)
+        return None
+
+    @overload
+    def search(self, query: str, k: int = 10, *, index: str | Path | SearchIndex) -> list[Hit]: ...
+
+    @overload
+    def search(
+        self, query: Sequence[str], k: int = 10, *, index: str | Path | SearchIndex
+    ) -> list[list[Hit]]: ...
+
+    def search(
+        self, query: str | Sequence[str], k: int = 10, *, index: str | Path | SearchIndex
+    ) -> list[Hit] | list[list[Hit]]:
+        """The `k` indexed units most similar to each query (an index built from THIS run by `mtpeft index`).
+
+        A single str gives a list of Hit (best first); a list of queries, one such list per query.
+        """
+        from mtpeft.index import SearchIndex, load_index
+
+        loaded = index if isinstance(index, SearchIndex) else load_index(index)
+        loaded.check_run(self)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise InputError(f"k must be a positive integer, not {k!r}")
+        texts, single = _texts(query, "query")
+        vectors = self.embed(texts, task=loaded.task, query=True)
+        hits: list[list[Hit]] = loaded.search(vectors, k)
+        return hits[0] if single else hits
+
+    # ---- the scanner's Analyzer protocol, on the same methods --------------------------------------
+    # scan_tree calls analyze(codes, tasks, max_tokens=...), embed(codes, max_tokens=...) and
+    # compare(codes_a, codes_b, task, max_tokens=...): the signatures above already fit, so there is no
+    # adapter and no second path.
+
+    # ---- one encode per distinct token sequence -------------------------------------------------------
+    def _pooled(self, texts: Sequence[str], limits: Iterable[int]) -> dict[int, torch.Tensor]:
+        """Pooled vectors [len(texts), hidden] of the texts truncated at each limit.
+
+        Tokenised exactly as training and evaluation do (modeling/inputs.tokenize_task); every distinct
+        token sequence is encoded once, so a snippet within all limits (or given twice) costs one pass.
+        """
+        sequences: dict[tuple[int, ...], int] = {}
+        rows: dict[int, list[int]] = {}
+        for limit in dict.fromkeys(limits):
+            ids = self.tokenizer(list(texts), truncation=True, max_length=limit, padding=False)["input_ids"]
+            rows[limit] = [sequences.setdefault(tuple(seq), len(sequences)) for seq in ids]
+        pooled = self._encode(list(sequences))
+        return {limit: pooled[torch.tensor(r, device=pooled.device)] for limit, r in rows.items()}
+
+    @torch.inference_mode()
+    def _encode(self, sequences: list[tuple[int, ...]]) -> torch.Tensor:
+        """One backbone pass per sequence, in length-sorted batches padded to their longest member."""
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+        out: torch.Tensor | None = None
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            batch = pad([list(sequences[i]) for i in chunk], self.tokenizer.pad_token_id)
+            vectors = self.model.encode(
+                batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+            ).float()
+            if out is None:
+                out = vectors.new_empty((len(sequences), vectors.shape[-1]))
+            out[torch.tensor(chunk, device=self.device)] = vectors
+        assert out is not None  # _texts never lets an empty list through
+        return out
+
+    def _predictions(self, name: str, probs: torch.Tensor) -> Iterable[Prediction]:
+        labels = self._tasks[name].labels
+        table = probs.float().cpu().numpy()
+        for row, best in zip(table, probs.argmax(-1).tolist(), strict=True):
+            yield {
+                "label": labels[best],
+                "probability": float(row[best]),
+                "probabilities": {label: float(p) for label, p in zip(labels, row, strict=True)},
+            }
+
+    # ---- task names and limits ----------------------------------------------------------------------
+    def _limit(self, name: str, max_tokens: int | None, *, query: bool = False) -> int:
+        if max_tokens is not None:
+            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
+                raise InputError(f"max_tokens must be an integer of at least 2, not {max_tokens!r}")
+            if self.max_positions and max_tokens > self.max_positions:
+                raise InputError(
+                    f"max_tokens {max_tokens} is more than the {self.max_positions} positions "
+                    f"{self.model_info.name} reads; use at most {self.max_positions}"
+                )
+            return max_tokens
+        task = self._tasks[name]
+        return task.max_query_length if query else task.max_length
+
+    def _select(self, tasks: str | Sequence[str] | None, allowed: list[str], what: str) -> list[str]:
+        if tasks is None:
+            if not allowed:
+                raise InputError(f"this run has no task {what}() answers; {self._use_instead(what)}")
+            return list(allowed)
+        names = [tasks] if isinstance(tasks, str) else list(tasks)
+        if not names:
+            raise InputError(f"{what}(tasks=[]) names no task; leave tasks out for all of {allowed}")
+        for name in names:
+            self._check_task(name, allowed, what)
+        return list(dict.fromkeys(names))
+
+    def _one(self, task: str | None, allowed: list[str], what: str, *, first: bool = False) -> str:
+        if task is None:
+            if len(allowed) == 1 or (first and allowed):
+                return allowed[0]
+            if not allowed:
+                raise InputError(f"this run has no task {what}() answers; {self._use_instead(what)}")
+            raise InputError(f"{what}() needs task=...: this run has {len(allowed)} such tasks, {allowed}")
+        self._check_task(task, allowed, what)
+        return task
+
+    def _check_task(self, name: object, allowed: list[str], what: str) -> None:
+        if not isinstance(name, str) or name not in self._tasks:
+            raise InputError(f"unknown task {name!r}; this run's tasks: {self._listing()}")
+        if name not in allowed:
+            kind = self._tasks[name].kind
+            hint = self._use_instead(what, kind)
+            raise InputError(f"{what}() cannot answer task '{name}' ({kind}); {hint}")
+
+    def _use_instead(self, what: str, kind: str | None = None) -> str:
+        entries = {"analyze": "binary/multiclass", "compare": "pair", "embed": "retrieval"}
+        hints = {"pair": "compare(a, b, task=...)", "retrieval": "embed() or search()"}
+        hint = hints.get(kind or "", "analyze()")
+        return f"{what}() answers {entries[what]} tasks ({hint} for this one); run tasks: {self._listing()}"
+
+    def _listing(self) -> str:
+        return ", ".join(f"{t.name} ({t.kind})" for t in self._tasks.values())
+
+
+# ---- inputs -------------------------------------------------------------------------------------------
+def _texts(values: str | Sequence[str] | Iterable[str], what: str) -> tuple[list[str], bool]:
+    """(texts, given as one str?); each checked: a str, valid Unicode (tokenizers reject lone surrogates)."""
+    single = isinstance(values, str)
+    if single:
+        texts = [values]
+    elif isinstance(values, (bytes, bytearray, Mapping)) or not isinstance(values, Iterable):
+        raise InputError(f"expected a str or a list of str for the {what}s, got {type(values).__name__}")
+    else:
+        texts = list(values)
+    if not texts:
+        raise InputError(f"no {what}s given (an empty list): pass at least one")
+    for position, text in enumerate(texts):
+        _check_text(text, f"{what} {position}" if not single else what)
+    return texts, single  # type: ignore[return-value]
+
+
+def _check_text(text: object, where: str) -> None:
+    if not isinstance(text, str):
+        hint = " (decode bytes first, e.g. data.decode('utf-8'))" if isinstance(text, bytes) else ""
+        raise InputError(f"{where} is {type(text).__name__}, not str{hint}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(
+            f"{where} holds a lone surrogate U+{ord(text[err.start]):04X} at character {err.start}, which is "
+            "not valid Unicode text; read the file with errors='replace' or fix the text"
+        ) from None
+
+
+# ---- the run's tasks ------------------------------------------------------------------------------------
+def _task_infos(model: MultiTaskModel, config: TrainConfig) -> dict[str, TaskInfo]:
+    """Each head's task with the limits of its config entry (entries and heads are in the same order)."""
+    entries = list(config.tasks)
+    by_label = {e.label: e for e in entries}
+    aligned = len(entries) == len(model.tasks)
+    infos: dict[str, TaskInfo] = {}
+    for position, (name, spec) in enumerate(model.tasks.items()):
+        entry = entries[position] if aligned else by_label.get(name, TaskEntry(task=name))
+        infos[name] = TaskInfo(
+            name=name,
+            kind=spec.kind,
+            labels=tuple(spec.labels or ()),
+            base=Path(entry.task).stem,
+            description=spec.description,
+            max_length=entry.max_length,
+            max_query_length=entry.max_query_length,
+        )
+    return infos

@@ -1,0 +1,258 @@
+"""`mtpeft predict RUN_DIR INPUT.jsonl|-`: JSON lines in, one JSON line of answers out per input line.
+
+In:  {"code": "..."}                    every one-snippet task of the run (or of --tasks)
+     {"code": "...", "code_b": "..."}   every pair task (clone detection)
+     an optional "id" (string or integer; default: the line number); other fields are ignored.
+Out: {"id": ..., "predictions": {"<task>": {"label": "1", "probability": 0.93}, ...}}
+     (with --probabilities, each task's "probabilities" of every label too).
+
+Lines are read and answered N at a time (--batch-size) and each batch is written and flushed before the
+next is read, so `-` (stdin) streams; blank lines are skipped. A bad line (not JSON, no "code", a
+non-string, invalid Unicode) is reported on stderr with its line number and field: by default
+(--on-error stop) the lines before it are answered and the command stops with exit status 2; with
+--on-error skip it is left out of the output and the rest is answered (exit status 0, the count of
+skipped lines on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import typer
+
+from mtpeft.errors import DataError, InputError
+
+if TYPE_CHECKING:
+    from mtpeft.api import Run
+
+ON_ERROR = ("stop", "skip")
+STDIN = "-"
+
+
+@dataclass(frozen=True)
+class Request:
+    line: int
+    id: str | int
+    code: str
+    code_b: str | None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)
+
+
+def predict(
+    run_dir: Path = typer.Argument(..., help="A trained run directory (workspace/runs/...)."),
+    input_path: str = typer.Argument(
+        ...,
+        metavar="INPUT",
+        help='JSON lines file, or - for stdin. Each line {"code": ...} (one-snippet tasks) or '
+        '{"code": ..., "code_b": ...} (pair tasks), with an optional "id".',
+    ),
+    tasks: list[str] = typer.Option(
+        [],
+        "--tasks",
+        help="Tasks to answer (repeat, or comma-separated); default: every task that fits a line.",
+    ),
+    batch_size: int = typer.Option(
+        32, "--batch-size", min=1, help="Lines answered together; output is flushed after each batch."
+    ),
+    on_error: str = typer.Option(
+        "stop",
+        "--on-error",
+        help="A bad line: stop (default; answer the lines before it, exit 2) or skip it.",
+    ),
+    probabilities: bool = typer.Option(
+        False, "--probabilities", help="Also write every label's probability for each task."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the JSON lines here instead of stdout."),
+    device: str | None = typer.Option(
+        None, help="cpu, cuda, cuda:1, ... (default: the GPU if there is one)."
+    ),
+) -> None:
+    """Answer the run's tasks for each JSON line of INPUT (streams stdin with -).
+
+    Out, per line: {"id": ..., "predictions": {task: {"label": ..., "probability": ...}}}.
+
+    A bad line is reported on stderr with its number: stop there (default, exit 2) or --on-error skip.
+    """
+    if on_error not in ON_ERROR:
+        raise InputError(f"--on-error {on_error!r}: choose stop or skip")
+    with _opened_input(input_path) as stream:  # a missing file fails before the model loads
+        from mtpeft.api import load
+
+        run = load(run_dir, device=device, batch_size=batch_size)
+        single, pairs = _tasks(run, [t.strip() for item in tasks for t in item.split(",") if t.strip()])
+        with _opened_output(out) as sink:
+            try:
+                answered, skipped = _stream(
+                    stream, input_path, sink, run, single, pairs, batch_size, on_error, probabilities
+                )
+            except BrokenPipeError:  # `mtpeft predict ... | head`: the reader has all it wanted
+                _silence_stdout()
+                return
+    note = f", skipped {skipped} bad line{'s' * (skipped != 1)}" if skipped else ""
+    typer.echo(f"answered {answered} line{'s' * (answered != 1)}{note}", err=True)
+
+
+def _tasks(run: Run, names: list[str]) -> tuple[list[str], list[str]]:
+    """(one-snippet tasks, pair tasks) to answer; retrieval tasks are for `mtpeft search`."""
+    if not names:
+        if not run.snippet_tasks + run.pair_tasks:
+            raise InputError(
+                "this run has no classification or pair task, so nothing to predict per line; its tasks rank "
+                "code for a query: use `mtpeft index` and `mtpeft search`"
+            )
+        return run.snippet_tasks, run.pair_tasks
+    for name in names:
+        if name not in run.tasks:
+            listing = ", ".join(f"{t.name} ({t.kind})" for t in run.tasks.values())
+            raise InputError(f"--tasks: unknown task {name!r}; this run's tasks: {listing}")
+        if name in run.retrieval_tasks:
+            raise InputError(
+                f"--tasks: {name!r} is a retrieval task: it ranks code for a query, so it has no label per "
+                "line; use `mtpeft index` and `mtpeft search`"
+            )
+    chosen = list(dict.fromkeys(names))
+    return [n for n in chosen if n in run.snippet_tasks], [n for n in chosen if n in run.pair_tasks]
+
+
+def _stream(
+    stream: IO[bytes],
+    name: str,
+    sink: IO[str],
+    run: Run,
+    single: list[str],
+    pairs: list[str],
+    batch_size: int,
+    on_error: str,
+    probabilities: bool,
+) -> tuple[int, int]:
+    where = "<stdin>" if name == STDIN else name
+    answered = skipped = 0
+    batch: list[Request] = []
+    for number, raw in enumerate(stream, 1):
+        if not raw.strip():
+            continue
+        try:
+            batch.append(_parse(raw, number, where, single, pairs))
+        except DataError as err:
+            if on_error == "stop":
+                answered += _answer(batch, run, single, pairs, sink, probabilities)
+                raise
+            typer.echo(f"skipped: {err}", err=True)
+            skipped += 1
+        if len(batch) >= batch_size:
+            answered += _answer(batch, run, single, pairs, sink, probabilities)
+            batch = []
+    answered += _answer(batch, run, single, pairs, sink, probabilities)
+    return answered, skipped
+
+
+def _parse(raw: bytes, number: int, where: str, single: list[str], pairs: list[str]) -> Request:
+    def bad(message: str, field: str | None = None) -> DataError:
+        return DataError(message, path=where, line=number, field=field)
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise bad(f"not UTF-8 (byte 0x{raw[err.start]:02x} at byte {err.start + 1})") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise bad(f"not JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(record, dict):
+        raise bad(f'expected a JSON object like {{"code": "..."}}, got {type(record).__name__}')
+    code = _text_field(record, "code", bad)
+    if code is None:
+        raise bad("missing: every line needs the code to analyse", "code")
+    code_b = _text_field(record, "code_b", bad)
+    if code_b is None and not single:
+        raise bad(f"missing: the chosen tasks ({', '.join(pairs)}) compare two snippets", "code_b")
+    if code_b is not None and not pairs:
+        raise bad("given, but no pair task is chosen (this run or --tasks has none): leave it out", "code_b")
+    return Request(number, _id_field(record, number, bad), code, code_b)
+
+
+def _text_field(record: dict[str, Any], field: str, bad: Any) -> str | None:
+    value = record.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise bad(f"must be a string, not {type(value).__name__}", field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise bad(
+            f"holds a lone surrogate (\\u{ord(value[err.start]):04x}), not valid Unicode", field
+        ) from None
+    return value
+
+
+def _id_field(record: dict[str, Any], number: int, bad: Any) -> str | int:
+    if "id" not in record:
+        return number
+    value = record["id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise bad(f"must be a string or an integer, not {type(value).__name__}", "id")
+    return _text_field(record, "id", bad) if isinstance(value, str) else value  # type: ignore[return-value]
+
+
+def _answer(
+    batch: list[Request], run: Run, single: list[str], pairs: list[str], sink: IO[str], probabilities: bool
+) -> int:
+    """One analyze call for the one-snippet lines, one compare call per pair task; rows in input order."""
+    if not batch:
+        return 0
+    rows: dict[int, dict[str, Any]] = {r.line: {} for r in batch}
+    alone = [r for r in batch if r.code_b is None]
+    both = [r for r in batch if r.code_b is not None]
+    if alone:
+        for request, answer in zip(alone, run.analyze([r.code for r in alone], single), strict=True):
+            rows[request.line] = answer
+    for task in pairs if both else []:
+        answers = run.compare([r.code for r in both], [r.code_b or "" for r in both], task)
+        for request, answer in zip(both, answers, strict=True):
+            rows[request.line][task] = answer
+    for request in batch:
+        predictions = {
+            task: answer if probabilities else {k: answer[k] for k in ("label", "probability")}
+            for task, answer in rows[request.line].items()
+        }
+        sink.write(json.dumps({"id": request.id, "predictions": predictions}, ensure_ascii=False) + "\n")
+    sink.flush()
+    return len(rows)
+
+
+@contextmanager
+def _opened_input(name: str) -> Iterator[IO[bytes]]:
+    if name == STDIN:
+        yield sys.stdin.buffer
+        return
+    path = Path(name)
+    if not path.is_file():
+        raise InputError(f"{name}: no such file (give a JSON lines file, or - for stdin)")
+    with path.open("rb") as stream:
+        yield stream
+
+
+@contextmanager
+def _opened_output(path: Path | None) -> Iterator[IO[str]]:
+    if path is None:
+        yield sys.stdout
+        return
+    with path.open("w", encoding="utf-8", newline="\n") as sink:
+        yield sink
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -1,0 +1,178 @@
+"""`mtpeft scan PATH --run RUN_DIR`: every function, method and test of a tree through a trained run.
+
+Extraction, batching, clone search and the report formats are the scan package's (mtpeft.scan); the
+model is the run loaded by `mtpeft.load` (it implements scan's Analyzer). Progress bars go to stderr,
+the report to stdout or --out, and the closing counts (files, skipped files, truncated functions,
+findings) to stderr unless the table on stdout already ends with them.
+
+Exit status: 0 when the scan ran, findings or not (a scan is a report, not a verdict); with
+--fail-on LEVEL, 1 when any finding or clone pair is at LEVEL or above (for CI); 2 for an error.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from mtpeft.errors import InputError
+
+if TYPE_CHECKING:
+    from mtpeft.scan import ScanResult, Thresholds
+
+FORMATS = ("table", "json", "sarif", "html")
+LEVELS = ("error", "warning", "note")  # most severe first
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan")(scan)
+
+
+def scan(
+    path: Path = typer.Argument(..., help="Source folder (or one file) to scan."),
+    run_dir: Path = typer.Option(..., "--run", help="A trained run directory (workspace/runs/...)."),
+    tasks: list[str] = typer.Option(
+        [], "--tasks", help="Tasks to ask (repeat, or comma-separated); default: all of the run's."
+    ),
+    fmt: str = typer.Option("table", "--format", help="table | json | sarif | html."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the report here instead of stdout."),
+    exclude: list[str] = typer.Option(
+        [], "--exclude", help="Gitignore-style pattern of paths to leave out (repeat)."
+    ),
+    default_excludes: bool = typer.Option(
+        True, "--default-excludes/--no-default-excludes", help="Leave out .git, node_modules, venvs, builds."
+    ),
+    languages: list[str] = typer.Option(
+        [], "--language", help="Only these languages (repeat): python, java, c, cpp."
+    ),
+    max_tokens: int | None = typer.Option(
+        None,
+        "--max-tokens",
+        min=2,
+        help="Tokens per unit for every task (default: each task's trained limit).",
+    ),
+    threshold: str | None = typer.Option(
+        None, "--threshold", help="Levels by probability: error,warning,note (default 0.9,0.7,0.5)."
+    ),
+    clones: bool = typer.Option(True, "--clones/--no-clones", help="Search clone pairs (pair task)."),
+    fail_on: str | None = typer.Option(
+        None, "--fail-on", help="error | warning | note: exit 1 when a finding or clone pair reaches it."
+    ),
+    include_code: bool = typer.Option(
+        False, "--include-code", help="json: put each unit's code in the report."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Units per model call."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
+    device: str | None = typer.Option(
+        None, help="cpu, cuda, cuda:1, ... (default: the GPU if there is one)."
+    ),
+) -> None:
+    """Scan a source tree with a trained run: findings per task, clone pairs, skipped files.
+
+    Exit 0 when the scan ran, findings or not; --fail-on LEVEL: 1 when any result reaches LEVEL; 2: error.
+    """
+    from mtpeft.scan import ReportOptions
+
+    thresholds = _checked_options(path, fmt, threshold, fail_on)  # before the model loads: fail fast
+    result = _scan(
+        path,
+        run_dir,
+        _names(tasks),
+        exclude,
+        default_excludes,
+        _names(languages),
+        max_tokens,
+        clones,
+        batch_size,
+        progress,
+        device,
+    )
+    options = ReportOptions(thresholds=thresholds, include_code=include_code)
+    _write(result, fmt, out, options)
+    if out is not None or fmt != "table":  # the table already ends with these lines
+        for line in result.summary():
+            typer.echo(line, err=True)
+    if out is not None:
+        typer.echo(f"{fmt} report written to {out}", err=True)
+    if fail_on is not None:
+        reached = _count_at_or_above(result, thresholds, fail_on)
+        if reached:
+            typer.echo(f"{reached} result(s) at level {fail_on} or above (--fail-on {fail_on})", err=True)
+            raise typer.Exit(1)
+
+
+def _names(values: list[str]) -> list[str]:
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def _checked_options(path: Path, fmt: str, threshold: str | None, fail_on: str | None) -> Thresholds:
+    from mtpeft.scan import Thresholds
+
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fail_on is not None and fail_on not in LEVELS:
+        raise InputError(f"--fail-on {fail_on!r}: choose one of {', '.join(LEVELS)}")
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder to scan")
+    try:
+        return Thresholds.parse(threshold) if threshold else Thresholds()
+    except ValueError as err:
+        raise InputError(f"--threshold: {err}") from None
+
+
+def _scan(
+    path: Path,
+    run_dir: Path,
+    tasks: list[str],
+    exclude: list[str],
+    default_excludes: bool,
+    languages: list[str],
+    max_tokens: int | None,
+    clones: bool,
+    batch_size: int,
+    progress: bool,
+    device: str | None,
+) -> ScanResult:
+    from mtpeft.api import load
+    from mtpeft.scan import scan_tree
+
+    if progress:
+        typer.echo(f"loading {run_dir} ...", err=True)
+    run = load(run_dir, device=device, batch_size=batch_size)
+    try:
+        return scan_tree(
+            path,
+            run,
+            tasks=tasks or None,
+            exclude=exclude,
+            use_default_excludes=default_excludes,
+            languages=languages or None,
+            max_tokens=max_tokens,
+            batch_size=batch_size,
+            clones=clones,
+            progress=progress,
+        )
+    except ValueError as err:  # an unknown task or language: the user's choice, not a bug
+        raise InputError(str(err)) from None
+
+
+def _write(result: ScanResult, fmt: str, out: Path | None, options: object) -> None:
+    from mtpeft.scan import save_report, write_report
+
+    if out is None:
+        write_report(result, fmt, sys.stdout, options)  # type: ignore[arg-type]
+        sys.stdout.flush()
+        return
+    try:
+        save_report(result, fmt, out, options)  # type: ignore[arg-type]
+    except OSError as err:
+        raise InputError(f"--out {out}: cannot write the report ({err.strerror})") from None
+
+
+def _count_at_or_above(result: ScanResult, thresholds: Thresholds, level: str) -> int:
+    worst = LEVELS.index(level)
+    found = sum(1 for f in result.findings(thresholds) if LEVELS.index(f.level) <= worst)
+    clones = sum(1 for p in result.clone_pairs if LEVELS.index(result.clone_level(p, thresholds)) <= worst)
+    return found + clones

@@ -1,0 +1,312 @@
+"""A code-search index on disk: vectors, the units they stand for, and the run that made them.
+
+    DIR/manifest.json   written last: its presence marks a complete index
+    DIR/vectors.npy     float32 [count, dim], unit length (the run's retrieval projection of each unit)
+    DIR/units.jsonl     a line per row: {"path", "name", "kind", "language", "start_line", "end_line", "hash"}
+
+The manifest names the run (run_id from run.json, the run directory, a sha256 of its best/ files), the
+retrieval task whose vectors these are, the tree and the limits, and the sha256 of both data files, so a
+damaged, partial or foreign index is refused with a message saying which, instead of ranking nonsense.
+Torch-free: numpy and json only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from mtpeft import layout
+from mtpeft.errors import DataError
+
+FORMAT = "mtpeft.index/1"
+MANIFEST = "manifest.json"
+VECTORS = "vectors.npy"
+UNITS = "units.jsonl"
+UNIT_FIELDS = ("path", "name", "kind", "language", "start_line", "end_line", "hash")
+_REBUILD = "rebuild it with `mtpeft index PATH --run RUN_DIR --out DIR`"
+
+
+class SearchIndexError(DataError):
+    """An index folder that cannot be used: missing, partial, damaged, or built by another run."""
+
+
+class RunLike(Protocol):
+    """A run as an index check sees it: `mtpeft.api.Run`, or RunRef.on_disk(...) without the model."""
+
+    @property
+    def run_id(self) -> str | None: ...
+
+    @property
+    def run_dir(self) -> Path: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RunRef:
+    run_id: str | None
+    run_dir: Path
+    fingerprint: str
+
+    @classmethod
+    def on_disk(cls, run_dir: str | Path) -> RunRef:
+        """Read from the run directory alone (run.json, best/), so a check needs no model loaded."""
+        path = Path(run_dir).resolve()
+        return cls(read_run_id(path), path, run_fingerprint(path))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: an indexed unit and its cosine similarity to the query."""
+
+    rank: int  # 1 = best
+    score: float
+    path: str  # relative to the indexed root
+    name: str
+    kind: str
+    language: str
+    start_line: int
+    end_line: int
+    row: int  # row in the index
+
+    @property
+    def location(self) -> str:
+        return f"{self.path}:{self.start_line}"
+
+
+@dataclass
+class SearchIndex:
+    directory: Path
+    manifest: dict[str, Any]
+    vectors: np.ndarray
+    units: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        return str(self.manifest["task"])
+
+    @property
+    def root(self) -> Path:
+        return Path(self.manifest["root"])
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.manifest["run"]["run_dir"])
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def check_run(self, run: RunLike) -> None:
+        """Refuse vectors that another run (or another best/ of this run) made: they do not compare."""
+        made = self.manifest["run"]
+        if made.get("run_id") and run.run_id and made["run_id"] != run.run_id:
+            raise SearchIndexError(
+                f"this index was built with run {made['run_id']} ({made['run_dir']}), not with run "
+                f"{run.run_id} ({run.run_dir}); its vectors only compare with that run's",
+                path=self.directory,
+                hint=f"search it with --run {made['run_dir']}, or {_REBUILD}",
+            )
+        if made["fingerprint"] != run.fingerprint:
+            raise SearchIndexError(
+                f"this index was built from other model files than {run.run_dir}/{layout.BEST_DIR} holds now "
+                "(another run, or this run retrained or resumed since)",
+                path=self.directory,
+                hint=_REBUILD,
+            )
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        """Top-k rows per query vector by cosine similarity (both sides unit length), best first; ties keep
+        index order. Brute force: one matrix product, exact."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        scores = queries @ self.vectors.T
+        k = min(k, len(self.units))
+        results = []
+        for row in scores:
+            top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+            top = top[np.lexsort((top, -row[top]))]
+            results.append([self._hit(rank, int(i), float(row[i])) for rank, i in enumerate(top, 1)])
+        return results
+
+    def _hit(self, rank: int, row: int, score: float) -> Hit:
+        unit = self.units[row]
+        return Hit(rank, score, **{name: unit[name] for name in UNIT_FIELDS if name != "hash"}, row=row)
+
+
+# ---- writing ----------------------------------------------------------------------------------------
+def read_run_id(run_dir: Path) -> str | None:
+    """The store's id of the run (run.json); None for a run directory copied without it."""
+    try:
+        return str(json.loads((Path(run_dir) / layout.RUN_FILE).read_text(encoding="utf-8"))["run_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def run_fingerprint(run_dir: Path) -> str:
+    """sha256 over the names and bytes of every file in the run's best/ (what a deployment loads)."""
+    best = Path(run_dir) / layout.BEST_DIR
+    digest = hashlib.sha256()
+    for path in sorted(p for p in best.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(best).as_posix().encode() + b"\0")
+        digest.update(_file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def write_index(
+    directory: Path, manifest: dict[str, Any], vectors: np.ndarray, units: list[dict[str, Any]]
+) -> Path:
+    """Write the index whole or not at all: into a scratch folder beside it, then swapped in.
+
+    An existing index at `directory` is replaced; any other existing, non-empty folder is refused
+    (never deleted).
+    """
+    directory = Path(directory)
+    check_target(directory)
+    scratch = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    np.save(scratch / VECTORS, vectors)
+    (scratch / UNITS).write_text("".join(json.dumps(u, ensure_ascii=False) + "\n" for u in units), "utf-8")
+    full = manifest | {
+        "format": FORMAT,
+        "count": len(units),
+        "dim": int(vectors.shape[1]),
+        "files": {name: _file_sha256(scratch / name) for name in (VECTORS, UNITS)},
+    }
+    (scratch / MANIFEST).write_text(json.dumps(full, indent=2), encoding="utf-8")  # last: marks it complete
+    old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+    if directory.exists():
+        directory.rename(old)
+    scratch.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def check_target(directory: Path) -> None:
+    if directory.is_file():
+        raise SearchIndexError("is a file; --out needs a folder for the index", path=directory)
+    if directory.is_dir() and any(directory.iterdir()) and not (directory / MANIFEST).is_file():
+        raise SearchIndexError(
+            "exists and is not an mtpeft index (no manifest.json); not overwriting it",
+            path=directory,
+            hint="choose a new or empty folder for --out",
+        )
+
+
+# ---- reading ----------------------------------------------------------------------------------------
+def load_index(directory: str | Path) -> SearchIndex:
+    """Read and check an index folder; every problem is a SearchIndexError naming the file and what to do."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SearchIndexError("no such index folder", path=directory, hint=f"build one: {_REBUILD}")
+    manifest = _read_manifest(directory)
+    for name in (VECTORS, UNITS):
+        _check_file(directory / name, manifest["files"].get(name))
+    vectors = _read_vectors(directory / VECTORS, manifest)
+    units = list(_read_units(directory / UNITS))
+    if len(units) != manifest["count"]:
+        raise SearchIndexError(
+            f"holds {len(units)} units but manifest.json says {manifest['count']}",
+            path=directory / UNITS,
+            hint=_REBUILD,
+        )
+    return SearchIndex(directory, manifest, vectors, units)
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise SearchIndexError(
+            "is not a complete mtpeft index (no manifest.json: not an index, or its build was interrupted)",
+            path=directory,
+            hint=_REBUILD,
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        line = getattr(err, "lineno", None)
+        raise SearchIndexError(
+            f"damaged, not valid JSON ({err})", path=path, line=line, hint=_REBUILD
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise SearchIndexError(
+            f"format {found!r} is not {FORMAT!r} (another mtpeft version, or not an index)",
+            path=path,
+            hint=_REBUILD,
+        )
+    fields = {"task": str, "count": int, "dim": int, "root": str, "run": dict, "files": dict}
+    for key, kind in fields.items():
+        if not isinstance(manifest.get(key), kind):
+            raise SearchIndexError(f"missing or not a {kind.__name__}", path=path, field=key, hint=_REBUILD)
+    for key in ("run_dir", "fingerprint"):
+        if not isinstance(manifest["run"].get(key), str):
+            raise SearchIndexError("missing or not a str", path=path, field=f"run.{key}", hint=_REBUILD)
+    return manifest
+
+
+def _check_file(path: Path, expected: str | None) -> None:
+    if not path.is_file():
+        raise SearchIndexError("is missing: the index is incomplete", path=path, hint=_REBUILD)
+    if expected is not None and _file_sha256(path) != expected:
+        raise SearchIndexError(
+            "does not match its sha256 in manifest.json: damaged or changed since the index was built",
+            path=path,
+            hint=_REBUILD,
+        )
+
+
+def _read_vectors(path: Path, manifest: dict[str, Any]) -> np.ndarray:
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise SearchIndexError(f"cannot be read as a numpy array ({err})", path=path, hint=_REBUILD) from None
+    shape = (manifest["count"], manifest["dim"])
+    if vectors.dtype != np.float32 or vectors.shape != shape:
+        raise SearchIndexError(
+            f"holds {vectors.dtype} {vectors.shape}, manifest.json says float32 {shape}",
+            path=path,
+            hint=_REBUILD,
+        )
+    if not np.isfinite(vectors).all():
+        raise SearchIndexError("holds non-finite values (NaN or inf)", path=path, hint=_REBUILD)
+    return vectors
+
+
+def _read_units(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SearchIndexError(f"not UTF-8 text ({err.reason})", path=path, hint=_REBUILD) from None
+    # split("\n"), not splitlines(): code names may hold U+2028, which json.dumps leaves as is.
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # after the last newline
+    for number, line in enumerate(lines, 1):
+        try:
+            unit = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SearchIndexError(f"not JSON ({err.msg})", path=path, line=number, hint=_REBUILD) from None
+        missing = [name for name in UNIT_FIELDS if not isinstance(unit, dict) or name not in unit]
+        if missing:
+            raise SearchIndexError(
+                f"a unit without {', '.join(missing)}", path=path, line=number, hint=_REBUILD
+            )
+        yield unit
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
