@@ -98,7 +98,7 @@ def verify_best(run_dir: Path) -> None:
     """
     best = run_dir / layout.BEST_DIR
     if not best.is_dir():
-        raise DamagedFiles(f"{run_dir} holds no {layout.BEST_DIR}/ (no trained model); train it first")
+        raise DamagedFiles(f"{run_dir} holds no trained model (no {layout.BEST_DIR}/); train it first")
     if not (best / MANIFEST_FILE).exists() and read_heads_meta(best).get("format_version", 1) == 1:
         print(
             f"warning: {best} was written by an mtpeft before checksums; loading it unverified",
