@@ -167,7 +167,8 @@ def measure_tasks(run, codes: list[str], repeats: int) -> dict:
 def measure_scan(run, root: Path, batch_size: int) -> dict:
     from mtpeft.scan import scan_tree
 
-    result = scan_tree(root, run, exclude=["site-packages/"], batch_size=batch_size, progress=False)
+    with run.reusing_encodings():  # as `mtpeft scan` does
+        result = scan_tree(root, run, exclude=["site-packages/"], batch_size=batch_size, progress=False)
     total = result.timings["total"]
     analyzed = sum(1 for answers in result.answers if answers)
     return {

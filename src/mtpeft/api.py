@@ -22,7 +22,9 @@ predict`, `mtpeft index` and this API share one inference path.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, overload
@@ -107,6 +109,8 @@ class Run:
         self.run_id = read_run_id(self.run_dir)  # None for a run directory copied without run.json
         self._tasks = _task_infos(self.model, self.config)
         self._fingerprint: str | None = None
+        self._reuse: dict[bytes, torch.Tensor] | None = None  # see reusing_encodings
+        self._reuse_limit = 0
 
     def __repr__(self) -> str:
         tasks = ", ".join(f"{t.name} ({t.kind})" for t in self._tasks.values())
@@ -301,6 +305,22 @@ class Run:
         hits: list[list[Hit]] = loaded.search(vectors, k)
         return hits[0] if single else hits
 
+    @contextmanager
+    def reusing_encodings(self, max_bytes: int = 512 * 2**20) -> Iterator[Run]:
+        """Inside the block, a token sequence already encoded is not encoded again.
+
+        For callers that ask several questions about the same code, like a scan: its clone search embeds
+        and compares units the analysis already encoded (same truncation, same pooled vectors). Off by
+        default so that memory stays flat; at most `max_bytes` of pooled vectors are kept, then nothing
+        more is added.
+        """
+        hidden = self.model_info.hidden_size
+        self._reuse, self._reuse_limit = {}, max(0, max_bytes // (4 * hidden))
+        try:
+            yield self
+        finally:
+            self._reuse = None
+
     # ---- the scanner's Analyzer protocol, on the same methods --------------------------------------
     # scan_tree calls analyze(codes, tasks, max_tokens=...), embed(codes, max_tokens=...) and
     # compare(codes_a, codes_b, task, max_tokens=...): the signatures above already fit, so there is no
@@ -318,8 +338,21 @@ class Run:
         for limit in dict.fromkeys(limits):
             ids = self.tokenizer(list(texts), truncation=True, max_length=limit, padding=False)["input_ids"]
             rows[limit] = [sequences.setdefault(tuple(seq), len(sequences)) for seq in ids]
-        pooled = self._encode(list(sequences))
+        pooled = self._encode_or_reuse(list(sequences))
         return {limit: pooled[torch.tensor(r, device=pooled.device)] for limit, r in rows.items()}
+
+    def _encode_or_reuse(self, sequences: list[tuple[int, ...]]) -> torch.Tensor:
+        if self._reuse is None:
+            return self._encode(sequences)
+        keys = [_sequence_key(seq) for seq in sequences]
+        missing = [i for i, key in enumerate(keys) if key not in self._reuse]
+        fresh = (
+            dict(zip(missing, self._encode([sequences[i] for i in missing]), strict=True)) if missing else {}
+        )
+        for i, vector in fresh.items():
+            if len(self._reuse) < self._reuse_limit:
+                self._reuse[keys[i]] = vector
+        return torch.stack([fresh[i] if i in fresh else self._reuse[key] for i, key in enumerate(keys)])
 
     @torch.inference_mode()
     def _encode(self, sequences: list[tuple[int, ...]]) -> torch.Tensor:
@@ -430,6 +463,11 @@ def _check_text(text: object, where: str) -> None:
             f"{where} holds a lone surrogate U+{ord(text[err.start]):04X} at character {err.start}, which is "
             "not valid Unicode text; read the file with errors='replace' or fix the text"
         ) from None
+
+
+def _sequence_key(sequence: tuple[int, ...]) -> bytes:
+    """A compact key for a token sequence (a tuple of ints costs far more memory than its hash)."""
+    return hashlib.blake2b(np.asarray(sequence, dtype=np.int64).tobytes(), digest_size=16).digest()
 
 
 # ---- the run's tasks ------------------------------------------------------------------------------------

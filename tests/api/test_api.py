@@ -126,6 +126,19 @@ def test_every_one_snippet_task_costs_one_backbone_pass_per_snippet(run, encoded
     assert sum(encoded_rows) == len(SHORT)
 
 
+def test_reusing_encodings_encodes_each_sequence_once_across_calls(run, encoded_rows):
+    with run.reusing_encodings():
+        together = run.analyze(SHORT)
+        run.embed(SHORT)  # the same code at the same truncation: no new pass
+        run.compare(SHORT[0], SHORT[1:])
+        again = run.analyze(SHORT)
+    assert sum(encoded_rows) == len(SHORT)
+    for first, second in zip(together, again, strict=True):
+        assert first["complexity"]["probabilities"] == pytest.approx(second["complexity"]["probabilities"])
+    run.analyze(SHORT)  # outside the block: encoded again
+    assert sum(encoded_rows) == 2 * len(SHORT)
+
+
 def test_a_long_snippet_is_truncated_to_each_tasks_own_limit(run, encoded_rows):
     long = "int f ( int a ) { " + " ".join(f"a = a + {i} ;" for i in range(40)) + " return a ; }"
     assert run.count_tokens([long])[0] > 64

@@ -142,18 +142,19 @@ def _scan(
         typer.echo(f"loading {run_dir} ...", err=True)
     run = load(run_dir, device=device, batch_size=batch_size)
     try:
-        return scan_tree(
-            path,
-            run,
-            tasks=tasks or None,
-            exclude=exclude,
-            use_default_excludes=default_excludes,
-            languages=languages or None,
-            max_tokens=max_tokens,
-            batch_size=batch_size,
-            clones=clones,
-            progress=progress,
-        )
+        with run.reusing_encodings():  # the clone search re-reads units the analysis encoded
+            return scan_tree(
+                path,
+                run,
+                tasks=tasks or None,
+                exclude=exclude,
+                use_default_excludes=default_excludes,
+                languages=languages or None,
+                max_tokens=max_tokens,
+                batch_size=batch_size,
+                clones=clones,
+                progress=progress,
+            )
     except ValueError as err:  # an unknown task or language: the user's choice, not a bug
         raise InputError(str(err)) from None
 
