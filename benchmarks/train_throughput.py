@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from mtpeft.training.config import validate_config
+from mtpeft.config import validate_config
 from mtpeft.training.run import run_training
 
 RESULTS = Path(__file__).parent / "results"
