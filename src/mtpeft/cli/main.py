@@ -6,7 +6,16 @@ import sys
 
 import typer
 
-from mtpeft.cli import data_cmd, index_cmd, models_cmd, predict_cmd, run_cmd, scan_cmd, study_cmd
+from mtpeft.cli import (
+    data_cmd,
+    index_cmd,
+    models_cmd,
+    predict_cmd,
+    run_cmd,
+    scan_cmd,
+    serve_cmd,
+    study_cmd,
+)
 from mtpeft.errors import MtpeftError
 
 app = typer.Typer(
@@ -19,7 +28,7 @@ app.add_typer(data_cmd.app, name="data", help="Read, check and build task data."
 models_cmd.register(app)
 run_cmd.register(app)
 study_cmd.register(app)
-for command in (predict_cmd, scan_cmd, index_cmd):  # inference: mtpeft.load's Run behind each
+for command in (predict_cmd, scan_cmd, index_cmd, serve_cmd):  # inference: mtpeft.load's Run behind each
     command.register(app)
 
 

@@ -1,0 +1,103 @@
+"""`mtpeft serve RUN_DIR [RUN_DIR ...]`: the HTTP API and web page (mtpeft/serve/)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import typer
+
+from mtpeft.errors import InputError
+
+API_KEY_ENV = "MTPEFT_API_KEY"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def serve(
+    runs: list[str] = typer.Argument(
+        ..., help="Runs to serve: RUN_DIR or NAME=RUN_DIR (the first is the default)."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port (0: any free port, printed at start)."),
+    index: list[str] = typer.Option([], "--index", help="Search index from mtpeft index: DIR or NAME=DIR."),
+    api_key_file: Path | None = typer.Option(
+        None, help=f"File holding the API key clients must send (or set {API_KEY_ENV})."
+    ),
+    max_body_bytes: int = typer.Option(1_000_000, min=1, help="Largest request body."),
+    max_snippets: int = typer.Option(64, min=1, help="Snippets, pairs or queries per request."),
+    max_chars: int = typer.Option(20_000, min=1, help="Characters per snippet or query."),
+    max_k: int = typer.Option(100, min=1, help="Largest k for /v1/search."),
+    batching: bool = typer.Option(True, "--batching/--no-batching", help="Gather concurrent requests."),
+    batch_wait_ms: float = typer.Option(5.0, min=0, help="How long to wait for more requests to batch."),
+    batch_snippets: int = typer.Option(64, min=1, help="Snippets per backbone pass."),
+    batch_tokens: int = typer.Option(16_384, min=1, help="Estimated tokens per backbone pass."),
+    max_queue: int = typer.Option(1024, min=1, help="Requests waiting before the server answers 429."),
+    device: str | None = typer.Option(None, help="cpu, cuda, ... (default: the GPU if there is one)."),
+    log_level: str = typer.Option("warning", help="uvicorn log level (info logs every request)."),
+) -> None:
+    """Serve every task of the runs over HTTP: /v1/analyze, /v1/embed, /v1/search, /v1/tasks, / (page)."""
+    from mtpeft.serve.settings import Batching, Limits
+
+    limits = Limits(max_body_bytes, max_snippets, max_chars, max_k)
+    batch = Batching(batching, batch_wait_ms, batch_snippets, batch_tokens, max_queue)
+    api_key = _api_key(api_key_file)
+    listener = _bind(host, port)  # before loading: a taken port fails in a second, not after the model
+    import uvicorn
+
+    from mtpeft.serve.app import create_app
+    from mtpeft.serve.loading import load_indexes, load_runs
+
+    loaded = load_runs(runs, device=device, batch_size=batch_snippets)
+    indexes = load_indexes(index, loaded)
+    app = create_app(loaded, indexes, limits=limits, batching=batch, api_key=api_key)
+    _announce(listener, loaded, indexes, api_key is not None, host)
+    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _api_key(path: Path | None) -> str | None:
+    if path is not None:
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"{path}: cannot read the API key file ({err})") from None
+        if not key:
+            raise InputError(f"{path}: the API key file is empty")
+        return key
+    return os.environ.get(API_KEY_ENV) or None
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as err:
+        listener.close()
+        raise InputError(f"cannot listen on {host}:{port} ({err.strerror}); pick another --port") from None
+    listener.listen(2048)
+    return listener
+
+
+def _announce(listener: socket.socket, runs: dict, indexes: dict, keyed: bool, host: str) -> None:
+    bound_host, bound_port = listener.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    for name, run in runs.items():
+        memory = getattr(run, "memory", None) or {}
+        base = memory.get("shared_backbone_with")
+        shared = f", shares the backbone of {base}" if base else ""
+        added = f", +{memory['rss_bytes_added'] / 2**20:.0f} MiB" if "rss_bytes_added" in memory else ""
+        what = f"{run.model_info.name}, {run.config.method}; {', '.join(run.tasks)}"
+        print(f"run {name}: {what}{shared}{added}", file=sys.stderr)
+    for name, served in indexes.items():
+        print(f"index {name}: {len(served.index)} units, run {served.run}", file=sys.stderr)
+    if not keyed and host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {host} without an API key; set {API_KEY_ENV}", file=sys.stderr)
+    # The line tests and scripts wait for (with --port 0 it is the only way to learn the port).
+    print(f"serving on http://{shown}:{bound_port} (page at /, API under /v1)", file=sys.stderr, flush=True)

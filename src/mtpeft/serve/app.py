@@ -1,0 +1,470 @@
+"""The HTTP API of `mtpeft serve`: every task of the loaded runs, micro-batched, with limits and metrics.
+
+    POST /v1/analyze   {"snippets": [...], "pairs": [{"a", "b"}], "tasks": [...], "run": NAME}
+    POST /v1/embed     {"snippets": [...], "task": NAME, "query": false, "run": NAME}
+    POST /v1/search    {"query": "..." | [...], "k": 10, "index": NAME}
+    GET  /v1/tasks     runs, their tasks (kind, labels, metrics), indexes, limits
+    GET  /healthz      liveness (no key needed)
+    GET  /metrics      Prometheus exposition
+    GET  /             the web page (static/index.html)
+
+Runs and indexes are the ones named at start; no endpoint takes a path. Every error is JSON
+{"detail": "..."} naming the field or the limit (and the flag that changes it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mtpeft.errors import MtpeftError
+from mtpeft.serve.batcher import Job, MicroBatcher, ServerBusy
+from mtpeft.serve.metrics import ServerMetrics
+from mtpeft.serve.settings import Batching, Limits
+
+if TYPE_CHECKING:
+    from mtpeft.api import Run
+    from mtpeft.index import SearchIndex
+
+ENDPOINTS = ("/v1/analyze", "/v1/embed", "/v1/search", "/v1/tasks", "/healthz", "/metrics", "/")
+OPEN_PATHS = ("/healthz", "/")  # answer without the API key: liveness probes and the page itself
+
+
+class HTTPProblem(Exception):
+    """A client error with its status; the handler below turns it into {"detail": message}."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ---- request bodies (unknown fields are refused: a typo must not silently mean "all tasks") ----------
+class Pair(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    a: str
+    b: str
+
+
+class AnalyzeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    snippets: list[str] = Field(default_factory=list, description="Code snippets for one-snippet tasks.")
+    pairs: list[Pair] = Field(default_factory=list, description="Snippet pairs for pair tasks (clone).")
+    tasks: list[str] | None = Field(default=None, description="Tasks to answer (default: all that apply).")
+    run: str | None = Field(default=None, description="Run name (default: the first run served).")
+
+
+class EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    snippets: list[str]
+    task: str | None = None
+    query: bool = False
+    run: str | None = None
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str | list[str]
+    k: int = 10
+    index: str | None = None
+
+
+@dataclass
+class ServedIndex:
+    index: SearchIndex
+    run: str  # the served run whose vectors it holds
+
+
+def create_app(
+    runs: dict[str, Run],
+    indexes: dict[str, ServedIndex] | None = None,
+    *,
+    limits: Limits | None = None,
+    batching: Batching | None = None,
+    api_key: str | None = None,
+) -> FastAPI:
+    """The app over runs already loaded (the first is the default) and indexes already checked."""
+    if not runs:
+        raise ValueError("create_app needs at least one run")
+    limits, batching, indexes = limits or Limits(), batching or Batching(), indexes or {}
+    metrics = ServerMetrics()
+    for name, run in runs.items():
+        metrics.watch_backbone(name, run)
+    batcher = MicroBatcher(runs, batching, on_batch=metrics.observe_batch)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        batcher.stop()
+
+    app = FastAPI(
+        title="mtpeft",
+        summary="Every code-analysis task of a trained mtpeft run, from one backbone pass.",
+        lifespan=lifespan,
+        dependencies=[Depends(_key_check(api_key))],
+    )
+    app.state.batcher, app.state.metrics = batcher, metrics
+    _add_error_handlers(app)
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    _Routes(runs, indexes, limits, batcher, metrics).register(app)
+    return app
+
+
+class _Routes:
+    """The endpoints; each validates fully before queueing, so the model only sees good input."""
+
+    def __init__(
+        self,
+        runs: dict[str, Run],
+        indexes: dict[str, ServedIndex],
+        limits: Limits,
+        batcher: MicroBatcher,
+        metrics: ServerMetrics,
+    ) -> None:
+        self.runs, self.indexes, self.limits = runs, indexes, limits
+        self.batcher, self.metrics = batcher, metrics
+        self.default_run = next(iter(runs))
+
+    def register(self, app: FastAPI) -> None:
+        app.post("/v1/analyze")(self.analyze)
+        app.post("/v1/embed")(self.embed)
+        app.post("/v1/search")(self.search)
+        app.get("/v1/tasks")(self.tasks)
+        app.get("/healthz")(self.healthz)
+        app.get("/metrics")(self.prometheus)
+        app.get("/", response_class=HTMLResponse)(self.page)
+
+    # ---- endpoints --------------------------------------------------------------------------------
+    async def analyze(self, body: AnalyzeRequest) -> dict[str, Any]:
+        name, run = self._run(body.run)
+        if not body.snippets and not body.pairs:
+            raise HTTPProblem(422, "give 'snippets' (a list of code strings) and/or 'pairs' ([{a, b}])")
+        self._check_count(len(body.snippets) + len(body.pairs), "snippets and pairs")
+        self._check_texts(body.snippets, "snippets")
+        self._check_texts([p.a for p in body.pairs], "pairs", side="a")
+        self._check_texts([p.b for p in body.pairs], "pairs", side="b")
+        snippet_tasks, pair_tasks = self._analyze_tasks(name, run, body)
+        jobs: dict[str, Job] = {}
+        if body.snippets and snippet_tasks:
+            jobs[""] = Job(name, "analyze", body.snippets, snippet_tasks, tokens=_tokens(run, body.snippets))
+        for task in pair_tasks if body.pairs else []:
+            a, b = [p.a for p in body.pairs], [p.b for p in body.pairs]
+            jobs[task] = Job(name, "compare", a, [task], others=b, tokens=_tokens(run, a + b))
+        answers = await self._run_jobs(list(jobs.values()))
+        by_job = dict(zip(jobs, answers, strict=True))
+        pairs = [{task: by_job[task][i] for task in pair_tasks} for i in range(len(body.pairs))]
+        return {"run": name, "snippets": by_job.get("", [{} for _ in body.snippets]), "pairs": pairs}
+
+    async def embed(self, body: EmbedRequest) -> dict[str, Any]:
+        name, run = self._run(body.run)
+        if not body.snippets:
+            raise HTTPProblem(422, "'snippets' is empty: give at least one string to embed")
+        self._check_count(len(body.snippets), "snippets")
+        self._check_texts(body.snippets, "snippets")
+        task = self._embedding_task(run, body.task, body.query)
+        tokens = _tokens(run, body.snippets)
+        job = Job(name, "embed", body.snippets, [task or ""], query=body.query, tokens=tokens)
+        (vectors,) = await self._run_jobs([job])
+        return {"run": name, "task": task, "dim": len(vectors[0]), "vectors": vectors}
+
+    async def search(self, body: SearchRequest) -> dict[str, Any]:
+        name, served = self._index(body.index)
+        queries = [body.query] if isinstance(body.query, str) else body.query
+        if not queries:
+            raise HTTPProblem(422, "'query' is empty: give a string or a list of strings")
+        if not 1 <= body.k <= self.limits.max_k:
+            raise HTTPProblem(422, f"'k' must be between 1 and {self.limits.max_k} (--max-k), not {body.k}")
+        self._check_count(len(queries), "queries")
+        self._check_texts(queries, "query")
+        run = self.runs[served.run]
+        job = Job(served.run, "embed", queries, [served.index.task], query=True, tokens=_tokens(run, queries))
+        (vectors,) = await self._run_jobs([job])
+        hits = served.index.search(vectors, body.k)
+        results = [[asdict(hit) for hit in row] for row in hits]
+        return {"index": name, "run": served.run, "task": served.index.task, "results": results}
+
+    async def tasks(self) -> dict[str, Any]:
+        return {
+            "runs": [self._describe_run(name, run) for name, run in self.runs.items()],
+            "indexes": [_describe_index(name, served) for name, served in self.indexes.items()],
+            "limits": asdict(self.limits),
+            "batching": asdict(self.batcher.batching),
+        }
+
+    async def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", "runs": list(self.runs), "indexes": list(self.indexes)}
+
+    async def prometheus(self) -> Response:
+        self.metrics.queue.set(self.batcher.waiting)
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    async def page(self) -> HTMLResponse:
+        page = resources.files("mtpeft.serve").joinpath("static/index.html")
+        return HTMLResponse(page.read_text(encoding="utf-8"))
+
+    # ---- helpers ------------------------------------------------------------------------------------
+    async def _run_jobs(self, jobs: list[Job]) -> list[Any]:
+        try:
+            futures = [asyncio.wrap_future(self.batcher.submit(job)) for job in jobs]
+        except ServerBusy as err:
+            raise HTTPProblem(429, str(err)) from None
+        try:
+            return list(await asyncio.gather(*futures))
+        except MtpeftError as err:  # input the checks above could not see (the run's own checks)
+            raise HTTPProblem(422, str(err)) from None
+
+    def _run(self, name: str | None) -> tuple[str, Run]:
+        chosen = name or self.default_run
+        if chosen not in self.runs:
+            raise HTTPProblem(404, f"no run named {chosen!r} is served; runs: {', '.join(self.runs)}")
+        return chosen, self.runs[chosen]
+
+    def _index(self, name: str | None) -> tuple[str, ServedIndex]:
+        if not self.indexes:
+            raise HTTPProblem(
+                404, "no search index is served; start the server with --index DIR (from mtpeft index)"
+            )
+        chosen = name or next(iter(self.indexes))
+        if chosen not in self.indexes:
+            raise HTTPProblem(404, f"no index named {chosen!r}; indexes: {', '.join(self.indexes)}")
+        return chosen, self.indexes[chosen]
+
+    def _analyze_tasks(self, name: str, run: Run, body: AnalyzeRequest) -> tuple[list[str], list[str]]:
+        snippet, pair = run.snippet_tasks, run.pair_tasks
+        if body.tasks is None:
+            listing = f"its tasks: {_listing(run)}"
+            if body.snippets and not snippet:
+                raise HTTPProblem(422, f"run {name!r} has no one-snippet task for 'snippets'; {listing}")
+            if body.pairs and not pair:
+                raise HTTPProblem(422, f"run {name!r} has no pair task for 'pairs'; {listing}")
+            return snippet, pair
+        for task in body.tasks:
+            if task not in snippet + pair:
+                why = "is not a task of" if task not in run.tasks else "is not answered by /v1/analyze on"
+                hint = " (use /v1/embed or /v1/search)" if task in run.retrieval_tasks else ""
+                raise HTTPProblem(422, f"task {task!r} {why} run {name!r}{hint}; its tasks: {_listing(run)}")
+        chosen_snippet = [t for t in dict.fromkeys(body.tasks) if t in snippet]
+        chosen_pair = [t for t in dict.fromkeys(body.tasks) if t in pair]
+        if body.snippets and not chosen_snippet:
+            raise HTTPProblem(422, f"'snippets' given but none of tasks {body.tasks} reads one snippet")
+        if body.pairs and not chosen_pair:
+            raise HTTPProblem(422, f"'pairs' given but none of tasks {body.tasks} is a pair task")
+        return chosen_snippet, chosen_pair
+
+    def _embedding_task(self, run: Run, task: str | None, query: bool) -> str | None:
+        try:
+            return run.embedding_task(task, query=query)
+        except MtpeftError as err:
+            raise HTTPProblem(422, str(err)) from None
+
+    def _check_count(self, count: int, what: str) -> None:
+        if count > self.limits.max_snippets:
+            raise HTTPProblem(
+                413,
+                f"{count} {what} in one request; this server's limit is {self.limits.max_snippets} "
+                "(--max-snippets): split the request",
+            )
+
+    def _check_texts(self, texts: list[str], field: str, side: str = "") -> None:
+        for position, text in enumerate(texts):
+            where = f"{field}[{position}]" + (f".{side}" if side else "")
+            if len(text) > self.limits.max_chars:
+                raise HTTPProblem(
+                    413,
+                    f"{where} has {len(text)} characters; this server's limit is {self.limits.max_chars} "
+                    "(--max-chars)",
+                )
+            if not text.strip():
+                raise HTTPProblem(422, f"{where} is empty: give some code")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise HTTPProblem(
+                    422, f"{where} holds a lone surrogate at character {err.start}: not valid Unicode text"
+                ) from None
+
+    def _describe_run(self, name: str, run: Run) -> dict[str, Any]:
+        endpoints = {"binary": "analyze", "multiclass": "analyze", "pair": "analyze", "retrieval": "embed"}
+        specs = run.model.tasks
+        return {
+            "name": name,
+            "default": name == self.default_run,
+            **run.info,
+            "memory": getattr(run, "memory", None),
+            "tasks": [
+                {
+                    "name": task.name,
+                    "kind": task.kind,
+                    "labels": list(task.labels),
+                    "metrics": list(specs[task.name].metrics),
+                    "description": task.description,
+                    "max_length": task.max_length,
+                    "endpoint": endpoints.get(task.kind, "analyze"),
+                }
+                for task in run.tasks.values()
+            ],
+        }
+
+
+def _describe_index(name: str, served: ServedIndex) -> dict[str, Any]:
+    index = served.index
+    return {"name": name, "run": served.run, "task": index.task, "units": len(index), "root": str(index.root)}
+
+
+def _tokens(run: Run, texts: list[str]) -> int:
+    """Tokens a batch will hold, estimated from characters (about 3 per token in code) without tokenising."""
+    cap = run.max_tokens
+    return sum(min(len(text) // 3 + 2, cap) for text in texts)
+
+
+def _listing(run: Run) -> str:
+    return ", ".join(f"{t.name} ({t.kind})" for t in run.tasks.values())
+
+
+# ---- cross-cutting: key, body size, metrics, errors -------------------------------------------------
+def _key_check(api_key: str | None):  # noqa: ANN202 - a FastAPI dependency
+    expected = api_key.encode("utf-8") if api_key else None
+
+    async def check(request: Request) -> None:
+        if expected is None or request.url.path in OPEN_PATHS:
+            return
+        given = request.headers.get("x-api-key", "")
+        bearer = request.headers.get("authorization", "")
+        if not given and bearer.lower().startswith("bearer "):
+            given = bearer[7:].strip()
+        # compare_digest: the time taken does not reveal how much of a guessed key was right.
+        if not hmac.compare_digest(given.encode("utf-8"), expected):
+            raise HTTPProblem(401, "missing or wrong API key: send it in the X-API-Key header")
+
+    return check
+
+
+class _BodyLimit:
+    """Refuse bodies over the limit (413) before parsing: the declared length first, then the bytes read.
+
+    Plain ASGI because the limit must hold for chunked bodies too, which declare no length.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and not declared.isdigit():
+            await _reply(scope, receive, send, 400, f"Content-Length {declared!r} is not a number of bytes")
+            return
+        if declared is not None and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send, int(declared))
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send, size)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
+        message = (
+            f"request body of {size}+ bytes; this server's limit is {self.max_bytes} bytes "
+            "(--max-body-bytes): send fewer or shorter snippets per request"
+        )
+        await _reply(scope, receive, send, 413, message)
+
+
+async def _reply(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+    await JSONResponse({"detail": message}, status_code=status)(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class _MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"  # bounded label values
+        status = 500
+        started = time.perf_counter()
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def problem(_request: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, HTTPProblem)
+        headers = {"WWW-Authenticate": "ApiKey"} if err.status == 401 else None
+        headers = {"Retry-After": "1"} if err.status == 429 else headers
+        return JSONResponse({"detail": err.message}, status_code=err.status, headers=headers)
+
+    async def invalid(_request: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, RequestValidationError)
+        return JSONResponse({"detail": _validation_message(err)}, status_code=422)
+
+    app.add_exception_handler(HTTPProblem, problem)
+    app.add_exception_handler(RequestValidationError, invalid)
+
+
+def _validation_message(err: RequestValidationError) -> str:
+    """One line per problem, each naming the field as a client wrote it (snippets[2], pairs[0].a)."""
+    lines = []
+    for problem in err.errors():
+        location = [str(p) for p in problem.get("loc", ()) if p != "body"]
+        where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in location).lstrip(".") or "body"
+        kind = problem.get("type", "")
+        if kind == "json_invalid":
+            lines.append(f"the body is not valid JSON ({problem.get('ctx', {}).get('error', 'parse error')})")
+        elif kind == "extra_forbidden":
+            lines.append(f"{where}: unknown field; see GET /v1/tasks and the README's Serving section")
+        else:
+            lines.append(f"{where}: {problem.get('msg', 'invalid')}")
+    return "; ".join(lines)

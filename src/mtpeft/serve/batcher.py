@@ -1,0 +1,208 @@
+"""Micro-batching: requests from many clients answered together, one backbone pass per gathered batch.
+
+HTTP handlers put a `Job` on a queue and await its future; ONE worker thread owns the model(s). It takes
+the first waiting job, keeps gathering for a bounded time while the batch stays under a snippet and a
+token budget, then answers the whole batch with the run's one-pass inference path (`Run.analyze`: every
+requested task of every snippet from one encode, length-grouped; `Run.embed` and `Run.compare` for their
+jobs). One thread means one forward at a time, which is also what makes switching a shared backbone's
+adapter per run safe (mtpeft/modeling/shared_base.py).
+
+Written here because the adapter servers (vLLM, LoRAX, S-LoRA) batch token generation, not several
+classification heads over one pooled pass; the gathering loop is small and its bounds are the point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from mtpeft.errors import MtpeftError
+from mtpeft.serve.settings import Batching
+
+if TYPE_CHECKING:
+    from mtpeft.api import Run
+
+log = logging.getLogger("mtpeft.serve")
+
+Op = Literal["analyze", "embed", "compare"]
+
+
+class ServerBusy(Exception):
+    """The queue is full: the client should retry later (HTTP 429)."""
+
+
+@dataclass
+class Job:
+    """One request's inference, validated by the handler before it is queued."""
+
+    run: str
+    op: Op
+    texts: list[str]  # analyze/embed: the snippets or queries; compare: the a sides
+    tasks: list[str] = field(default_factory=list)  # analyze: the tasks asked for; embed/compare: one
+    others: list[str] = field(default_factory=list)  # compare: the b sides
+    query: bool = False  # embed: natural-language queries
+    tokens: int = 0  # estimated tokens, for the batch budget
+    future: Future = field(default_factory=Future)
+
+    @property
+    def snippets(self) -> int:
+        return len(self.texts) + len(self.others)
+
+
+@dataclass
+class BatchStats:
+    requests: int
+    snippets: int
+    seconds: float
+
+
+class MicroBatcher:
+    """A worker thread answering queued jobs in gathered batches; see the module docstring."""
+
+    def __init__(
+        self,
+        runs: dict[str, Run],
+        batching: Batching,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        self.runs = runs
+        self.batching = batching
+        self.on_batch = on_batch
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=batching.max_queue)
+        self._carry: Job | None = None  # a job that did not fit the last batch: first of the next
+        self._thread = threading.Thread(target=self._work, name="mtpeft-inference", daemon=True)
+        self._stopping = threading.Event()
+
+    # ---- the handlers' side ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)  # wake the worker
+        self._thread.join(timeout)
+
+    def submit(self, job: Job) -> Future:
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise ServerBusy(
+                f"{self.batching.max_queue} requests are already waiting (--max-queue); retry shortly"
+            ) from None
+        return job.future
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    # ---- the worker's side ----------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            batch = self._gather()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            self._answer(batch)
+            if self.on_batch is not None:
+                seconds = time.perf_counter() - started
+                self.on_batch(BatchStats(len(batch), sum(j.snippets for j in batch), seconds))
+
+    def _gather(self) -> list[Job]:
+        first = self._carry or self._queue.get()
+        self._carry = None
+        if first is None:
+            return []
+        batch, snippets, tokens = [first], first.snippets, first.tokens
+        if not self.batching.enabled:
+            return batch
+        deadline = time.perf_counter() + self.batching.max_wait_ms / 1000
+        while snippets < self.batching.max_snippets and tokens < self.batching.max_tokens:
+            remaining = deadline - time.perf_counter()
+            try:
+                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                break
+            if (
+                snippets + job.snippets > self.batching.max_snippets
+                or tokens + job.tokens > self.batching.max_tokens
+            ):
+                self._carry = job  # too big for this batch: it opens the next one
+                break
+            batch.append(job)
+            snippets += job.snippets
+            tokens += job.tokens
+        return batch
+
+    def _answer(self, batch: list[Job]) -> None:
+        groups: dict[tuple[str, Op, str, bool], list[Job]] = defaultdict(list)
+        for job in batch:
+            # analyze jobs of a run form ONE group whatever tasks they ask (the union is answered in
+            # one pass); embed and compare jobs group by task (and queries apart from code).
+            task = "" if job.op == "analyze" else job.tasks[0]
+            groups[(job.run, job.op, task, job.query)].append(job)
+        for (run_name, op, _, _), jobs in groups.items():
+            run = self.runs[run_name]
+            try:
+                results = _ANSWER[op](run, jobs)
+            except Exception:  # noqa: BLE001 - isolate: one bad job must not fail the others
+                results = None
+            if results is not None:
+                for job, result in zip(jobs, results, strict=True):
+                    job.future.set_result(result)
+                continue
+            for job in jobs:  # the group failed: answer each alone so the error lands on its own job
+                try:
+                    job.future.set_result(_ANSWER[op](run, [job])[0])
+                except Exception as err:  # noqa: BLE001 - handed to the waiting handler
+                    if not isinstance(err, MtpeftError):  # a user's bad input is not a server fault
+                        log.exception("inference failed for a %s request on run %s", op, run_name)
+                    job.future.set_exception(err)
+
+
+def _split(values: Sequence[Any], jobs: list[Job], size: Callable[[Job], int]) -> list[list[Any]]:
+    """Cut one flat answer list back into one list per job, in the jobs' order."""
+    out, start = [], 0
+    for job in jobs:
+        out.append(list(values[start : start + size(job)]))
+        start += size(job)
+    return out
+
+
+def _analyze(run: Run, jobs: list[Job]) -> list[list[dict]]:
+    union = list(dict.fromkeys(task for job in jobs for task in job.tasks))
+    answers = run.analyze([text for job in jobs for text in job.texts], tasks=union)
+    per_job = _split(answers, jobs, lambda job: len(job.texts))
+    return [
+        [{task: answer[task] for task in job.tasks} for answer in answers]
+        for job, answers in zip(jobs, per_job, strict=True)
+    ]
+
+
+def _embed(run: Run, jobs: list[Job]) -> list[list[list[float]]]:
+    texts = [text for job in jobs for text in job.texts]
+    vectors = run.embed(texts, task=jobs[0].tasks[0] or None, query=jobs[0].query)
+    return _split(vectors.tolist(), jobs, lambda job: len(job.texts))
+
+
+def _compare(run: Run, jobs: list[Job]) -> list[list[dict]]:
+    a = [text for job in jobs for text in job.texts]
+    b = [text for job in jobs for text in job.others]
+    return _split(run.compare(a, b, task=jobs[0].tasks[0]), jobs, lambda job: len(job.texts))
+
+
+_ANSWER: dict[str, Callable[[Run, list[Job]], list[Any]]] = {
+    "analyze": _analyze,
+    "embed": _embed,
+    "compare": _compare,
+}

@@ -1,0 +1,41 @@
+"""What `mtpeft serve` accepts and how it batches: one frozen dataclass, torch-free.
+
+Every limit is named in the 4xx error a client gets when it crosses it, with the flag that raises it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits; a request over any of them is refused before it reaches the model."""
+
+    max_body_bytes: int = 1_000_000  # --max-body-bytes
+    max_snippets: int = 64  # --max-snippets: snippets (or pairs, or queries) in one request
+    max_chars: int = 20_000  # --max-chars: characters of one snippet, pair side or query
+    max_k: int = 100  # --max-k: search results per query
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Micro-batching: concurrent requests gathered into one backbone pass.
+
+    The worker takes the first waiting request, then keeps gathering for at most `max_wait_ms` while the
+    batch holds fewer than `max_snippets` snippets and fewer than `max_tokens` (estimated) tokens.
+    `enabled=False` answers one request per pass (the comparison the load test makes).
+    """
+
+    enabled: bool = True
+    max_wait_ms: float = 5.0  # --batch-wait-ms
+    max_snippets: int = 64  # --batch-snippets
+    max_tokens: int = 16_384  # --batch-tokens: padded tokens per pass, bounds activation memory
+    max_queue: int = 1024  # requests waiting; beyond it the server answers 429 (busy), never 5xx
+
+    def __post_init__(self) -> None:
+        for name in ("max_snippets", "max_tokens", "max_queue"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_wait_ms < 0:
+            raise ValueError("max_wait_ms must be >= 0")

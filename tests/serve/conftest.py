@@ -1,0 +1,47 @@
+"""A served tiny run: the inference tests' tiny trained run (tests/api/conftest.py), behind the app."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_API_CONFTEST = Path(__file__).parents[1] / "api" / "conftest.py"
+
+
+def _train_tiny_run():
+    spec = importlib.util.spec_from_file_location("mtpeft_tests_api_conftest", _API_CONFTEST)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module.train_tiny_run
+
+
+@pytest.fixture(scope="session")
+def served_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train_tiny_run()(tmp_path_factory.mktemp("served-run"))
+
+
+@pytest.fixture(scope="session")
+def served_run(served_run_dir: Path):
+    import mtpeft
+
+    return mtpeft.load(served_run_dir, device="cpu", batch_size=64)
+
+
+@pytest.fixture
+def client(served_run) -> Iterator:
+    from fastapi.testclient import TestClient
+
+    from mtpeft.serve.app import create_app
+    from mtpeft.serve.settings import Limits
+
+    app = create_app(
+        {"tiny": served_run}, limits=Limits(max_body_bytes=50_000, max_snippets=8, max_chars=2_000)
+    )
+    with TestClient(app) as test_client:
+        yield test_client
