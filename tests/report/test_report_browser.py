@@ -1,19 +1,18 @@
 """The HTML report as a reader sees it: rendered by headless Chromium, DOM and pixels checked.
 
 Needs Debian's `chromium` (`apt-get install -y chromium`). When it is missing the test tries to install it
-(as root, with apt-get); where it cannot, the test is skipped and says why.
+(as root, with apt-get: tests/browser.py); where it cannot, the test is skipped and says why.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from browser import chromium_or_skip
 from mtpeft.report.build import build_report
 from mtpeft.study.synthetic import synthetic_spec, synthetic_store
 
@@ -30,36 +29,9 @@ FLAGS = [
 WINDOW = "--window-size=1280,2400"
 
 
-def _find_chromium() -> str | None:
-    return next((p for n in ("chromium", "chromium-browser") if (p := shutil.which(n))), None)
-
-
-def _try_install() -> str:
-    """'' when installed, else why not."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "not root or no apt-get"
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        try:
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            return f"{' '.join(command)}: {err}"
-        if done.returncode != 0:
-            return f"{' '.join(command)} failed: {done.stderr.strip()[-200:]}"
-    return ""
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    found = _find_chromium()
-    if found is None:
-        why = _try_install()
-        found = _find_chromium()
-        if found is None:
-            pytest.skip(
-                f"chromium is not installed and could not be installed ({why}); apt-get install -y chromium"
-            )
-    return found
+    return chromium_or_skip()
 
 
 @pytest.fixture(scope="module")

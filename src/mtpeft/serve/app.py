@@ -15,6 +15,7 @@ Runs and indexes are the ones named at start; no endpoint takes a path. Every er
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +41,15 @@ if TYPE_CHECKING:
 
 ENDPOINTS = ("/v1/analyze", "/v1/embed", "/v1/search", "/v1/tasks", "/healthz", "/metrics", "/")
 OPEN_PATHS = ("/healthz", "/")  # answer without the API key: liveness probes and the page itself
+# The page is one file with inline script and style that talks only to this server: forbid the rest.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+        "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class HTTPProblem(Exception):
@@ -100,15 +110,17 @@ def create_app(
         raise ValueError("create_app needs at least one run")
     limits, batching, indexes = limits or Limits(), batching or Batching(), indexes or {}
     metrics = ServerMetrics()
-    for name, run in runs.items():
-        metrics.watch_backbone(name, run)
     batcher = MicroBatcher(runs, batching, on_batch=metrics.observe_batch)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Hooks live only while the app runs: a run object outlives apps in tests and notebooks.
+        hooks = metrics.watch_backbones(runs)
         batcher.start()
         yield
         batcher.stop()
+        for hook in hooks:
+            hook.remove()
 
     app = FastAPI(
         title="mtpeft",
@@ -215,8 +227,7 @@ class _Routes:
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def page(self) -> HTMLResponse:
-        page = resources.files("mtpeft.serve").joinpath("static/index.html")
-        return HTMLResponse(page.read_text(encoding="utf-8"))
+        return HTMLResponse(_page(), headers=PAGE_HEADERS)
 
     # ---- helpers ------------------------------------------------------------------------------------
     async def _run_jobs(self, jobs: list[Job]) -> list[Any]:
@@ -320,6 +331,11 @@ class _Routes:
                 for task in run.tasks.values()
             ],
         }
+
+
+@functools.cache
+def _page() -> str:
+    return resources.files("mtpeft.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
 def _describe_index(name: str, served: ServedIndex) -> dict[str, Any]:

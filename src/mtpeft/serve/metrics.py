@@ -7,11 +7,14 @@ model really ran, whichever endpoint or batch caused it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
+    from torch.utils.hooks import RemovableHandle
+
     from mtpeft.api import Run
     from mtpeft.serve.batcher import BatchStats
 
@@ -52,9 +55,20 @@ class ServerMetrics:
         self.batch_snippets.observe(stats.snippets)
         self.batch_seconds.observe(stats.seconds)
 
-    def watch_backbone(self, name: str, run: Run) -> None:
-        """Count every forward of this run's backbone (a hook: no change to the inference path)."""
+    def watch_backbones(self, runs: dict[str, Run]) -> list[RemovableHandle]:
+        """Count every forward of each distinct backbone (a hook: no change to the inference path).
 
+        A run served under two names is one backbone, counted once, under its first name.
+        """
+        handles, seen = [], set()
+        for name, run in runs.items():
+            backbone = run.model.backbone
+            if id(backbone) not in seen:
+                seen.add(id(backbone))
+                handles.append(backbone.register_forward_hook(self._counter(name), with_kwargs=True))
+        return handles
+
+    def _counter(self, name: str) -> Callable[..., None]:
         def count(_module: Any, _args: Any, kwargs: dict[str, Any], _output: Any) -> None:
             mask = kwargs.get("attention_mask")
             if mask is None:
@@ -63,7 +77,7 @@ class ServerMetrics:
             self.rows.labels(name).inc(int(mask.shape[0]))
             self.tokens.labels(name).inc(int(mask.sum()))
 
-        run.model.backbone.register_forward_hook(count, with_kwargs=True)
+        return count
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
