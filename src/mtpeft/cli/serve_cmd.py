@@ -57,7 +57,12 @@ def serve(
     app = create_app(loaded, indexes, limits=limits, batching=batch, api_key=api_key)
     _announce(listener, loaded, indexes, api_key is not None, host)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[listener])
+    try:
+        uvicorn.Server(config).run(sockets=[listener])
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully on Ctrl-C, then re-raises it for the caller: that stop is a
+        # clean exit (status 0), not an interrupted command.
+        print("stopped", file=sys.stderr)
 
 
 def _api_key(path: Path | None) -> str | None:
