@@ -3,6 +3,7 @@
     import mtpeft
     run = mtpeft.load("workspace/runs/<run>")   # see mtpeft.api
     run.analyze(["def f(x): return eval(x)"])
+    runs = mtpeft.load_many([dir_a, dir_b])   # runs on one base model share one copy of it
 
 `import mtpeft` stays light (no torch): `load` and the inference classes are imported on first use.
 """
@@ -14,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # Names served lazily from mtpeft.api, which imports torch and transformers.
-_API_NAMES = ("load", "Run", "Prediction", "TaskInfo")
+_API_NAMES = ("load", "load_many", "Run", "Prediction", "TaskInfo")
 
 if TYPE_CHECKING:
-    from mtpeft.api import Prediction, Run, TaskInfo, load
+    from mtpeft.api import Prediction, Run, TaskInfo, load, load_many
 
 
 def __getattr__(name: str) -> Any:
@@ -32,4 +33,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_API_NAMES])
 
 
-__all__ = ["Prediction", "Run", "TaskInfo", "__version__", "load"]
+__all__ = ["Prediction", "Run", "TaskInfo", "__version__", "load", "load_many"]

@@ -9,6 +9,8 @@
     run.compare(code_a, [candidate, ...], task="clone")  # pair tasks: each distinct side encoded once
     run.embed(snippets)            # unit vectors of the retrieval head (numpy, [n, dim])
     run.search("parse a config file", k=10, index="my-index/")   # an index from `mtpeft index`
+    runs = mtpeft.load_many([run_a, run_b])   # runs on the same base model share one backbone
+    run.memory                     # {"shared_backbone_with": ..., "parameter_bytes_added": ..., ...}
 
 Inputs are batched and grouped by length (sorted, padded per batch, answered in the caller's order),
 run under `torch.inference_mode()`, on the GPU when there is one, and truncated per task to the
@@ -37,9 +39,10 @@ from mtpeft.errors import ConfigError, InputError
 from mtpeft.heads.classification import ClassificationHead
 from mtpeft.heads.retrieval import RetrievalHead
 from mtpeft.index.store import read_run_id, run_fingerprint
-from mtpeft.modeling.build import TrainedRun, load_trained
+from mtpeft.modeling.build import TrainedRun
 from mtpeft.modeling.inputs import pad
 from mtpeft.modeling.model import MultiTaskModel
+from mtpeft.modeling.shared_base import MemoryUse, load_one, load_shared, parameter_bytes
 from mtpeft.scan.analyzer import TaskSpec as ScanTaskSpec
 
 if TYPE_CHECKING:
@@ -71,12 +74,61 @@ def load(run_dir: str | Path, *, device: str | torch.device | None = None, batch
     device: "cpu", "cuda", "cuda:1", ...; None: the GPU when there is one. batch_size: snippets per
     backbone pass (longer snippets share batches with each other, so padding stays small).
     """
+    path = _run_path(run_dir)
+    _check_batch_size(batch_size)
+    loaded = load_one(path, _device(device))
+    return Run(loaded.trained, path, batch_size=batch_size, memory=loaded.memory)
+
+
+def load_many(
+    run_dirs: Iterable[str | Path],
+    *,
+    device: str | torch.device | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> list[Run]:
+    """Load several trained runs, in order; runs on the same base model share ONE copy of it.
+
+    Runs trained from the same base (same model; for the random `tiny-*` models also the same seed) with
+    peft methods of one family (LoRA/DoRA, IA3, prefix, prompt, adapter, parallel-adapter) each add only
+    their adapter and heads; the others (`full`, another base) load on their own backbone, as `load` does.
+    See mtpeft.modeling.shared_base. `Run.memory` says what each one added. A directory given twice is
+    loaded once (the same Run comes back twice). Inference must stay single-threaded: runs on one backbone
+    switch its active adapter before each pass.
+    """
+    if isinstance(run_dirs, (str, Path)):
+        raise InputError(f"load_many() takes a list of run directories, not one ({run_dirs}); or use load()")
+    paths = [_run_path(run_dir) for run_dir in run_dirs]
+    if not paths:
+        raise InputError("load_many() needs at least one run directory (workspace/runs/<run>)")
+    _check_batch_size(batch_size)
+    unique = list(dict.fromkeys(path.resolve() for path in paths))
+    loaded = load_shared(unique, _device(device))
+    runs = {
+        path: Run(one.trained, path, batch_size=batch_size, memory=one.memory)
+        for path, one in zip(unique, loaded, strict=True)
+    }
+    return [runs[path.resolve()] for path in paths]
+
+
+def _unmeasured(model: MultiTaskModel) -> MemoryUse:
+    """For a Run built by hand (not by load / load_many): its parameters, and no RSS measurement."""
+    return MemoryUse(
+        shared_backbone_with=None,
+        parameter_bytes_added=parameter_bytes(model.parameters(), set()),
+        rss_bytes_added=0,
+    )
+
+
+def _run_path(run_dir: str | Path) -> Path:
     path = Path(run_dir)
     if not path.is_dir():
         raise ConfigError("no such run directory (expected workspace/runs/<run>)", path=path)
+    return path
+
+
+def _check_batch_size(batch_size: object) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, not {batch_size!r}")
-    return Run(load_trained(path, _device(device)), path, batch_size=batch_size)
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -92,9 +144,17 @@ def _device(device: str | torch.device | None) -> torch.device:
 
 
 class Run:
-    """A trained run ready for inference; see the module docstring. Build it with :func:`load`."""
+    """A trained run ready for inference; see the module docstring. Build it with :func:`load` or
+    :func:`load_many`."""
 
-    def __init__(self, trained: TrainedRun, run_dir: Path, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        trained: TrainedRun,
+        run_dir: Path,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        memory: MemoryUse | None = None,
+    ) -> None:
         self.model: MultiTaskModel = trained.model
         self.config: TrainConfig = trained.config
         self.tokenizer = trained.backbone.tokenizer
@@ -111,6 +171,8 @@ class Run:
         self._fingerprint: str | None = None
         self._reuse: dict[bytes, torch.Tensor] | None = None  # see reusing_encodings
         self._reuse_limit = 0
+        # What loading this run added: the backbone it shares (if any), its parameter bytes, RSS growth.
+        self.memory: MemoryUse = memory if memory is not None else _unmeasured(self.model)
 
     def __repr__(self) -> str:
         tasks = ", ".join(f"{t.name} ({t.kind})" for t in self._tasks.values())

@@ -13,6 +13,7 @@ import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,11 @@ LIMITS = {
 }
 
 
-def train_tiny_run(root: Path, *, seed: int = 0, name: str = "api") -> Path:
+def train_tiny_run(
+    root: Path, *, seed: int = 0, name: str = "api", overrides: dict[str, Any] | None = None
+) -> Path:
+    """Train the tiny run under `root`; `overrides` replace config fields. `seed` also sets tiny-bert's random
+    base weights, so two runs on the same base (tests/modeling/test_shared_base.py) differ by overrides."""
     from mtpeft.config import validate_config
     from mtpeft.data.fixtures import write_fixture_dataset
     from mtpeft.training.run import run_training
@@ -53,6 +58,7 @@ def train_tiny_run(root: Path, *, seed: int = 0, name: str = "api") -> Path:
         "workspace": str(root / "ws"),
         "seed": seed,
         "baselines": False,
+        **(overrides or {}),
     }
     return run_training(validate_config(config), progress=False)[0].run_dir
 

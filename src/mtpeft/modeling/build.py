@@ -24,7 +24,7 @@ from mtpeft.errors import ConfigError, DamagedFiles
 from mtpeft.manifest import MANIFEST_FILE, manifest_problem, write_manifest
 from mtpeft.modeling.model import MultiTaskModel
 from mtpeft.models import load_backbone
-from mtpeft.models.loading import Backbone
+from mtpeft.models.loading import Backbone, ModelInfo
 from mtpeft.peft_methods import apply_method, get_method
 from mtpeft.peft_methods.base import AdaptedBackbone
 from mtpeft.tasks.spec import TaskSpec
@@ -129,29 +129,65 @@ def read_heads_meta(best: Path) -> dict[str, Any]:
     return meta
 
 
+class SavedRun(NamedTuple):
+    """A run directory whose `best/` passed the integrity checks, with what loading it needs."""
+
+    run_dir: Path
+    config: TrainConfig  # with absolute data paths: loads from any working directory
+    meta: dict[str, Any]  # best/heads.json
+
+    @property
+    def best(self) -> Path:
+        return self.run_dir / layout.BEST_DIR
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.best / layout.ADAPTER_DIR
+
+
+def read_saved(run_dir: Path) -> SavedRun:
+    """Verify `best/` and read its heads.json and the run's config; no model is loaded yet."""
+    verify_best(run_dir)
+    meta = read_heads_meta(run_dir / layout.BEST_DIR)
+    return SavedRun(run_dir, layout.load_run_config(run_dir), meta)
+
+
+def load_module(saved: SavedRun) -> tuple[Backbone, AdaptedBackbone]:
+    """A fresh backbone (same model, same seed as training) with the run's saved module applied."""
+    backbone = load_backbone(saved.config.model, seed=saved.config.seed)
+    return backbone, get_method(saved.config.method).load(backbone, saved.adapter_dir)
+
+
+def attach_heads(saved: SavedRun, backbone: nn.Module, info: ModelInfo) -> MultiTaskModel:
+    """The run's MultiTaskModel over `backbone` (its adapted backbone, or a view of a shared one), with the
+    saved heads loaded after checking they fit the heads this mtpeft builds."""
+    tasks = {name: TaskSpec.model_validate(spec) for name, spec in saved.meta["tasks"].items()}
+    model = MultiTaskModel(
+        backbone,
+        tasks,
+        hidden_size=info.hidden_size,
+        pooling=saved.meta["pooling"],
+        head_options=head_options(saved.config),
+    )
+    _check_head_inputs(model, saved.meta, saved.best / layout.HEADS_META)
+    _load_heads(model, saved.best / layout.HEADS_WEIGHTS, saved.meta.get("format_version", 1))
+    return model
+
+
+def load_saved(saved: SavedRun, device: torch.device | None = None) -> TrainedRun:
+    """A checked run on its own fresh backbone, in eval mode on `device` (default: the CPU)."""
+    backbone, adapted = load_module(saved)
+    model = attach_heads(saved, adapted, backbone.info)
+    model.to(device or torch.device("cpu")).eval()
+    return TrainedRun(model, backbone, saved.config)
+
+
 def load_trained(run_dir: Path, device: torch.device | None = None) -> TrainedRun:
     """The best saved module + heads on a fresh backbone: exactly what a deployment loads.
 
     The tasks come from `best/heads.json`, so no data folder is needed.
     """
-    best = run_dir / layout.BEST_DIR
-    verify_best(run_dir)
-    meta = read_heads_meta(best)
-    config = layout.load_run_config(run_dir)  # absolute data paths: loads from any working directory
-    backbone = load_backbone(config.model, seed=config.seed)
-    adapted = get_method(config.method).load(backbone, best / layout.ADAPTER_DIR)
-    tasks = {name: TaskSpec.model_validate(spec) for name, spec in meta["tasks"].items()}
-    model = MultiTaskModel(
-        adapted,
-        tasks,
-        hidden_size=backbone.info.hidden_size,
-        pooling=meta["pooling"],
-        head_options=head_options(config),
-    )
-    _check_head_inputs(model, meta, best / layout.HEADS_META)
-    _load_heads(model, best / layout.HEADS_WEIGHTS, meta.get("format_version", 1))
-    model.to(device or torch.device("cpu")).eval()
-    return TrainedRun(model, backbone, config)
+    return load_saved(read_saved(run_dir), device)
 
 
 def _check_head_inputs(model: MultiTaskModel, meta: dict[str, Any], path: Path) -> None:
