@@ -383,6 +383,27 @@ class Run:
         finally:
             self._reuse = None
 
+    def token_limit(self, task: str | None, *, query: bool = False) -> int:
+        """Tokens a call for `task` truncates its inputs to (None: embed()'s pooled vectors, max_tokens)."""
+        return self._limit(task, None, query=query) if task else self.max_tokens
+
+    def encode_ahead(self, texts_by_limit: Mapping[int, Sequence[str]]) -> None:
+        """Encode every text at its limit in ONE length-sorted encode, for the calls that follow to reuse.
+
+        Only inside reusing_encodings(). For callers that gather different questions at once (the
+        server's micro-batches mix analyze, compare and embed requests): without it each call would run
+        its own backbone passes over its own inputs.
+        """
+        if self._reuse is None:
+            raise RuntimeError("encode_ahead() only helps inside `with run.reusing_encodings():`")
+        sequences: dict[tuple[int, ...], None] = {}
+        for limit, texts in texts_by_limit.items():
+            checked, _ = _texts(list(texts), "snippet")
+            ids = self.tokenizer(checked, truncation=True, max_length=limit, padding=False)["input_ids"]
+            sequences.update(dict.fromkeys(tuple(seq) for seq in ids))
+        if sequences:
+            self._encode_or_reuse(list(sequences))
+
     # ---- the scanner's Analyzer protocol, on the same methods --------------------------------------
     # scan_tree calls analyze(codes, tasks, max_tokens=...), embed(codes, max_tokens=...) and
     # compare(codes_a, codes_b, task, max_tokens=...): the signatures above already fit, so there is no

@@ -145,29 +145,60 @@ class MicroBatcher:
         return batch
 
     def _answer(self, batch: list[Job]) -> None:
-        groups: dict[tuple[str, Op, str, bool], list[Job]] = defaultdict(list)
+        by_run: dict[str, list[Job]] = defaultdict(list)
         for job in batch:
-            # analyze jobs of a run form ONE group whatever tasks they ask (the union is answered in
-            # one pass); embed and compare jobs group by task (and queries apart from code).
-            task = "" if job.op == "analyze" else job.tasks[0]
-            groups[(job.run, job.op, task, job.query)].append(job)
-        for (run_name, op, _, _), jobs in groups.items():
+            by_run[job.run].append(job)
+        for run_name, jobs in by_run.items():
             run = self.runs[run_name]
-            try:
-                results = _ANSWER[op](run, jobs)
-            except Exception:  # noqa: BLE001 - isolate: one bad job must not fail the others
-                results = None
-            if results is not None:
-                for job, result in zip(jobs, results, strict=True):
-                    job.future.set_result(result)
-                continue
-            for job in jobs:  # the group failed: answer each alone so the error lands on its own job
+            # Every input of the run's jobs, whatever the endpoint, in one length-sorted encode; the
+            # analyze/compare/embed calls below then only read those pooled vectors (and the scratch
+            # cache is dropped with the batch, so memory stays flat).
+            with run.reusing_encodings():
                 try:
-                    job.future.set_result(_ANSWER[op](run, [job])[0])
-                except Exception as err:  # noqa: BLE001 - handed to the waiting handler
-                    if not isinstance(err, MtpeftError):  # a user's bad input is not a server fault
-                        log.exception("inference failed for a %s request on run %s", op, run_name)
-                    job.future.set_exception(err)
+                    run.encode_ahead(_inputs_by_limit(run, jobs))
+                except Exception:  # noqa: BLE001 - bad input: the calls below answer it job by job
+                    log.debug("encode_ahead failed; answering the batch's groups without it", exc_info=True)
+                for (op, _task, _query), group in _groups(jobs).items():
+                    self._answer_group(run_name, run, op, group)
+
+    def _answer_group(self, run_name: str, run: Run, op: Op, jobs: list[Job]) -> None:
+        try:
+            results = _ANSWER[op](run, jobs)
+        except Exception:  # noqa: BLE001 - isolate: one bad job must not fail the others
+            results = None
+        if results is not None:
+            for job, result in zip(jobs, results, strict=True):
+                job.future.set_result(result)
+            return
+        for job in jobs:  # the group failed: answer each alone so the error lands on its own job
+            try:
+                job.future.set_result(_ANSWER[op](run, [job])[0])
+            except Exception as err:  # noqa: BLE001 - handed to the waiting handler
+                if not isinstance(err, MtpeftError):  # a user's bad input is not a server fault
+                    log.exception("inference failed for a %s request on run %s", op, run_name)
+                job.future.set_exception(err)
+
+
+def _groups(jobs: list[Job]) -> dict[tuple[Op, str, bool], list[Job]]:
+    """analyze jobs form ONE group whatever tasks they ask (the union is answered together); embed and
+    compare jobs group by task, and queries apart from code."""
+    groups: dict[tuple[Op, str, bool], list[Job]] = defaultdict(list)
+    for job in jobs:
+        task = "" if job.op == "analyze" else job.tasks[0]
+        groups[(job.op, task, job.query)].append(job)
+    return groups
+
+
+def _inputs_by_limit(run: Run, jobs: list[Job]) -> dict[int, list[str]]:
+    """Each job's texts at the token limit(s) its call will truncate them to."""
+    needs: dict[int, list[str]] = defaultdict(list)
+    for job in jobs:
+        if job.op == "analyze":
+            for limit in {run.token_limit(task) for task in job.tasks}:
+                needs[limit] += job.texts
+        else:
+            needs[run.token_limit(job.tasks[0] or None, query=job.query)] += job.texts + job.others
+    return needs
 
 
 def _split(values: Sequence[Any], jobs: list[Job], size: Callable[[Job], int]) -> list[list[Any]]:
