@@ -99,6 +99,7 @@ class ServerOptions:
     batch_wait_ms: float = 5.0
     batch_snippets: int = 64
     batch_tokens: int = 16_384
+    pass_tokens: int = 1024
     max_queue: int = 1024
     device: str | None = None
 
@@ -111,6 +112,7 @@ class ServerOptions:
             "--batch-wait-ms", str(self.batch_wait_ms),
             "--batch-snippets", str(self.batch_snippets),
             "--batch-tokens", str(self.batch_tokens),
+            "--pass-tokens", str(self.pass_tokens),
             "--max-queue", str(self.max_queue),
         ]  # fmt: skip
         return flags + (["--device", self.device] if self.device else [])
@@ -743,6 +745,30 @@ COLUMNS: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
 ]
 
 
+def model_ceiling(
+    run_dir: Path, functions: list[str], pass_tokens: int, device: str | None
+) -> dict[str, Any]:
+    """The most micro-batching can gain on this machine: the backbone alone, no server, on the same
+    functions, one per pass vs length-sorted passes of `pass_tokens` (what the server does with a full
+    queue). Measured in this process before any server starts, so nothing else shares the cores."""
+    import mtpeft
+
+    run = mtpeft.load(run_dir, device=device, batch_size=1)
+    run.analyze(functions[:8])  # warm-up
+    timings = {}
+    for name, batch_size, budget in (("one_per_pass", 1, None), ("length_batched", 64, pass_tokens)):
+        run.batch_size, run.max_batch_tokens = batch_size, budget
+        started = time.perf_counter()
+        run.analyze(functions)
+        timings[name] = time.perf_counter() - started
+    return {
+        "functions": len(functions),
+        "seconds": timings,
+        "snippets_per_s": {name: len(functions) / seconds for name, seconds in timings.items()},
+        "speedup": timings["one_per_pass"] / timings["length_batched"],
+    }
+
+
 def summary_table(settings: list[dict[str, Any]]) -> str:
     rows = [" ".join(f"{name:>8}" for name, _, _ in COLUMNS)]
     for s in settings:
@@ -784,6 +810,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="The server's --device (default: its own choice).")
     parser.add_argument("--batch-wait-ms", type=float, default=ServerOptions.batch_wait_ms)
+    parser.add_argument("--pass-tokens", type=int, default=ServerOptions.pass_tokens)
     parser.add_argument("--start-timeout", type=float, default=300.0, help="Seconds to wait for a server.")
     parser.add_argument("--model", default="minilm", help="Model of the run trained without RUN_DIR.")
     parser.add_argument(
@@ -811,10 +838,14 @@ def main() -> int:
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     bench = inference_benchmark()
     run_dir = args.run_dir or default_run(bench, args)
-    options = ServerOptions(batch_wait_ms=args.batch_wait_ms, device=args.device)
+    options = ServerOptions(
+        batch_wait_ms=args.batch_wait_ms, pass_tokens=args.pass_tokens, device=args.device
+    )
     print(f"extracting {args.functions} standard-library functions ...", file=sys.stderr)
     functions = usable_functions(bench.sample_functions(bench.stdlib_root(), args.functions), options)
     facts = machine()  # before the load: the load average says how quiet the machine was
+    print("timing the backbone alone (the ceiling of any batching gain) ...", file=sys.stderr)
+    ceiling = model_ceiling(Path(run_dir), functions, options.pass_tokens, args.device)
     settings: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="serve-load-") as logs:
         plan = Plan(
@@ -851,6 +882,7 @@ def main() -> int:
         },
         "settings": settings,
         "speedups": ups,
+        "model_ceiling": ceiling,
         "targets": targets(settings, ups),
         "crashed": any(s["crashed"] for s in settings),
         "clean_shutdowns": all(s["clean_shutdown"] for s in settings),
@@ -860,6 +892,11 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print_summary(result)
+    c = ceiling["snippets_per_s"]
+    print(
+        f"backbone alone on {ceiling['functions']} functions: {c['one_per_pass']:.1f} snippets/s one per "
+        f"pass, {c['length_batched']:.1f} length-batched: at most {ceiling['speedup']:.2f}x from batching"
+    )
     print(f"-> {out}")
     failed = result["crashed"] or not result["clean_shutdowns"] or any("error" in s for s in settings)
     return 1 if failed else 0

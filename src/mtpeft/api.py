@@ -166,6 +166,9 @@ class Run:
         self.run_dir = Path(run_dir).resolve()
         self.device = next(self.model.parameters()).device
         self.batch_size = batch_size
+        # Padded tokens per backbone pass (None: batch_size alone bounds it). On a CPU, long padded batches
+        # cost more per snippet than short ones; a server sets this so a mixed batch splits by length.
+        self.max_batch_tokens: int | None = None
         self.run_id = read_run_id(self.run_dir)  # None for a run directory copied without run.json
         self._tasks = _task_infos(self.model, self.config)
         self._fingerprint: str | None = None
@@ -442,8 +445,7 @@ class Run:
         """One backbone pass per sequence, in length-sorted batches padded to their longest member."""
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         out: torch.Tensor | None = None
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        for chunk in self._length_batches(order, [len(sequences[i]) for i in order]):
             batch = pad([list(sequences[i]) for i in chunk], self.tokenizer.pad_token_id)
             vectors = self.model.encode(
                 batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
@@ -453,6 +455,17 @@ class Run:
             out[torch.tensor(chunk, device=self.device)] = vectors
         assert out is not None  # _texts never lets an empty list through
         return out
+
+    def _length_batches(self, order: list[int], lengths: list[int]) -> Iterator[list[int]]:
+        """Consecutive slices of `order` (longest first): at most batch_size rows and, when
+        max_batch_tokens is set, at most that many padded tokens (rows x the slice's first, longest)."""
+        start = 0
+        while start < len(order):
+            size = self.batch_size
+            if self.max_batch_tokens:
+                size = max(1, min(size, self.max_batch_tokens // lengths[start]))
+            yield order[start : start + size]
+            start += size
 
     def _predictions(self, name: str, probs: torch.Tensor) -> Iterable[Prediction]:
         labels = self._tasks[name].labels

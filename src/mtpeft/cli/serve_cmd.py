@@ -35,7 +35,10 @@ def serve(
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Gather concurrent requests."),
     batch_wait_ms: float = typer.Option(5.0, min=0, help="How long to wait for more requests to batch."),
     batch_snippets: int = typer.Option(64, min=1, help="Snippets per backbone pass."),
-    batch_tokens: int = typer.Option(16_384, min=1, help="Estimated tokens per backbone pass."),
+    batch_tokens: int = typer.Option(16_384, min=1, help="Estimated tokens gathered into one batch."),
+    pass_tokens: int = typer.Option(
+        1024, min=1, help="Padded tokens per backbone forward (a batch splits by length); raise on a GPU."
+    ),
     max_queue: int = typer.Option(1024, min=1, help="Requests waiting before the server answers 429."),
     device: str | None = typer.Option(None, help="cpu, cuda, ... (default: the GPU if there is one)."),
     log_level: str = typer.Option("warning", help="uvicorn log level (info logs every request)."),
@@ -44,7 +47,14 @@ def serve(
     from mtpeft.serve.settings import Batching, Limits
 
     limits = Limits(max_body_bytes, max_snippets, max_chars, max_k)
-    batch = Batching(batching, batch_wait_ms, batch_snippets, batch_tokens, max_queue)
+    batch = Batching(
+        enabled=batching,
+        max_wait_ms=batch_wait_ms,
+        max_snippets=batch_snippets,
+        max_tokens=batch_tokens,
+        pass_tokens=pass_tokens,
+        max_queue=max_queue,
+    )
     api_key = _api_key(api_key_file)
     listener = _bind(host, port)  # before loading: a taken port fails in a second, not after the model
     import uvicorn

@@ -116,11 +116,16 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Hooks live only while the app runs: a run object outlives apps in tests and notebooks.
         hooks = metrics.watch_backbones(runs)
+        saved = {name: run.max_batch_tokens for name, run in runs.items()}
+        for run in runs.values():
+            run.max_batch_tokens = batching.pass_tokens
         batcher.start()
         yield
         batcher.stop()
         for hook in hooks:
             hook.remove()
+        for name, run in runs.items():
+            run.max_batch_tokens = saved[name]
 
     app = FastAPI(
         title="mtpeft",

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from mtpeft.errors import MtpeftError
+from mtpeft.serve.memory import heap_trimmer
 from mtpeft.serve.settings import Batching
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class MicroBatcher:
         self._carry: Job | None = None  # a job that did not fit the last batch: first of the next
         self._thread = threading.Thread(target=self._work, name="mtpeft-inference", daemon=True)
         self._stopping = threading.Event()
+        self._trim = heap_trimmer()  # memory.py: RSS stays flat under varied batch shapes
 
     # ---- the handlers' side ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -112,6 +114,8 @@ class MicroBatcher:
                 continue
             started = time.perf_counter()
             self._answer(batch)
+            if self._trim is not None:
+                self._trim()
             if self.on_batch is not None:
                 seconds = time.perf_counter() - started
                 self.on_batch(BatchStats(len(batch), sum(j.snippets for j in batch), seconds))
