@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from playwright.sync_api import expect
 
 from browser import chromium_or_skip
 
@@ -144,8 +145,9 @@ def test_the_page_answers_every_task_like_the_python_api(page, server, served_ru
 
     # The snippet arrives through the file input (read in the browser), the second one is typed.
     page.set_input_files("#file", {"name": "f.c", "mimeType": "text/plain", "buffer": SNIPPET.encode()})
-    page.wait_for_function("document.getElementById('code').value.length > 0")
-    assert page.input_value("#code") == SNIPPET
+    # expect() polls through Playwright's own selectors: the page's CSP forbids the eval that
+    # wait_for_function(string) relies on, as it should.
+    expect(page.locator("#code")).to_have_value(SNIPPET)
     page.fill("#compare", OTHER)
     page.click("#analyze")
     page.wait_for_selector("#analyze-form[data-state=done]")
