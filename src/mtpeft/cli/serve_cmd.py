@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -64,15 +67,41 @@ def serve(
 
     loaded = load_runs(runs, device=device, batch_size=batch_snippets)
     indexes = load_indexes(index, loaded)
-    app = create_app(loaded, indexes, limits=limits, batching=batch, api_key=api_key)
+    app = create_app(loaded, indexes, limits=limits, batching=batch, api_key=api_key, inference_thread=False)
     _announce(listener, loaded, indexes, api_key is not None, host)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
+    _serve(uvicorn.Server(config), listener, app.state.batcher)
+
+
+def _serve(server: Any, listener: socket.socket, batcher: Any) -> None:
+    """HTTP on a thread, the model on this (main) thread (serve/batcher.py's run_forever says why).
+
+    uvicorn installs no signal handlers off the main thread, so Ctrl-C and SIGTERM arrive here: they
+    stop the inference loop, then the HTTP server finishes its open requests and exits (status 0).
+    """
+    http = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="mtpeft-http")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    http.start()
     try:
-        uvicorn.Server(config).run(sockets=[listener])
+        watcher = threading.Thread(target=_stop_when_done, args=(http, batcher), daemon=True)
+        watcher.start()  # if uvicorn stops on its own (a startup error), stop the inference loop too
+        batcher.run_forever()
     except KeyboardInterrupt:
-        # uvicorn shuts down gracefully on Ctrl-C, then re-raises it for the caller: that stop is a
-        # clean exit (status 0), not an interrupted command.
-        print("stopped", file=sys.stderr)
+        print("stopping", file=sys.stderr)
+    finally:
+        batcher.stop()
+        server.should_exit = True
+        http.join(15)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_when_done(http: threading.Thread, batcher: Any) -> None:
+    http.join()
+    batcher.stop()
 
 
 def _api_key(path: Path | None) -> str | None:

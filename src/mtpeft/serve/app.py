@@ -104,8 +104,13 @@ def create_app(
     limits: Limits | None = None,
     batching: Batching | None = None,
     api_key: str | None = None,
+    inference_thread: bool = True,
 ) -> FastAPI:
-    """The app over runs already loaded (the first is the default) and indexes already checked."""
+    """The app over runs already loaded (the first is the default) and indexes already checked.
+
+    inference_thread: answer on a thread the app starts; False when the caller runs
+    `app.state.batcher.run_forever()` itself (`mtpeft serve`, on the main thread: batcher.py says why).
+    """
     if not runs:
         raise ValueError("create_app needs at least one run")
     limits, batching, indexes = limits or Limits(), batching or Batching(), indexes or {}
@@ -119,7 +124,8 @@ def create_app(
         saved = {name: run.max_batch_tokens for name, run in runs.items()}
         for run in runs.values():
             run.max_batch_tokens = batching.pass_tokens
-        batcher.start()
+        if inference_thread:
+            batcher.start()
         yield
         batcher.stop()
         for hook in hooks:
