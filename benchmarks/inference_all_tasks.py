@@ -197,12 +197,8 @@ def machine(run) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", nargs="?", type=Path, help="A trained run (default: train a small one).")
-    parser.add_argument("--functions", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
+def add_default_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The settings of the run trained when no RUN_DIR is given (shared with benchmarks/serve_load.py)."""
     parser.add_argument("--model", default="minilm", help="Model of the run trained without RUN_DIR.")
     parser.add_argument(
         "--heads", type=int, default=4, help="One-snippet heads of the run trained without RUN_DIR."
@@ -213,6 +209,15 @@ def main() -> None:
     parser.add_argument(
         "--max-length", type=int, default=256, help="Token limit of the run trained without RUN_DIR."
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", nargs="?", type=Path, help="A trained run (default: train a small one).")
+    parser.add_argument("--functions", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    add_default_run_arguments(parser)
     parser.add_argument("--workspace", type=Path, default=Path("workspace/inference-benchmark"))
     parser.add_argument("--scan-root", type=Path, default=None, help="Tree to scan (default: the stdlib).")
     parser.add_argument("--no-scan", action="store_true", help="Skip the scan measurement.")

@@ -812,16 +812,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-wait-ms", type=float, default=ServerOptions.batch_wait_ms)
     parser.add_argument("--pass-tokens", type=int, default=ServerOptions.pass_tokens)
     parser.add_argument("--start-timeout", type=float, default=300.0, help="Seconds to wait for a server.")
-    parser.add_argument("--model", default="minilm", help="Model of the run trained without RUN_DIR.")
-    parser.add_argument(
-        "--heads", type=int, default=4, help="One-snippet heads of the run trained without RUN_DIR."
-    )
-    parser.add_argument(
-        "--steps", type=int, default=20, help="Training steps of the run trained without RUN_DIR."
-    )
-    parser.add_argument(
-        "--max-length", type=int, default=256, help="Token limit of the run trained without RUN_DIR."
-    )
+    inference_benchmark().add_default_run_arguments(parser)
     parser.add_argument("--workspace", type=Path, default=Path("workspace/default-benchmark"))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
