@@ -67,7 +67,18 @@ def test_ranks_of_any_embeddings_match_the_full_matrix_in_chunks(embeddings):
         chunked = retrieval_ranks(queries, codes)
     finally:
         baselines._SCORE_CHUNK = original
-    assert chunked.tolist() == full.tolist()
+    # Exact ties are not stable across BLAS kernels: a chunk of another shape may round one of several
+    # mathematically equal scores by an ulp (seen under load, with a 1-row chunk). Rows whose correct
+    # score is within float32 noise of another candidate's may rank differently; every other row must not.
+    with np.errstate(invalid="ignore", over="ignore"):
+        scores = queries.astype(np.float64) @ codes.T.astype(np.float64)
+        overflowed = ~np.isfinite(queries @ codes.T).all(axis=1)  # float32 inf: order among infs is moot
+    correct = np.diag(scores)[:, None]
+    noise = 1e-5 * np.maximum(np.abs(scores), np.abs(correct)) + 1e-30
+    near_tie = ((np.abs(scores - correct) <= noise).sum(axis=1) > 1) | ~np.isfinite(scores).all(axis=1)
+    near_tie |= overflowed
+    clear = ~near_tie
+    assert chunked[clear].tolist() == full[clear].tolist()
     assert chunked.min() >= 1 and chunked.max() <= len(queries)
 
 
