@@ -274,4 +274,4 @@ def test_a_store_of_schema_2_migrates_and_keeps_its_runs(tmp_path):
     assert [r.name for r in store.list_runs()] == ["old"] and store.list_evaluations() == []
     store.record_evaluation(_evaluation("r1"))
     version = sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()[0]
-    assert version == SCHEMA_VERSION == 3 and len(store.list_evaluations()) == 1
+    assert version == SCHEMA_VERSION == 4 and len(store.list_evaluations()) == 1

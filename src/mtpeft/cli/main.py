@@ -9,8 +9,10 @@ import typer
 from mtpeft.cli import (
     data_cmd,
     index_cmd,
+    lm_serve_cmd,
     models_cmd,
     predict_cmd,
+    prompt_cmd,
     run_cmd,
     scan_cmd,
     serve_cmd,
@@ -28,8 +30,10 @@ app.add_typer(data_cmd.app, name="data", help="Read, check and build task data."
 models_cmd.register(app)
 run_cmd.register(app)
 study_cmd.register(app)
+prompt_cmd.register(app)  # general LLMs prompted on the same tasks, data, metrics and store
 for command in (predict_cmd, scan_cmd, index_cmd, serve_cmd):  # inference: mtpeft.load's Run behind each
     command.register(app)
+lm_serve_cmd.register(app)  # a plain causal LM behind an OpenAI-compatible API (for `mtpeft prompt`)
 
 
 def main() -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 from mtpeft.config import TaskEntry, TrainConfig
 from mtpeft.data.example import Example
 from mtpeft.data.formats.base import load_split
+from mtpeft.data.subset import subsample
 from mtpeft.errors import ConfigError
 from mtpeft.modeling.inputs import TaskFeatures, tokenize_task
 from mtpeft.tasks import TaskSpec, get_task
@@ -28,14 +28,6 @@ class RunTask:
 
     def features(self, split: str, tokenizer, *, seed: int) -> TaskFeatures:
         return tokenize_task(self.spec, self.entry, self.examples(split, seed=seed), tokenizer)
-
-
-def subsample(examples: list[Example], limit: int | None, *, seed: int) -> list[Example]:
-    """A seeded random subset (kept in file order, so outputs line up with the files)."""
-    if limit is None or len(examples) <= limit:
-        return examples
-    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
-    return [examples[i] for i in keep]
 
 
 def resolve_tasks(config: TrainConfig) -> dict[str, RunTask]:

@@ -21,8 +21,9 @@ from mtpeft.errors import ConfigError
 from mtpeft.layout import RUNS_DIR, per_example_path, store_path
 from mtpeft.paths import safe_filename
 from mtpeft.report import plots
+from mtpeft.report.prompting import side_by_side
 from mtpeft.store import EvaluationRecord, RunRecord, RunStore
-from mtpeft.store.sqlite import TFIDF_SKIPPED
+from mtpeft.store.sqlite import PROMPTING, TFIDF_SKIPPED
 from mtpeft.study.analysis import Comparison, CostComparison, StudyAnalysis, analyse
 from mtpeft.study.grouping import Plan, Recommendation
 from mtpeft.study.records import Arm
@@ -253,6 +254,9 @@ def scores_section(a: StudyAnalysis, ctx: Context) -> Section:
                 plots.task_bars(bars, title=f"{a.split} score per task", score_label="primary metric"),
             ),
         )
+    combined = side_by_side(a)  # prompted LLMs beside the fine-tuned runs, where there are any
+    if combined is not None:
+        section.blocks.append(combined)
     return section
 
 
@@ -786,11 +790,16 @@ def load_records(workspace: Path, study: str | None) -> tuple[list[RunRecord], s
     if study is None and len(studies) > 1:
         raise ConfigError(f"{path} holds several studies ({', '.join(studies)}); choose one with --study")
     study = study or (studies[0] if studies else None)
-    records = [r for r in everything if study is None or r.study == study]
+    # Prompting runs outside any study are baselines of every study of the workspace.
+    records = [r for r in everything if study is None or r.study == study or _unfiled_prompting(r)]
     if not records:
         known = ", ".join(studies) or "none"
         raise ConfigError(f"no runs of study '{study}' in {path}; studies there: {known}", field="study")
     return records, study, path
+
+
+def _unfiled_prompting(record: RunRecord) -> bool:
+    return record.mode == PROMPTING and record.study is None
 
 
 def write_csv(records: list[RunRecord], path: Path) -> None:

@@ -4,7 +4,8 @@ One file per workspace (stdlib sqlite3, WAL, so a report can read while runs wri
 is one transaction, so a killed process leaves a run "running" (shown as "interrupted" once its process
 is gone), never a half-written run that looks finished.
 
-Tables: `runs` (one row per run; JSON columns for config, cost, baselines, data quality, versions),
+Tables: `runs` (one row per run; JSON columns for config, cost, baselines, data quality, versions and
+kind-specific details; mode "prompting" marks a prompted LLM, not a fine-tuned run),
 `metrics(run_id, split, task, metric, value)` (normalised, what reports query), `evaluations` (a run
 scored on other data: `mtpeft evaluate RUN --data TASK=PATH`) and `schema_version`.
 """
@@ -22,7 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -65,9 +66,13 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX evaluations_run ON evaluations (run_id);
     """,
+    # What a run's kind records beyond its metrics, e.g. a prompting run's shots, answer mode, 95%
+    # intervals and unparseable / truncated / unanswered counts per task (prompting/runner.py).
+    4: "ALTER TABLE runs ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 STATUSES = ("running", "finished", "failed", "interrupted")
+PROMPTING = "prompting"  # runs.mode of a general LLM prompted directly (`mtpeft prompt`), not fine-tuned
 _PID_TIME_TOLERANCE_S = 1.0
 LOCK_TIMEOUT_S = 30.0
 PAUSE_MESSAGE = "mtpeft store: pausing inside finish_run for"
@@ -154,6 +159,7 @@ class RunRecord:
     error: str | None
     created_at: str
     finished_at: str | None
+    details: dict = field(default_factory=dict)  # kind-specific results (prompting: counts, intervals)
 
 
 # The start of an evaluation's note when its TF-IDF baseline could not be fitted (reports show "skipped").
@@ -264,6 +270,7 @@ class RunStore:
         cost: dict,
         baselines: dict | None = None,
         data_quality: dict | None = None,
+        details: dict | None = None,
     ) -> None:
         """Metrics ({split: {task: {metric: value}}}) and the finished status, in ONE transaction.
 
@@ -273,8 +280,13 @@ class RunStore:
         with self._connect() as db:
             self._write_metrics(db, run_id, metrics)
             _test_pause_hook()
-            assignments = "status='finished', cost=?, baselines=?, data_quality=?, finished_at=?, error=NULL"
-            values = (json.dumps(cost), json.dumps(baselines or {}), json.dumps(data_quality or {}), _now())
+            assignments = (
+                "status='finished', cost=?, baselines=?, data_quality=?, details=?, finished_at=?, error=NULL"
+            )
+            values = (
+                json.dumps(cost), json.dumps(baselines or {}), json.dumps(data_quality or {}),
+                json.dumps(details or {}), _now(),
+            )  # fmt: skip
             self._update(db, run_id, assignments, values)
 
     def update_metrics(self, run_id: str, split: str, metrics: dict) -> None:
@@ -406,7 +418,7 @@ def _shown_status(row: sqlite3.Row) -> str:
 
 
 def _record(row: sqlite3.Row, metrics: dict) -> RunRecord:
-    json_columns = ("tasks", "config", "baselines", "cost", "data_quality", "versions")
+    json_columns = ("tasks", "config", "baselines", "cost", "data_quality", "versions", "details")
     plain_columns = (
         "run_id", "name", "study", "group_id", "mode", "model", "method", "seed", "config_hash",
         "run_dir", "error", "created_at", "finished_at",

@@ -16,6 +16,7 @@ from typing import Any
 from mtpeft.errors import MtpeftError
 from mtpeft.layout import per_example_path
 from mtpeft.store import RunRecord
+from mtpeft.store.sqlite import PROMPTING
 from mtpeft.study.grid import Group, group_kind
 
 SPLIT = "test"
@@ -86,7 +87,8 @@ class StudyRuns:
     def __init__(self, records: list[RunRecord], *, split: str = SPLIT) -> None:
         self.records = records
         self.split = split
-        self.finished = [r for r in records if r.status == "finished"]
+        # Prompted LLMs are no arm of the grid (nothing was trained); the report lists them on their own.
+        self.finished = [r for r in records if r.status == "finished" and r.mode != PROMPTING]
         self.tasks: list[str] = list(dict.fromkeys(t for r in self.finished for t in r.tasks))
         labels = _method_labels(self.finished)
         order = {t: i for i, t in enumerate(self.tasks)}

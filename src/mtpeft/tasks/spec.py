@@ -46,6 +46,35 @@ def _label_type(raw: object) -> str:
     return names.get(type(raw), type(raw).__name__)
 
 
+class PromptSpec(BaseModel):
+    """How `mtpeft prompt` asks a general LLM about this task; every field optional (defaults per kind in
+    prompting/templates.py). The answer instruction ("Answer yes or no.") is added after `question`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system: str | None = Field(
+        default=None, description="System message (default: the task's description under a short role)."
+    )
+    question: str | None = Field(default=None, description="The question asked after the code.")
+    labels: dict[str, str] | None = Field(
+        default=None,
+        description="Label (as in the files) -> the word the model answers with, e.g. {'1': yes, '0': no}.",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_words(cls, labels: dict[str, str] | None) -> dict[str, str] | None:
+        if labels is None:
+            return None
+        words = [w.strip().casefold() for w in labels.values()]
+        if not all(words):
+            raise ValueError("prompt.labels: every answer word must be non-empty")
+        if len(set(words)) != len(words):
+            shown = list(labels.values())
+            raise ValueError(f"prompt.labels: answer words must differ (ignoring case): {shown}")
+        return {label: word.strip() for label, word in labels.items()}
+
+
 class TaskSpec(BaseModel):
     """Everything mtpeft needs to know about a task; loaded from YAML (built-in or the user's)."""
 
@@ -67,6 +96,9 @@ class TaskSpec(BaseModel):
     data: str | None = Field(default=None, description="Default data folder (relative to the YAML file).")
     description: str = ""
     trainable: bool = Field(default=True, description="False where training this kind is not supported yet.")
+    prompt: PromptSpec | None = Field(
+        default=None, description="Optional: how `mtpeft prompt` words the question and the answers."
+    )
 
     @field_validator("kind")
     @classmethod
@@ -85,7 +117,19 @@ class TaskSpec(BaseModel):
             raise ValueError(f"task '{self.name}' needs at least one metric")
         if self.primary_metric and self.primary_metric not in self.metrics:
             raise ValueError(f"primary_metric '{self.primary_metric}' is not in metrics {self.metrics}")
+        self._check_prompt_labels()
         return self
+
+    def _check_prompt_labels(self) -> None:
+        words = self.prompt.labels if self.prompt else None
+        if words is None:
+            return
+        if not self.labels:
+            raise ValueError(f"prompt.labels: task '{self.name}' ({self.kind}) has no label set to map")
+        if set(words) != set(self.labels):
+            raise ValueError(
+                f"prompt.labels must give one answer word for each label {self.labels}; got {sorted(words)}"
+            )
 
     @property
     def primary(self) -> str:
