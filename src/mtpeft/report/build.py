@@ -570,9 +570,7 @@ def grouping_section(a: StudyAnalysis, ctx: Context) -> Section:
 
 def _within_noise(a: StudyAnalysis, arm: Arm, rec: Recommendation) -> str | None:
     """A caution when the plans' mean scores differ by less than the measured noise of one difference."""
-    half_widths = [
-        (c.diff.hi - c.diff.lo) / 2 for c in a.single_vs_multi if c.arm == arm and c.diff.has_ci
-    ]
+    half_widths = [(c.diff.hi - c.diff.lo) / 2 for c in a.single_vs_multi if c.arm == arm and c.diff.has_ci]
     if not half_widths:
         return None
     noise = float(np.median(half_widths))

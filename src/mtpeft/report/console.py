@@ -33,6 +33,8 @@ def plain(text: object) -> Text:
 def markup_safe(text: object) -> str:
     """User text to embed in a markup string (`[yellow]...{markup_safe(path)}...[/yellow]`)."""
     return escape(printable(text))
+
+
 MAJORITY, TFIDF = "majority", "tfidf"
 
 

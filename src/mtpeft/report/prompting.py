@@ -74,22 +74,24 @@ def _primary(a: StudyAnalysis, task: str, prompted: list[RunRecord]) -> str:
 
 
 def _fine_tuned_rows(a: StudyAnalysis, task: str, metric: str) -> list[list[str]]:
+    """Every fine-tuned score of the task: trained alone, and in each shared-module group holding it."""
     from mtpeft.report.build import score_cell
 
     rows = []
     for arm in a.arms:
         groups = a.scores.get(arm, {})
-        for setting, group in (
-            ("fine-tuned on this task alone", (task,)),
-            ("fine-tuned on all tasks", a.runs.all_group),
-        ):
-            estimate = groups.get(group, {}).get(task)
-            if (
-                estimate is not None
-                and estimate.mean is not None
-                and (group != a.runs.all_group or len(group) > 1)
-            ):
-                rows.append([task, metric, str(arm), setting, score_cell(estimate), "-", "-", "-"])
+        ordered = sorted(groups, key=lambda g: (len(g) > 1, len(g), g))  # alone first, then by size
+        for group in ordered:
+            estimate = groups[group].get(task)
+            if task not in group or estimate is None or estimate.mean is None:
+                continue
+            others = [t for t in group if t != task]
+            setting = (
+                "fine-tuned on this task alone"
+                if not others
+                else f"fine-tuned, one module shared with {'+'.join(others)}"
+            )
+            rows.append([task, metric, str(arm), setting, score_cell(estimate), "-", "-", "-"])
     return rows
 
 
