@@ -36,9 +36,9 @@ def lm_serve(
     """
     # Shared with `mtpeft serve`: bind before loading (a taken port fails at once), HTTP on a thread
     # and the model on this main thread, Ctrl-C and SIGTERM stopping both.
-    from mtpeft.cli.serve_cmd import _bind, _serve
+    from mtpeft.serve.process import bind, serve_on_main_thread
 
-    listener = _bind(host, port)
+    listener = bind(host, port)
     import uvicorn
 
     from mtpeft.prompting.lm_server import create_app, load_model
@@ -47,7 +47,7 @@ def lm_serve(
     app = create_app(lm, max_new_tokens_cap=max_new_tokens_cap, inference_thread=False)
     _announce(listener, lm)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
-    _serve(uvicorn.Server(config), listener, app.state.worker)
+    serve_on_main_thread(uvicorn.Server(config), listener, app.state.worker)
 
 
 def _announce(listener: socket.socket, lm: ServedModel) -> None:

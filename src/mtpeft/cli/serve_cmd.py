@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sys
-import threading
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from mtpeft.errors import InputError
+from mtpeft.serve.process import bind, serve_on_main_thread
 
 API_KEY_ENV = "MTPEFT_API_KEY"
 
@@ -59,7 +57,7 @@ def serve(
         max_queue=max_queue,
     )
     api_key = _api_key(api_key_file)
-    listener = _bind(host, port)  # before loading: a taken port fails in a second, not after the model
+    listener = bind(host, port)  # before loading: a taken port fails in a second, not after the model
     import uvicorn
 
     from mtpeft.serve.app import create_app
@@ -70,38 +68,7 @@ def serve(
     app = create_app(loaded, indexes, limits=limits, batching=batch, api_key=api_key, inference_thread=False)
     _announce(listener, loaded, indexes, api_key is not None, host)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
-    _serve(uvicorn.Server(config), listener, app.state.batcher)
-
-
-def _serve(server: Any, listener: socket.socket, batcher: Any) -> None:
-    """HTTP on a thread, the model on this (main) thread (serve/batcher.py's run_forever says why).
-
-    uvicorn installs no signal handlers off the main thread, so Ctrl-C and SIGTERM arrive here: they
-    stop the inference loop, then the HTTP server finishes its open requests and exits (status 0).
-    """
-    http = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="mtpeft-http")
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    http.start()
-    try:
-        watcher = threading.Thread(target=_stop_when_done, args=(http, batcher), daemon=True)
-        watcher.start()  # if uvicorn stops on its own (a startup error), stop the inference loop too
-        batcher.run_forever()
-    except KeyboardInterrupt:
-        print("stopping", file=sys.stderr)
-    finally:
-        batcher.stop()
-        server.should_exit = True
-        http.join(15)
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _stop_when_done(http: threading.Thread, batcher: Any) -> None:
-    http.join()
-    batcher.stop()
+    serve_on_main_thread(uvicorn.Server(config), listener, app.state.batcher)
 
 
 def _api_key(path: Path | None) -> str | None:
@@ -114,19 +81,6 @@ def _api_key(path: Path | None) -> str | None:
             raise InputError(f"{path}: the API key file is empty")
         return key
     return os.environ.get(API_KEY_ENV) or None
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-    except OSError as err:
-        listener.close()
-        raise InputError(f"cannot listen on {host}:{port} ({err.strerror}); pick another --port") from None
-    listener.listen(2048)
-    return listener
 
 
 def _announce(listener: socket.socket, runs: dict, indexes: dict, keyed: bool, host: str) -> None:
