@@ -4,14 +4,11 @@ the concurrency bound."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +23,8 @@ from mtpeft.prompting.backends.openai_compat import (
     normalize_base_url,
     retry_after_seconds,
 )
+from server_process import READY, start_server, stop_server
 
-READY = re.compile(r"serving on (http://\S+)")
 CODE = [
     "int f(char *s) { char b[8]; strcpy(b, s); return b[0]; }",
     "def add(a, b):\n    return a + b\n",
@@ -43,40 +40,14 @@ def ask(text: str, system: str | None = None) -> Prompt:
 
 
 # ---- processes ---------------------------------------------------------------------------------------------
-def _start(
-    command: list[str], log: Path, pattern: re.Pattern, timeout: float = 90
-) -> tuple[subprocess.Popen, str]:
-    with open(log, "w", encoding="utf-8") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = pattern.search(log.read_text(encoding="utf-8"))
-        if found:
-            return process, found.group(1)
-        if process.poll() is not None:
-            pytest.fail(f"{' '.join(command[1:])} exited with {process.returncode}:\n{log.read_text()}")
-        time.sleep(0.1)
-    process.kill()
-    pytest.fail(f"{' '.join(command[1:])} did not start within {timeout} s:\n{log.read_text()}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="module")
 def lm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mtpeft lm-serve tiny-llama --port 0` as a real process; yields its base URL."""
     log = tmp_path_factory.mktemp("lm-serve") / "lm-serve.log"
     command = [sys.executable, "-m", "mtpeft.cli.main", "lm-serve", "tiny-llama", "--port", "0"]
-    process, url = _start(command + ["--device", "cpu", "--max-new-tokens-cap", "16"], log, READY)
+    process, url = start_server(command + ["--device", "cpu", "--max-new-tokens-cap", "16"], log, READY)
     yield url
-    _stop(process)
+    stop_server(process)
     assert process.returncode in (0, -signal.SIGINT), log.read_text()
 
 
@@ -152,7 +123,7 @@ UPSTREAM = textwrap.dedent(
 def upstream(tmp_path: Path) -> Iterator[str]:
     script = tmp_path / "upstream.py"
     script.write_text(UPSTREAM, encoding="utf-8")
-    process, url = _start(
+    process, url = start_server(
         [sys.executable, "-u", str(script)], tmp_path / "up.log", re.compile(r"on (http://\S+)")
     )
     yield url

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from server_process import start_server, stop_server
 
 SNIPPETS = [
     "int f(char *s) { char b[8]; strcpy(b, s); return b[0]; }",
@@ -22,7 +21,6 @@ SNIPPETS = [
     "void g() { free(p); free(p); }",
     "x = [y * 2 for y in range(10) if y % 3]",
 ]
-READY = re.compile(r"serving on (http://\S+)")
 
 
 @pytest.fixture
@@ -31,30 +29,12 @@ def server(served_run_dir: Path, tmp_path: Path) -> Iterator[str]:
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "mtpeft.cli.main", "serve", str(served_run_dir), "--port", "0"]
     command += ["--batch-wait-ms", "20", "--device", "cpu"]
-    with open(log, "w", encoding="utf-8") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=os.environ.copy())
+    process, url = start_server(command, log)
     try:
-        yield _wait_ready(process, log)
+        yield url
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process)
     assert process.returncode in (0, -signal.SIGINT), log.read_text()
-
-
-def _wait_ready(process: subprocess.Popen, log: Path, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = READY.search(log.read_text(encoding="utf-8"))
-        if found:
-            return found.group(1)
-        if process.poll() is not None:
-            pytest.fail(f"mtpeft serve exited with {process.returncode}:\n{log.read_text()}")
-        time.sleep(0.2)
-    pytest.fail(f"mtpeft serve did not start within {timeout} s:\n{log.read_text()}")
 
 
 def test_concurrent_clients_get_the_python_apis_answers(server: str, served_run) -> None:
