@@ -1,0 +1,119 @@
+"""Each task's gradient on the shared module within a step, and the cosine between tasks' gradients.
+
+The trainer runs one micro-batch per task and calls backward on each at once, so the shared parameters'
+`.grad` grows task by task; the difference before and after a task's backward is that task's gradient.
+Reading it off costs a copy of the shared gradients per micro-batch and no extra forward or backward
+(the study's code instead runs a separate batch and backward per task each epoch). Measured on one CPU
+thread, 4 tasks: 0.2 ms per measured step for tiny-bert LoRA, 0.75 ms for minilm LoRA (74k shared
+parameters), 1.2 s and 350 MiB for minilm `full` (23M): with full fine-tuning, measure every 10+ steps.
+The heads are left out: each belongs to one task, so only the shared parameters can carry a conflict.
+
+Gradient conflict (`grad_conflict_every: K`): every K steps, the cosine between each pair of tasks'
+gradients, averaged over the run; negative means the tasks pull the shared module apart. The study
+calls a pair "conflicting" below -0.05 and "aligned" above +0.05 (`CONFLICT_BAND`).
+Measured in one process: with several (`accelerate launch`), the last backward of a step all-reduces the
+accumulated gradients, so the trainer refuses these measurements there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+import torch
+
+CONFLICT_BAND = 0.05  # |cosine| below it: "neutral" (the study's threshold)
+
+
+class TaskGradients:
+    """Per-task gradients on `parameters` in one step, from the growth of their `.grad` per backward."""
+
+    def __init__(self, parameters: list[torch.nn.Parameter]) -> None:
+        self.parameters = parameters
+        self._previous: torch.Tensor | None = None
+        self.by_task: dict[str, torch.Tensor] = {}  # flattened, float32; a task seen twice: the sum
+
+    def _flat(self) -> torch.Tensor:
+        parts = [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float()
+            for p in self.parameters
+        ]
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def record(self, task: str) -> None:
+        """Call right after `task`'s backward."""
+        now = self._flat()
+        delta = now if self._previous is None else now - self._previous
+        self._previous = now
+        self.by_task[task] = delta if task not in self.by_task else self.by_task[task] + delta
+
+    def norms(self) -> dict[str, float]:
+        return {task: float(vector.norm()) for task, vector in self.by_task.items()}
+
+    def cosines(self) -> dict[tuple[str, str], float]:
+        """Cosine of each pair of tasks of the step (pairs in the order the tasks came); NaN if one is 0."""
+        result: dict[tuple[str, str], float] = {}
+        for a, b in combinations(self.by_task, 2):
+            u, v = self.by_task[a], self.by_task[b]
+            denominator = float(u.norm() * v.norm())
+            result[(a, b)] = float(u @ v) / denominator if denominator > 0 else math.nan
+        return result
+
+
+def pair_key(a: str, b: str) -> str:
+    """A pair's key in the JSON record: the two task names, sorted, joined by ' | '."""
+    return " | ".join(sorted((a, b)))
+
+
+@dataclass
+class ConflictLog:
+    """Cosines measured every `every` steps, averaged over the run; resumable through `state_dict`."""
+
+    every: int
+    history: list[dict[str, Any]] = field(default_factory=list)  # [{"step", "cosine": {pair: v}, "norm"}]
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def add(self, step: int, gradients: TaskGradients) -> None:
+        cosines = {pair_key(a, b): value for (a, b), value in gradients.cosines().items()}
+        self.history.append({"step": step, "cosine": cosines, "grad_norm": gradients.norms()})
+
+    def summary(self) -> dict[str, Any]:
+        """every, measurements, pairs {pair: {mean, min, max, n, verdict}}, grad_norm {task: mean}."""
+        return {
+            "every": self.every,
+            "measurements": len(self.history),
+            "pairs": {pair: _stats(values) for pair, values in self._series("cosine").items()},
+            "grad_norm": {task: _mean(values) for task, values in self._series("grad_norm").items()},
+        }
+
+    def record(self) -> dict[str, Any]:
+        """What the run folder's JSON holds: the summary and every measurement."""
+        return self.summary() | {"history": self.history}
+
+    def _series(self, key: str) -> dict[str, list[float]]:
+        series: dict[str, list[float]] = {}
+        for entry in self.history:
+            for name, value in entry[key].items():
+                if math.isfinite(value):
+                    series.setdefault(name, []).append(value)
+        return series
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"every": self.every, "history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state.get("history", []))
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    mean = _mean(values)
+    verdict = "conflict" if mean < -CONFLICT_BAND else "aligned" if mean > CONFLICT_BAND else "neutral"
+    return {"mean": mean, "min": min(values), "max": max(values), "n": len(values), "verdict": verdict}
