@@ -174,6 +174,8 @@ class Run:
         self._fingerprint: str | None = None
         self._reuse: dict[bytes, torch.Tensor] | None = None  # see reusing_encodings
         self._reuse_limit = 0
+        # A task-conditioned module (MTL-LoRA) runs differently per task: one encode per task, not shared.
+        self._per_task = self.model.task_conditioned
         # What loading this run added: the backbone it shares (if any), its parameter bytes, RSS growth.
         self.memory: MemoryUse = memory if memory is not None else _unmeasured(self.model)
 
@@ -265,12 +267,12 @@ class Run:
         texts, single = _texts(snippets, "snippet")
         names = self._select(tasks, self.snippet_tasks, "analyze")
         limits = {n: self._limit(n, max_tokens) for n in names}
-        pooled = self._pooled(texts, list(limits.values()))
+        pooled = self._task_pooled(texts, limits)
         answers: list[dict[str, Prediction]] = [{} for _ in texts]
         with torch.inference_mode():
             for name in names:
                 head = self.model.heads[name]
-                probs = head.predict({head.inputs[0]: pooled[limits[name]]})["probs"]
+                probs = head.predict({head.inputs[0]: pooled[name]})["probs"]
                 for answer, prediction in zip(answers, self._predictions(name, probs), strict=True):
                     answer[name] = prediction
         return answers[0] if single else answers
@@ -306,7 +308,7 @@ class Run:
         if len(left) != len(right) and not (single_a or single_b):
             raise InputError(f"compare() needs as many snippets in a ({len(left)}) as in b ({len(right)})")
         limit = self._limit(name, max_tokens)
-        pooled = self._pooled(left + right, [limit])[limit]
+        pooled = self._pooled(left + right, [limit], task=name)[limit]
         with torch.inference_mode():
             probs = self.model.compare(pooled[: len(left)], pooled[len(left) :], task=name)
         predictions = list(self._predictions(name, probs))
@@ -329,7 +331,7 @@ class Run:
         texts, single = _texts(snippets, "query" if query else "snippet")
         name = self.embedding_task(task, query=query)
         limit = self._limit(name, max_tokens, query=query) if name else max_tokens or self.max_tokens
-        pooled = self._pooled(texts, [limit])[limit]
+        pooled = self._pooled(texts, [limit], task=name)[limit]
         with torch.inference_mode():
             if name is None:
                 vectors = torch.nn.functional.normalize(pooled, dim=-1)
@@ -399,6 +401,8 @@ class Run:
         """
         if self._reuse is None:
             raise RuntimeError("encode_ahead() only helps inside `with run.reusing_encodings():`")
+        if self._per_task:  # which task each text is for is not known here, and each encodes its own
+            return
         sequences: dict[tuple[int, ...], None] = {}
         for limit, texts in texts_by_limit.items():
             checked, _ = _texts(list(texts), "snippet")
@@ -413,8 +417,19 @@ class Run:
     # adapter and no second path.
 
     # ---- one encode per distinct token sequence -------------------------------------------------------
-    def _pooled(self, texts: Sequence[str], limits: Iterable[int]) -> dict[int, torch.Tensor]:
-        """Pooled vectors [len(texts), hidden] of the texts truncated at each limit.
+    def _task_pooled(self, texts: Sequence[str], limits: Mapping[str, int]) -> dict[str, torch.Tensor]:
+        """Each task's pooled vectors of the texts at its limit: one encode per distinct limit, or one per
+        task where the module is task-conditioned."""
+        if self._per_task:
+            return {name: self._pooled(texts, [limit], task=name)[limit] for name, limit in limits.items()}
+        pooled = self._pooled(texts, list(limits.values()))
+        return {name: pooled[limit] for name, limit in limits.items()}
+
+    def _pooled(
+        self, texts: Sequence[str], limits: Iterable[int], task: str | None = None
+    ) -> dict[int, torch.Tensor]:
+        """Pooled vectors [len(texts), hidden] of the texts truncated at each limit (run for `task` where the
+        module is task-conditioned).
 
         Tokenised exactly as training and evaluation do (modeling/inputs.tokenize_task); every distinct
         token sequence is encoded once, so a snippet within all limits (or given twice) costs one pass.
@@ -424,16 +439,19 @@ class Run:
         for limit in dict.fromkeys(limits):
             ids = self.tokenizer(list(texts), truncation=True, max_length=limit, padding=False)["input_ids"]
             rows[limit] = [sequences.setdefault(tuple(seq), len(sequences)) for seq in ids]
-        pooled = self._encode_or_reuse(list(sequences))
+        pooled = self._encode_or_reuse(list(sequences), task)
         return {limit: pooled[torch.tensor(r, device=pooled.device)] for limit, r in rows.items()}
 
-    def _encode_or_reuse(self, sequences: list[tuple[int, ...]]) -> torch.Tensor:
+    def _encode_or_reuse(self, sequences: list[tuple[int, ...]], task: str | None = None) -> torch.Tensor:
+        task = task if self._per_task else None  # a shared module's vectors serve every task
         if self._reuse is None:
-            return self._encode(sequences)
-        keys = [_sequence_key(seq) for seq in sequences]
+            return self._encode(sequences, task)
+        keys = [_sequence_key(seq, task) for seq in sequences]
         missing = [i for i, key in enumerate(keys) if key not in self._reuse]
         fresh = (
-            dict(zip(missing, self._encode([sequences[i] for i in missing]), strict=True)) if missing else {}
+            dict(zip(missing, self._encode([sequences[i] for i in missing], task), strict=True))
+            if missing
+            else {}
         )
         for i, vector in fresh.items():
             if len(self._reuse) < self._reuse_limit:
@@ -441,14 +459,14 @@ class Run:
         return torch.stack([fresh[i] if i in fresh else self._reuse[key] for i, key in enumerate(keys)])
 
     @torch.inference_mode()
-    def _encode(self, sequences: list[tuple[int, ...]]) -> torch.Tensor:
+    def _encode(self, sequences: list[tuple[int, ...]], task: str | None = None) -> torch.Tensor:
         """One backbone pass per sequence, in length-sorted batches padded to their longest member."""
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         out: torch.Tensor | None = None
         for chunk in self._length_batches(order, [len(sequences[i]) for i in order]):
             batch = pad([list(sequences[i]) for i in chunk], self.tokenizer.pad_token_id)
             vectors = self.model.encode(
-                batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+                batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), task=task
             ).float()
             if out is None:
                 out = vectors.new_empty((len(sequences), vectors.shape[-1]))
@@ -561,9 +579,13 @@ def _check_text(text: object, where: str) -> None:
         ) from None
 
 
-def _sequence_key(sequence: tuple[int, ...]) -> bytes:
-    """A compact key for a token sequence (a tuple of ints costs far more memory than its hash)."""
-    return hashlib.blake2b(np.asarray(sequence, dtype=np.int64).tobytes(), digest_size=16).digest()
+def _sequence_key(sequence: tuple[int, ...], task: str | None = None) -> bytes:
+    """A compact key for a token sequence (a tuple of ints costs far more memory than its hash), and for
+    the task it was encoded for where that matters (two fixed-size digests: no ambiguity)."""
+    key = hashlib.blake2b(np.asarray(sequence, dtype=np.int64).tobytes(), digest_size=16).digest()
+    if task is None:
+        return key
+    return key + hashlib.blake2b(task.encode("utf-8", "surrogatepass"), digest_size=8).digest()
 
 
 # ---- the run's tasks ------------------------------------------------------------------------------------

@@ -15,5 +15,21 @@ METHOD_DESCRIPTIONS: dict[str, str] = {
     "prompt": "prompt tuning: trainable input embeddings prepended to every sequence (peft)",
     "adapter": "bottleneck adapters after attention and FFN outputs (Houlsby; placement=pfeiffer: FFN only)",
     "parallel-adapter": "bottleneck adapter in parallel with each FFN block, scaled (He et al. 2022)",
+    "mtl-lora": "MTL-LoRA (Yang et al. 2025): shared A, a task's own r x r transform, a task-weighted mix "
+    "of k shared B (one forward per task)",
     "full": "full fine-tuning: every backbone weight is trained and saved",
+}
+
+# `loss_weighting:` in a train config; options go in `loss_weighting_options:`. The registry is
+# mtpeft.training.loss_weighting.LOSS_WEIGHTINGS (a test keeps the two equal).
+LOSS_WEIGHTING_DESCRIPTIONS: dict[str, str] = {
+    "equal": "the mean of the task losses",
+    "learned": "losses weighted by a softmax over task logits trained with the heads (the study's first)",
+    "uncertainty": "Kendall et al. 2018: exp(-s_k) * L_k + s_k with learned log-variances s_k",
+    "normalized": "the study's default: weights proportional to each task's mean loss over the last epoch "
+    "(uniform in the first); option every: steps between updates",
+    "gradnorm": "Chen et al. 2018: learned weights equalising task gradient norms on the shared module, "
+    "scaled by relative inverse training rate^alpha; options alpha (1.5), lr (0.025)",
+    "famo": "Liu et al. 2023: softmax weights moved to the tasks whose log loss fell least in the step "
+    "(one extra forward per task); options lr (0.025), gamma (0.001)",
 }

@@ -37,11 +37,48 @@ class TaskEntry(BaseModel):
     max_query_length: int = Field(default=64, ge=4, description="Max tokens of a retrieval query.")
     max_train_examples: int | None = Field(default=None, ge=1, description="Subsample train (seeded).")
     max_eval_examples: int | None = Field(default=None, ge=1, description="Subsample valid/test (seeded).")
+    valid_from_train: int | None = Field(
+        default=None,
+        ge=1,
+        description="Hold out this many train examples (seeded) as the valid split, for data that has none "
+        "(e.g. bugs2fix-small); they are left out of training.",
+    )
+    # Tasks trained through the language model (kind generation, or formulation instruct).
+    formulation: Literal["heads", "instruct"] | None = Field(
+        default=None,
+        description="heads: a small head on pooled vectors; instruct: the example becomes a prompt and the "
+        "LM head learns the label word (binary, pair, multiclass). Default: heads; generation is instruct.",
+    )
+    max_target_length: int = Field(
+        default=128, ge=1, description="Max tokens of a generation target, trained and generated."
+    )
+    num_beams: int = Field(default=1, ge=1, description="Beams when generating at evaluation (1: greedy).")
+    packing: bool = Field(
+        default=False,
+        description="Generation/instruct on a decoder: pack several short examples into one row, with no "
+        "attention across them.",
+    )
 
     @property
     def label(self) -> str:
         """The task's name in this run (metrics, store, file names): the alias, else the task's own name."""
         return self.name or task_label(self.task)
+
+
+# Fields left out of the run key while at these defaults (see TrainConfig.hashable).
+_KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "loss_weighting_options": {},
+    "grad_conflict_every": None,
+    "token_loss": "task-token",
+}
+# The same, for each task entry's fields (tasks trained through the LM came later).
+_ENTRY_KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "valid_from_train": None,
+    "formulation": None,
+    "max_target_length": 128,
+    "num_beams": 1,
+    "packing": False,
+}
 
 
 class TrainConfig(BaseModel):
@@ -62,7 +99,23 @@ class TrainConfig(BaseModel):
     tasks: list[TaskEntry] = Field(min_length=1)
     schedule: Literal["round-robin", "proportional", "temperature"] = "round-robin"
     temperature: float = Field(default=0.3, gt=0, description="T for `temperature` sampling (p ~ n^T).")
-    loss_weighting: Literal["equal", "learned", "uncertainty"] = "equal"
+    loss_weighting: Literal["equal", "learned", "uncertainty", "normalized", "gradnorm", "famo"] = Field(
+        default="equal", description="How task losses combine; `mtpeft methods` lists them, one line each."
+    )
+    loss_weighting_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the loss weighting (`mtpeft methods` names them)."
+    )
+    grad_conflict_every: int | None = Field(
+        default=None,
+        ge=1,
+        description="Every K steps, the cosine between tasks' gradients on the shared module (off: null).",
+    )
+    token_loss: Literal["task-token", "batch-token", "sample"] = Field(
+        default="task-token",
+        description="How the token losses of tasks trained through the LM are averaged (MFTCoder's modes): "
+        "task-token, per task over its target tokens in the step; batch-token, over all generative target "
+        "tokens of the step alike; sample, each example's mean first (training/token_loss.py).",
+    )
     lr: float = Field(default=5e-4, gt=0, description="Learning rate of the shared module.")
     head_lr: float | None = Field(default=None, gt=0, description="Learning rate of the heads (default: lr).")
     weight_decay: float = Field(default=0.0, ge=0)
@@ -117,6 +170,15 @@ class TrainConfig(BaseModel):
         data = self.model_dump(mode="json")
         data.pop("workspace", None)
         data.pop("study", None)
+        # Fields added after runs were stored count only when set: a config that leaves them at their
+        # default keeps the key it had before they existed, so finished runs are still found.
+        for name, default in _KEY_NEUTRAL_DEFAULTS.items():
+            if data.get(name) == default:
+                data.pop(name)
+        for entry in data["tasks"]:
+            for name, default in _ENTRY_KEY_NEUTRAL_DEFAULTS.items():
+                if entry.get(name) == default:
+                    entry.pop(name)
         return data
 
 
@@ -181,8 +243,10 @@ def parse_override(item: str, *, path: str | Path | None = None) -> tuple[list[s
         raise _override_error(item, path, "the value is empty (write key=null to unset a field)")
     if any(isinstance(t, (yaml.TagToken, yaml.AnchorToken, yaml.AliasToken)) for t in _tokens(raw)):
         raise _override_error(
-            item, path, "YAML tags (!!...), anchors (&) and aliases (*) are not accepted; quote the "
-            "value to pass it as text"
+            item,
+            path,
+            "YAML tags (!!...), anchors (&) and aliases (*) are not accepted; quote the "
+            "value to pass it as text",
         )
     try:
         # Non-plain values (inf, dates, ...) are refused by validation, which names the field.
@@ -231,7 +295,8 @@ def _blame_override(err: ConfigError, overrides: list[str]) -> ConfigError:
     """`err`, naming the --set that put the bad value there (the file may not even hold that field)."""
     field = err.field or ""
     culprits = [
-        item for item in overrides
+        item
+        for item in overrides
         if field and (key := item.partition("=")[0].strip()) and (key == field or key.startswith(field + "."))
     ]
     if not culprits or "--set" in err.reason:

@@ -17,6 +17,7 @@ RUNS_DIR = "runs"
 RUN_FILE = "run.json"  # run id and group id
 CONFIG_FILE = "config.yaml"
 COST_FILE = "cost.json"
+GRAD_CONFLICT_FILE = "grad_conflict.json"  # cosines between tasks' gradients (grad_conflict_every)
 TRAIN_LOG = "train.log"
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"  # the trainer's own part of a checkpoint (step, best, cursors)

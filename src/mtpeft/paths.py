@@ -65,4 +65,3 @@ def inside(base: str | Path, path: str | Path) -> Path:
 def task_file(out_dir: str | Path, task_name: str, suffix: str) -> Path:
     """`out_dir/<task>.<suffix>` (prediction, answer and per-example files of one task)."""
     return inside(out_dir, Path(out_dir) / f"{safe_filename(task_name)}.{suffix}")
-

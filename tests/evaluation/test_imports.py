@@ -25,10 +25,7 @@ TORCH_FREE_MODULES = [
 
 
 def _loaded_after_import(module: str, prefixes: tuple[str, ...]) -> list[str]:
-    code = (
-        f"import sys, {module}\n"
-        f"print('\\n'.join(m for m in sys.modules if m.startswith({prefixes!r})))"
-    )
+    code = f"import sys, {module}\nprint('\\n'.join(m for m in sys.modules if m.startswith({prefixes!r})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return out.stdout.split()
 

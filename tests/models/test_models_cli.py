@@ -49,5 +49,6 @@ def test_listing_commands_do_not_import_torch_transformers_or_peft() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
-    for name in ("tiny-bert", "lora", "parallel-adapter", "full"):
+    listed = ("tiny-bert", "lora", "parallel-adapter", "mtl-lora", "full", "normalized", "gradnorm", "famo")
+    for name in listed:  # models, methods and loss weightings
         assert name in out.stdout

@@ -18,7 +18,7 @@ from mtpeft.models import load_backbone
 from mtpeft.peft_methods import PEFT_METHODS, AdaptedBackbone, apply_method, get_method, load_method
 
 MODELS = ["tiny-bert", "tiny-llama"]
-METHODS = ["lora", "dora", "ia3", "prefix", "prompt", "adapter", "parallel-adapter", "full"]
+METHODS = ["lora", "dora", "ia3", "prefix", "prompt", "adapter", "parallel-adapter", "mtl-lora", "full"]
 
 # What the trainable parameters of each method are called (full: everything).
 TRAINABLE_MARKER = {
@@ -29,10 +29,11 @@ TRAINABLE_MARKER = {
     "prompt": "prompt_encoder",
     "adapter": "bottleneck_",
     "parallel-adapter": "bottleneck_",
+    "mtl-lora": "mtl_lora_",
     "full": "",
 }
 # Methods whose initialisation leaves the backbone's function unchanged (zero / identity init).
-STARTS_AS_BACKBONE = {"lora", "dora", "ia3", "adapter", "parallel-adapter", "full"}
+STARTS_AS_BACKBONE = {"lora", "dora", "ia3", "adapter", "parallel-adapter", "mtl-lora", "full"}
 # peft refuses to make a reloaded prompt/prefix trainable; those reload frozen (documented).
 RELOADS_FROZEN = {"prefix", "prompt"}
 
@@ -196,13 +197,14 @@ def test_gradient_checkpointing_is_off_by_default_and_trains_when_on(model: str)
 
 
 def test_saved_lora_and_adapters_load_with_plain_peft_in_a_fresh_process(tmp_path: Path) -> None:
-    """What a deployment does: only `peft` + `import mtpeft.peft_methods` to register the tuner."""
+    """What a deployment does: only `peft` + `import mtpeft.peft_methods` to register the tuners."""
     cases = [
         ("lora", "tiny-bert"),
         ("adapter", "tiny-bert"),
         ("adapter", "tiny-llama"),
         ("parallel-adapter", "tiny-bert"),
         ("parallel-adapter", "tiny-llama"),
+        ("mtl-lora", "tiny-bert"),
     ]
     for method, model in cases:
         backbone = load_backbone(model)

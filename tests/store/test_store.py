@@ -50,9 +50,14 @@ def test_metrics_are_normalised_rows_for_reports(tmp_path):
     store = RunStore(tmp_path / "s.sqlite")
     run_id = _start(store)
     store.finish_run(run_id, metrics=METRICS, cost={})
-    rows = sqlite3.connect(tmp_path / "s.sqlite").execute(
-        "SELECT split, task, metric, value FROM metrics WHERE run_id = ? ORDER BY split, metric", (run_id,)
-    ).fetchall()
+    rows = (
+        sqlite3.connect(tmp_path / "s.sqlite")
+        .execute(
+            "SELECT split, task, metric, value FROM metrics WHERE run_id = ? ORDER BY split, metric",
+            (run_id,),
+        )
+        .fetchall()
+    )
     assert rows == [("test", "vuln", "accuracy", 0.65), ("valid", "vuln", "accuracy", 0.7),
                     ("valid", "vuln", "f1", 0.6)]  # fmt: skip
 

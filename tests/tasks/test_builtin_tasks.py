@@ -25,12 +25,24 @@ EXPECTED = {
         ["accuracy", "macro_f1"],
         True,
     ),
-    "summarization": ("generation", "codesearchnet", None, ["bleu", "exact_match"], False),
-    "repair": ("generation", "code-refinement", None, ["exact_match", "bleu"], False),
+    "summarization": (
+        "generation",
+        "codesearchnet",
+        None,
+        ["smoothed_bleu", "rouge_l", "bleu", "exact_match"],
+        True,
+    ),
+    "repair": ("generation", "code-refinement", None, ["exact_match", "codexglue_bleu", "bleu"], True),
     "py-search": ("retrieval", "codesearchnet", None, ["mrr", "recall@1", "recall@5", "recall@10"], True),
     "py-defect": ("binary", "devign-jsonl", BINARY, ["accuracy", "f1", "mcc"], True),
     "py-clone": ("pair", "bigclonebench", BINARY, ["f1", "precision", "recall"], True),
-    "py-summarize": ("generation", "codesearchnet", None, ["bleu", "exact_match"], False),
+    "py-summarize": (
+        "generation",
+        "codesearchnet",
+        None,
+        ["smoothed_bleu", "rouge_l", "bleu", "exact_match"],
+        True,
+    ),
 }
 EXAMPLE_TASK = Path(__file__).resolve().parents[2] / "examples" / "tasks" / "my-task.yaml"
 

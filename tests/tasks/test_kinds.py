@@ -16,23 +16,34 @@ def _spec(kind: str) -> TaskSpec:
     return TaskSpec(name="t", kind=kind, format="jsonl", labels=labels, metrics=["accuracy"])
 
 
-@pytest.mark.parametrize("kind", [name for name, kind in KINDS.items() if kind.trainable])
+@pytest.mark.parametrize("kind", [name for name, kind in KINDS.items() if "heads" in kind.formulations])
 def test_head_reads_exactly_the_inputs_its_kind_tokenises(kind):
     head = kind_of(_spec(kind)).build_head(_spec(kind), 8, {"dim": 8})
     assert head.inputs == KINDS[kind].inputs
 
 
-def test_untrainable_kind_says_which_kinds_can_be_trained():
-    expected = r"cannot be trained yet \(trainable kinds: binary, multiclass, pair, retrieval\)"
-    with pytest.raises(ConfigError, match=expected):
-        kind_of(_spec("generation")).build_head(_spec("generation"), 8, {})
+def test_every_kind_trains_and_generation_only_through_the_language_model():
+    assert all(kind.trainable for _, kind in KINDS.items())
+    generation = kind_of(_spec("generation"))
+    assert generation.formulation(_spec("generation"), None) == "instruct"
+    with pytest.raises(ConfigError, match="trains in formulation instruct, not 'heads'"):
+        generation.formulation(_spec("generation"), "heads")
+    with pytest.raises(ConfigError, match="has no head"):
+        generation.build_head(_spec("generation"), 8, {})
 
 
 def test_token_estimate_counts_every_encoded_input_at_its_own_maximum():
-    entry = TaskEntry(task="t", max_length=100, max_query_length=20)
+    entry = TaskEntry(task="t", max_length=100, max_query_length=20, max_target_length=30)
+    # A generation example also holds its instruction (bounded by 64) and its target.
     assert {name: kind.max_tokens(entry) for name, kind in KINDS.items()} == {
-        "binary": 100, "multiclass": 100, "pair": 200, "retrieval": 120, "generation": 100,
+        "binary": 100,
+        "multiclass": 100,
+        "pair": 200,
+        "retrieval": 120,
+        "generation": 100 + 64 + 30,
     }
+    instruct = entry.model_copy(update={"formulation": "instruct"})
+    assert KINDS["pair"].max_tokens(instruct) == 200 + 64 + 8  # and a label word, not a whole target
 
 
 def test_task_yaml_with_an_unknown_kind_names_the_kinds(tmp_path):

@@ -258,9 +258,7 @@ def test_non_finite_numbers_in_files_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"train.yaml, field 'lr': must be a finite number, got inf"):
         load_config(path)
     study = tmp_path / "study.yaml"
-    study.write_text(
-        "name: s\nbase: {lr: .nan}\ntasks: [{task: vulnerability}]\ngrid: {methods: [lora]}\n"
-    )
+    study.write_text("name: s\nbase: {lr: .nan}\ntasks: [{task: vulnerability}]\ngrid: {methods: [lora]}\n")
     with pytest.raises(ConfigError, match=r"study.yaml, field 'base.lr': must be a finite number"):
         load_study(study)
 
@@ -286,9 +284,7 @@ def test_a_file_named_like_a_task_is_not_read_instead_of_it(tmp_path, monkeypatc
 
 def test_a_task_yaml_is_labelled_by_its_name_not_its_file_name(tmp_path):
     task = tmp_path / "my-task.yaml"
-    task.write_text(
-        "name: sql-injection\nkind: binary\nformat: jsonl\nlabels: [safe, bad]\nmetrics: [f1]\n"
-    )
+    task.write_text("name: sql-injection\nkind: binary\nformat: jsonl\nlabels: [safe, bad]\nmetrics: [f1]\n")
     assert TaskEntry(task=str(task)).label == "sql-injection"
     assert TaskEntry(task=str(task), name="a.b").label == "a.b"
     assert TaskEntry(task=str(tmp_path / "gone.yaml")).label == "gone"  # loading it will say why

@@ -75,20 +75,42 @@ BROKEN = {
     "task-name-with-dots": (lambda t, d: _tasks(d, name="../../escape"), "tasks.0.name", "contain '.'"),
     "task-name-of-a-module-attribute": (lambda t, d: _tasks(d, name="training"), "tasks.0.name", "training"),
     "task-yaml-named-keys": (lambda t, d: _tasks(d, task=_task_yaml(t, name="keys")), "tasks.0.task", "keys"),
-    "not-trainable": (lambda t, d: _tasks(d, task="summarization"), "tasks.0.task", "cannot be trained"),
+    "not-trainable": (
+        lambda t, d: _tasks(d, task=_task_yaml(t, trainable=False)),
+        "tasks.0.task",
+        "cannot be trained",
+    ),
+    "formulation-of-another-kind": (
+        lambda t, d: _tasks(d, task="code-search", formulation="instruct"),
+        "tasks.0.formulation",
+        "trains in formulation heads, not 'instruct'",
+    ),
+    "lm-task-on-an-encoder": (
+        lambda t, d: _tasks(d, formulation="instruct") | {"model": "tiny-bert"},
+        "tasks.0",
+        "language-model head",
+    ),
     "no-data-folder": (lambda t, d: _tasks(d, data=str(t / "nope")), "tasks.0.data", "does not exist"),
     "data-is-a-file": (lambda t, d: _tasks(d, data=str(d / "test.jsonl")), "tasks.0.data", "is not a folder"),
     "task-yaml-bad-kind": (
-        lambda t, d: _tasks(d, task=_task_yaml(t, kind="binaryy")), "tasks.0.task", "mine.yaml, field 'kind'"
+        lambda t, d: _tasks(d, task=_task_yaml(t, kind="binaryy")),
+        "tasks.0.task",
+        "mine.yaml, field 'kind'",
     ),
     "task-yaml-unknown-format": (
-        lambda t, d: _tasks(d, task=_task_yaml(t, format="csv")), "tasks.0.task", "field 'format': unknown"
+        lambda t, d: _tasks(d, task=_task_yaml(t, format="csv")),
+        "tasks.0.task",
+        "field 'format': unknown",
     ),
     "task-yaml-unknown-metric": (
-        lambda t, d: _tasks(d, task=_task_yaml(t, metrics=["acc"])), "tasks.0.task", "'metrics.0': unknown"
+        lambda t, d: _tasks(d, task=_task_yaml(t, metrics=["acc"])),
+        "tasks.0.task",
+        "'metrics.0': unknown",
     ),
     "task-yaml-metric-of-another-kind": (
-        lambda t, d: _tasks(d, task=_task_yaml(t, metrics=["mrr"])), "tasks.0.task", "'mrr' does not apply"
+        lambda t, d: _tasks(d, task=_task_yaml(t, metrics=["mrr"])),
+        "tasks.0.task",
+        "'mrr' does not apply",
     ),
     "missing-evaluate-split": (lambda t, d: {"evaluate_splits": ["test", "holdout"]}, None, "'holdout'"),
     "model-folder-missing": (lambda t, d: {"model": "./models/mine"}, "model", "not a short name"),
@@ -97,7 +119,9 @@ BROKEN = {
     "unknown-method": (lambda t, d: {"method": "lorra"}, "method", "unknown PEFT method"),
     "workspace-is-a-file": (lambda t, d: {"workspace": str(d / "train.jsonl")}, "workspace", "is a file"),
     "workspace-under-a-file": (
-        lambda t, d: {"workspace": str(d / "train.jsonl" / "ws")}, "workspace", "cannot be created"
+        lambda t, d: {"workspace": str(d / "train.jsonl" / "ws")},
+        "workspace",
+        "cannot be created",
     ),
 }
 

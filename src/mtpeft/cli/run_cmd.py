@@ -164,18 +164,24 @@ def _runs(
 
 
 def _methods() -> None:
-    """List the PEFT methods (all share one code path; `full` trains every weight)."""
+    """List the PEFT methods (all share one code path; `full` trains every weight) and the loss weightings."""
     from rich.table import Table
 
-    from mtpeft.catalogue import METHOD_DESCRIPTIONS  # names only: importing the methods takes seconds
+    # Names only: importing the methods and weightings takes seconds.
+    from mtpeft.catalogue import LOSS_WEIGHTING_DESCRIPTIONS, METHOD_DESCRIPTIONS
     from mtpeft.report.console import console, plain
 
-    table = Table(title="PEFT methods")
-    table.add_column("name")
-    table.add_column("description")
-    for name, description in METHOD_DESCRIPTIONS.items():
-        table.add_row(plain(name), plain(description))
-    console.print(table)
+    titles = {
+        "PEFT methods (method:)": METHOD_DESCRIPTIONS,
+        "loss weightings (loss_weighting:)": LOSS_WEIGHTING_DESCRIPTIONS,
+    }
+    for title, descriptions in titles.items():
+        table = Table(title=title)
+        table.add_column("name")
+        table.add_column("description")
+        for name, description in descriptions.items():
+            table.add_row(plain(name), plain(description))
+        console.print(table)
 
 
 def _demo(

@@ -5,6 +5,10 @@ Every fine-tuned number in a report sits next to these, so "the model learnt som
 
 - majority: the most frequent train label (generation: the most frequent train target).
 - random:   seeded uniform random labels (retrieval: a random ranking; generation: a random train target).
+- copy:     generation only: the input itself as the output (hypothesis = the buggy method in repair).
+            CodeXGLUE's "naive copy" reference for code-to-code tasks: exact match 0, yet a high BLEU,
+            so a repair model has to beat it on BLEU to have learnt more than to echo its input. Scored
+            for every generation task; on code-to-text it shows how much BLEU copying code words earns.
 - tfidf:    bag of code tokens + scikit-learn; per kind:
     binary / multiclass: TF-IDF of the code + LogisticRegression;
     pair:       cosine of the two TF-IDF vectors, token-count ratio, identifier Jaccard + LogisticRegression;
@@ -179,6 +183,10 @@ def majority_target(task: TaskSpec, train: list[Example], test: list[Example], r
 def random_target(task: TaskSpec, train: list[Example], test: list[Example], rng) -> Predictions:
     picks = rng.integers(0, len(train), size=len(test))
     return {"hypotheses": [train[i].target or "" for i in picks]}
+
+
+def copy_input(task: TaskSpec, train: list[Example], test: list[Example], rng) -> Predictions:
+    return {"hypotheses": [e.code for e in test]}
 
 
 def nearest_neighbour_target(task: TaskSpec, train: list[Example], test: list[Example], rng) -> Predictions:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -23,16 +25,24 @@ def evaluate_task(
 ) -> TaskEvaluation:
     was_training = model.training
     model.eval()
-    collected: dict[str, list[torch.Tensor]] = {}
+    collected: dict[str, list[Any]] = {}
     order: list[int] = []
     batches = list(eval_batches(features, batch_size))
     for indices in tqdm(batches, desc=f"eval {task}", disable=not progress, leave=False):
-        out = model.predict(task, to_device(collate(features, indices, pad_id), device))
+        out = model.predict(task, to_device(collate(features, indices, pad_id, predict=True), device))
         for key, value in out.items():
-            collected.setdefault(key, []).append(value.float().cpu())
+            # Tensors stack; lists (generated texts) concatenate.
+            collected.setdefault(key, []).append(value.float().cpu() if torch.is_tensor(value) else value)
         order.extend(indices)
     model.train(was_training)
     inverse = np.argsort(order)  # back to example order
-    stacked = {k: torch.cat(v)[inverse] for k, v in collected.items()}
+    stacked = {k: _in_order(v, inverse) for k, v in collected.items()}
     # How outputs become metrics (and prediction-file outputs) is the task kind's business.
     return kind_of(features.task).score(features.task, stacked, features.examples)
+
+
+def _in_order(parts: list[Any], inverse: np.ndarray) -> Any:
+    if torch.is_tensor(parts[0]):
+        return torch.cat(parts)[inverse]
+    joined = [item for part in parts for item in part]
+    return [joined[i] for i in inverse]

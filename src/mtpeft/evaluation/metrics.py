@@ -9,13 +9,31 @@ several tasks for model selection is meaningful). Each metric declares what it c
 
 Bootstrap resampling is vectorised: one matrix W[b, i] = how often example i is drawn in resample b, and
 each metric is computed from additive per-example statistics (confusion-matrix cells, 1/rank, BLEU n-gram
-counts) as W @ stats. The point estimates come from the libraries; tests check both agree.
+counts) as W @ stats. The point estimates come from the libraries (CodeXGLUE's two BLEUs from our code,
+held to its evaluator scripts' output); tests check both agree.
+
+Text metrics (CodeXGLUE publishes its BLEU scores x 100; these are the same numbers / 100):
+
+- smoothed_bleu:  CodeXGLUE code-to-text's BLEU-4: lower-cased, punctuation split off, one smoothed
+                  sentence BLEU per example (+1 on the 2- to 4-gram counts), averaged over examples.
+- codexglue_bleu: CodeXGLUE code-refinement's (and code translation's) corpus BLEU-4 over whitespace
+                  tokens, +1 on every n-gram count as its evaluator calls it (smooth=True).
+- bleu:           sacrebleu's corpus BLEU-4 (13a tokenisation); comparable with MT papers, not CodeXGLUE.
+- rouge_l:        ROUGE-L F-measure per example (rouge-score package, its default tokeniser), averaged.
+- exact_match:    reference and hypothesis equal up to whitespace (every run of whitespace counts as one
+                  space; CodeXGLUE's evaluator only strips the ends, the same on its space-tokenised files).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import re
+import sys
+import xml.sax.saxutils
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -156,6 +174,132 @@ def _exact_matches(d: dict[str, Any]) -> np.ndarray:
     return np.array([_normalise_ws(r) == _normalise_ws(h) for r, h in pairs], dtype=float)
 
 
+# ---- CodeXGLUE's two BLEUs ---------------------------------------------------------------------------
+# Our own code, written from reading CodeXGLUE's evaluators (github.com/microsoft/CodeXGLUE, MIT licence,
+# commit ac74a62802a0dd159b3258c78a2df8ad36cdf2b9): Code-Text/code-to-text/evaluator/evaluator.py (adapted
+# there from MOSES' bleu.py) and Code-Code/code-refinement/evaluator/bleu.py (tensorflow/nmt's compute_bleu,
+# Apache-2.0). tests/evaluation/codexglue_bleu_cases.json holds what those scripts print on varied pairs;
+# the tests hold these functions to them within 1e-6.
+_NGRAM_ORDER = 4
+# Code-to-text keeps log() finite with the smallest positive normal float added to both counts, so an
+# n-gram order with nothing to count (an empty hypothesis) contributes log(1) = 0 instead of log(0/0).
+_TINY = sys.float_info.min
+_WORDS_AND_MARKS = re.compile(r"\w+|[^\s\w]")  # its splitPuncts: word runs and single other characters
+# Its normalize (NIST mteval-v11a rules), applied after splitPuncts has split off every character that
+# is neither word nor space (3.14 is already 3 . 14), so most steps find nothing left to do; but "_" is
+# a word character there and punctuation here, so get_name ends as get _ name.
+_NIST_JOIN = ((re.compile("<skipped>"), ""), (re.compile("-\n"), ""), (re.compile("\n"), " "))
+_NIST_SPLIT = (
+    # spaced out: !"#$%&()*+/:;<=>?@[\]^_`{|}~ and the space (all ASCII punctuation but ' - . ,)
+    (re.compile(r"([{-~\[-`\x20-&(-+:-@/])"), r" \1 "),
+    (re.compile(r"([^0-9])([.,])"), r"\1 \2 "),  # a period or comma, unless after a digit ...
+    (re.compile(r"([.,])([^0-9])"), r" \1 \2"),  # ... or before one
+    (re.compile(r"([0-9])(-)"), r"\1 \2 "),  # a dash after a digit
+)
+
+
+def _ngrams(tokens: Sequence[str]) -> Counter[tuple[str, ...]]:
+    """Every n-gram of orders 1 to 4 with its count."""
+    return Counter(
+        tuple(tokens[i : i + n]) for n in range(1, _NGRAM_ORDER + 1) for i in range(len(tokens) - n + 1)
+    )
+
+
+def _matches_by_order(reference: Sequence[str], hypothesis: Sequence[str]) -> list[int]:
+    """Hypothesis n-grams found in the reference, per order, each counted at most as often as there."""
+    matches = [0] * _NGRAM_ORDER
+    for ngram, count in (_ngrams(hypothesis) & _ngrams(reference)).items():
+        matches[len(ngram) - 1] += count
+    return matches
+
+
+def _possible_by_order(hypothesis: Sequence[str]) -> list[int]:
+    return [max(len(hypothesis) - n + 1, 0) for n in range(1, _NGRAM_ORDER + 1)]
+
+
+def code_to_text_tokens(text: str) -> list[str]:
+    """Tokens as CodeXGLUE code-to-text scores them: lower-cased, punctuation split off (see _NIST_SPLIT)."""
+    text = " ".join(_WORDS_AND_MARKS.findall(text.strip().lower()))
+    for pattern, replacement in _NIST_JOIN:
+        text = pattern.sub(replacement, text)
+    text = xml.sax.saxutils.unescape(text, {"&quot;": '"'})
+    text = f" {text} ".lower()
+    for pattern, replacement in _NIST_SPLIT:
+        text = pattern.sub(replacement, text)
+    return text.split()
+
+
+def smoothed_sentence_bleu(reference: str, hypothesis: str) -> float:
+    """CodeXGLUE code-to-text's BLEU-4 of one sentence, in [0, 1] (its files print the mean x 100).
+
+    Lin & Och (2004) smoothing: +1 on matched and possible n-grams of orders 2-4, none on unigrams; brevity
+    penalty exp(min(0, 1 - (ref_len + 1) / (hyp_len + 1))), also smoothed. So a hypothesis with no word
+    right still scores about 1e-77, and an empty one exp(-ref_len) (both empty: 1).
+    """
+    ref, hyp = code_to_text_tokens(reference), code_to_text_tokens(hypothesis)
+    log_precision = 0.0
+    for order, (correct, possible) in enumerate(
+        zip(_matches_by_order(ref, hyp), _possible_by_order(hyp), strict=True), start=1
+    ):
+        plus = 1 if order > 1 else 0
+        log_precision += math.log(correct + plus + _TINY) - math.log(possible + plus + _TINY)
+    brevity = min(0.0, 1 - (len(ref) + 1) / (len(hyp) + 1))
+    return math.exp(log_precision / _NGRAM_ORDER + brevity)
+
+
+def _smoothed_bleus(d: dict[str, Any]) -> np.ndarray:
+    pairs = zip(d["references"], d["hypotheses"], strict=True)
+    return np.array([smoothed_sentence_bleu(r, h) for r, h in pairs], dtype=float)
+
+
+def _refinement_stats(d: dict[str, Any]) -> np.ndarray:
+    """Per example: matches of orders 1-4, possible n-grams of orders 1-4, reference and hypothesis length."""
+    rows = []
+    for reference, hypothesis in zip(d["references"], d["hypotheses"], strict=True):
+        ref, hyp = reference.split(), hypothesis.split()  # the evaluator's line.strip().split()
+        rows.append([*_matches_by_order(ref, hyp), *_possible_by_order(hyp), len(ref), len(hyp)])
+    return np.asarray(rows, dtype=float).reshape(-1, 2 * _NGRAM_ORDER + 2)
+
+
+def _refinement_bleu_from(stats: np.ndarray) -> np.ndarray:
+    """compute_bleu(smooth=True) of each row of summed statistics: +1 on every order, unigrams included."""
+    matches, possible = stats[:, :_NGRAM_ORDER], stats[:, _NGRAM_ORDER : 2 * _NGRAM_ORDER]
+    ref_len, hyp_len = stats[:, -2], stats[:, -1]
+    geo_mean = np.exp(np.log((matches + 1) / (possible + 1)).mean(axis=1))
+    # The evaluator divides by zero on a corpus of empty hypotheses (or references); we take the limits:
+    # no hypothesis tokens give penalty 0, no reference tokens penalty 1 (it is never shorter).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = hyp_len / ref_len
+        shorter = np.exp(1 - 1 / ratio)
+    return geo_mean * np.where(hyp_len >= ref_len, 1.0, shorter)
+
+
+def _codexglue_bleu(d: dict[str, Any]) -> float:
+    return float(_refinement_bleu_from(_refinement_stats(d).sum(axis=0, keepdims=True))[0])
+
+
+def _b_codexglue_bleu(w: np.ndarray, d: dict[str, Any]) -> np.ndarray:
+    return _refinement_bleu_from(w @ _refinement_stats(d))
+
+
+# ---- ROUGE-L through rouge-score ---------------------------------------------------------------------
+@cache
+def _rouge_l_scorer() -> Any:
+    # Imported on first use: rouge-score pulls in nltk (about 1.5 s), which nothing else needs.
+    from rouge_score import rouge_scorer
+
+    # No stemming (the package's and Hugging Face evaluate's default). Its tokeniser lower-cases and keeps
+    # only runs of a-z and 0-9, so identifiers split at _ and case changes vanish, and non-ASCII text
+    # counts as no tokens at all (ROUGE-L 0 against anything).
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+def _rouge_ls(d: dict[str, Any]) -> np.ndarray:
+    scorer = _rouge_l_scorer()
+    pairs = zip(d["references"], d["hypotheses"], strict=True)
+    return np.array([scorer.score(r, h)["rougeL"].fmeasure for r, h in pairs], dtype=float)
+
+
 def _mcc_point(d: dict[str, Any]) -> float:
     return float(skm.matthews_corrcoef(d["y_true"], d["y_pred"]))
 
@@ -179,6 +323,9 @@ def _registry() -> dict[str, Metric]:
         Metric("mrr", "ranks", _mean(_reciprocal_ranks), _b_mean_of(_reciprocal_ranks)),
         *(Metric(f"recall@{k}", "ranks", _mean(_hits_at(k)), _b_mean_of(_hits_at(k))) for k in (1, 5, 10)),
         Metric("bleu", "texts", _bleu, _b_bleu),
+        Metric("smoothed_bleu", "texts", _mean(_smoothed_bleus), _b_mean_of(_smoothed_bleus)),
+        Metric("codexglue_bleu", "texts", _codexglue_bleu, _b_codexglue_bleu),
+        Metric("rouge_l", "texts", _mean(_rouge_ls), _b_mean_of(_rouge_ls)),
         Metric("exact_match", "texts", _mean(_exact_matches), _b_mean_of(_exact_matches)),
     ]
     return {m.name: m for m in metrics}
@@ -262,7 +409,11 @@ def compute_metrics(
 ) -> dict[str, float]:
     """Point estimate of each named metric on the given predictions."""
     data = {
-        "y_true": y_true, "y_pred": y_pred, "ranks": ranks, "references": references, "hypotheses": hypotheses
+        "y_true": y_true,
+        "y_pred": y_pred,
+        "ranks": ranks,
+        "references": references,
+        "hypotheses": hypotheses,
     }
     results = {}
     for name in names:

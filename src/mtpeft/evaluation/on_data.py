@@ -178,7 +178,8 @@ def _score(run: RunInfo, item: Prepared, trained, device, *, baselines: bool, pr
     from mtpeft.modeling.inputs import tokenize_task
 
     task, request = item.task, item.request
-    features = tokenize_task(task.spec, task.entry, item.examples, trained.backbone.tokenizer)
+    tokenizer, lm_head = trained.backbone.tokenizer, trained.backbone.info.lm_head
+    features = tokenize_task(task.spec, task.entry, item.examples, tokenizer, lm_head=lm_head)
     result = evaluate_task(
         trained.model,
         task.name,

@@ -27,7 +27,7 @@ def evaluate_run(
     metrics: dict[str, dict[str, float]] = {}
     baseline_scores: dict[str, dict[str, dict[str, float]]] = {}
     for name, task in tasks.items():
-        features = task.features(split, backbone.tokenizer, seed=config.seed)
+        features = task.features(split, backbone.tokenizer, seed=config.seed, lm_head=backbone.info.lm_head)
         result = evaluate_task(
             model,
             name,

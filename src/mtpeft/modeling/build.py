@@ -2,7 +2,8 @@
 
 `best/` holds the shared module (`adapter/`, written by the PEFT method), the heads' tensors
 (`heads.safetensors`, keys `<task>.<head parameter>`) and `heads.json`: the format version, the step
-and score it was selected at, the pooling, each task's declaration and the inputs each head reads.
+and score it was selected at, the pooling, each task's declaration, the inputs each head reads and the
+tasks trained through the LM head (which have no head; their model is loaded with its LM head).
 """
 
 from __future__ import annotations
@@ -19,19 +20,22 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mtpeft import layout
-from mtpeft.config import TrainConfig
+from mtpeft.config import TaskEntry, TrainConfig
 from mtpeft.errors import ConfigError, DamagedFiles
 from mtpeft.manifest import MANIFEST_FILE, manifest_problem, write_manifest
+from mtpeft.modeling.lm_inputs import uses_lm
 from mtpeft.modeling.model import MultiTaskModel
 from mtpeft.models import load_backbone
 from mtpeft.models.loading import Backbone, ModelInfo
 from mtpeft.peft_methods import apply_method, get_method
 from mtpeft.peft_methods.base import AdaptedBackbone
+from mtpeft.tasks.kinds import kind_of
 from mtpeft.tasks.spec import TaskSpec
 
 # 1: heads.json without a version (before heads read pooled vectors); same tensors, loads as is.
 # 2: adds format_version and, per head, the inputs it reads, checked on load.
-HEADS_FORMAT_VERSION = 2
+# 3: adds `lm_tasks` (tasks trained through the LM head, no head of their own), where a run has any.
+HEADS_FORMAT_VERSION = 3
 
 
 @dataclass
@@ -51,12 +55,28 @@ def head_options(config: TrainConfig) -> dict[str, Any]:
     return {"dim": config.retrieval_dim, "scale": config.retrieval_scale}
 
 
+def lm_task_entries(config: TrainConfig, tasks: dict[str, TaskSpec]) -> dict[str, TaskEntry]:
+    """The tasks trained through the LM head (formulation instruct), with their config entries."""
+    entries = {entry.label: entry for entry in config.tasks}
+    # A task without an entry (built directly, as tests do) takes the entry defaults.
+    chosen = {name: entries.get(name) or TaskEntry(task=name) for name in tasks}
+    return {name: chosen[name] for name, spec in tasks.items() if uses_lm(spec, chosen[name])}
+
+
 def build_model(
-    config: TrainConfig, tasks: dict[str, TaskSpec], *, loss_weighting: nn.Module | None = None
+    config: TrainConfig,
+    tasks: dict[str, TaskSpec],
+    *,
+    loss_weighting: nn.Module | None = None,
+    token_loss: Any = None,
 ) -> BuiltModel:
-    """Backbone + the config's PEFT method + one fresh head per task (seeded by the caller)."""
-    backbone = load_backbone(config.model, seed=config.seed)
-    adapted = apply_method(backbone, config.method, config.method_options)
+    """Backbone + the config's PEFT method + one fresh head per task (seeded by the caller); with its LM
+    head where a task trains through it (a run without one loads exactly as before)."""
+    lm_tasks = lm_task_entries(config, tasks)
+    backbone = load_backbone(config.model, seed=config.seed, lm_head=bool(lm_tasks))
+    adapted = apply_method(backbone, config.method, config.method_options, tasks=list(tasks))
+    _check_packing(config, lm_tasks, adapted)
+    _check_generation(config, tasks, lm_tasks)
     model = MultiTaskModel(
         adapted,
         tasks,
@@ -64,8 +84,43 @@ def build_model(
         pooling=config.pooling or backbone.info.default_pooling,
         loss_weighting=loss_weighting,
         head_options=head_options(config),
+        lm_tasks=lm_tasks,
+        tokenizer=backbone.tokenizer,
+        token_loss=token_loss,
     )
     return BuiltModel(backbone, adapted, model)
+
+
+def _check_generation(
+    config: TrainConfig, tasks: dict[str, TaskSpec], lm_tasks: dict[str, TaskEntry]
+) -> None:
+    """A method that cannot generate is refused before training a task evaluated by generating."""
+    problem = getattr(get_method(config.method), "generation_problem", None)
+    generating = [name for name in lm_tasks if kind_of(tasks[name]).choices(tasks[name]) is None]
+    if problem and generating:
+        raise ConfigError(
+            f"method '{config.method}' cannot generate the text of task '{generating[0]}': {problem}; "
+            "use another method (e.g. lora or prompt)",
+            field="method",
+        )
+
+
+def _check_packing(config: TrainConfig, lm_tasks: dict[str, TaskEntry], adapted: AdaptedBackbone) -> None:
+    """Packing needs a decoder (one sequence per row) and real positions (no virtual tokens before them)."""
+    for position, entry in enumerate(config.tasks):
+        if not entry.packing:
+            continue
+        if entry.label not in lm_tasks:
+            problem = "packs prompt + target rows, and this task trains a head (formulation heads)"
+        elif adapted.info.lm_head != "causal":
+            problem = f"packs decoder rows, and {config.model} is an encoder-decoder"
+        elif adapted.is_prompt_learning:
+            problem = f"needs its own attention mask and positions, which {config.method} replaces"
+        else:
+            continue
+        raise ConfigError(
+            f"task '{entry.label}': packing {problem}; set packing: false", field=f"tasks.{position}.packing"
+        )
 
 
 def save_deployable(model: MultiTaskModel, directory: Path, *, step: int, score: float) -> None:
@@ -83,6 +138,8 @@ def save_deployable(model: MultiTaskModel, directory: Path, *, step: int, score:
         "tasks": {n: spec.model_dump(mode="json") for n, spec in model.tasks.items()},
         "heads": {n: {"inputs": list(head.inputs)} for n, head in model.heads.items()},
     }
+    if model.lm_tasks:
+        meta["lm_tasks"] = {n: {"formulation": "instruct"} for n in model.lm_tasks}
     (tmp / layout.HEADS_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     write_manifest(tmp)  # last; loading verifies best/ against it
     shutil.rmtree(directory, ignore_errors=True)
@@ -154,13 +211,17 @@ def read_saved(run_dir: Path) -> SavedRun:
 
 def load_module(saved: SavedRun) -> tuple[Backbone, AdaptedBackbone]:
     """A fresh backbone (same model, same seed as training) with the run's saved module applied."""
-    backbone = load_backbone(saved.config.model, seed=saved.config.seed)
+    lm_head = bool(saved.meta.get("lm_tasks"))
+    backbone = load_backbone(saved.config.model, seed=saved.config.seed, lm_head=lm_head)
     return backbone, get_method(saved.config.method).load(backbone, saved.adapter_dir)
 
 
-def attach_heads(saved: SavedRun, backbone: nn.Module, info: ModelInfo) -> MultiTaskModel:
+def attach_heads(
+    saved: SavedRun, backbone: nn.Module, info: ModelInfo, *, tokenizer: Any = None
+) -> MultiTaskModel:
     """The run's MultiTaskModel over `backbone` (its adapted backbone, or a view of a shared one), with the
-    saved heads loaded after checking they fit the heads this mtpeft builds."""
+    saved heads loaded after checking they fit the heads this mtpeft builds. `tokenizer`: the backbone's,
+    which tasks trained through the LM head need to generate."""
     tasks = {name: TaskSpec.model_validate(spec) for name, spec in saved.meta["tasks"].items()}
     model = MultiTaskModel(
         backbone,
@@ -168,16 +229,25 @@ def attach_heads(saved: SavedRun, backbone: nn.Module, info: ModelInfo) -> Multi
         hidden_size=info.hidden_size,
         pooling=saved.meta["pooling"],
         head_options=head_options(saved.config),
+        lm_tasks=_saved_lm_tasks(saved),
+        tokenizer=tokenizer,
     )
     _check_head_inputs(model, saved.meta, saved.best / layout.HEADS_META)
     _load_heads(model, saved.best / layout.HEADS_WEIGHTS, saved.meta.get("format_version", 1))
     return model
 
 
+def _saved_lm_tasks(saved: SavedRun) -> dict[str, TaskEntry]:
+    """heads.json's LM tasks, each with the run config's entry (its prompt and generation limits)."""
+    entries = {entry.label: entry for entry in saved.config.tasks}
+    names = saved.meta.get("lm_tasks", {})
+    return {n: entries.get(n) or TaskEntry(task=n, formulation="instruct") for n in names}
+
+
 def load_saved(saved: SavedRun, device: torch.device | None = None) -> TrainedRun:
     """A checked run on its own fresh backbone, in eval mode on `device` (default: the CPU)."""
     backbone, adapted = load_module(saved)
-    model = attach_heads(saved, adapted, backbone.info)
+    model = attach_heads(saved, adapted, backbone.info, tokenizer=backbone.tokenizer)
     model.to(device or torch.device("cpu")).eval()
     return TrainedRun(model, backbone, saved.config)
 

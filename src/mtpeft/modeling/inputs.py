@@ -5,6 +5,9 @@ A batch holds every encoded input of its task by role, so the model can encode e
     {"inputs": {role: {"input_ids": [B, T], "attention_mask": [B, T]}},   # roles: kind.inputs
      "labels": [B] (labelled kinds), "num_tokens", "num_positions", "indices"}
 
+A task trained through the language-model head (formulation instruct) has one input, "lm", the model's
+own keyword arguments, and its target tokens as "lm_labels" (modeling/lm_inputs.py).
+
 Padding every example to max_length wastes most of the compute on short code, so batches are padded
 only to their longest sequence (`pad_to` restores the pad-to-max reference); training groups similar
 lengths into batches (training/batching.py) and evaluation runs longest first.
@@ -20,6 +23,7 @@ import torch
 
 from mtpeft.config import TaskEntry
 from mtpeft.data.example import Example
+from mtpeft.modeling.lm_inputs import LmSequences, collate_lm, tokenize_lm, uses_lm
 from mtpeft.tasks.kinds import kind_of
 from mtpeft.tasks.kinds.base import MAX_LENGTH_FIELD
 from mtpeft.tasks.spec import TaskSpec
@@ -36,19 +40,27 @@ class TaskFeatures:
     sequences: dict[str, list[list[int]]]  # role -> token ids per example
     labels: list[int] | None
     lengths: list[int] = field(default_factory=list)  # total tokens per example, for grouping
+    lm: LmSequences | None = None  # set for a task trained through the LM head (then `sequences` is empty)
 
     def __len__(self) -> int:
         return len(self.examples)
 
 
-def tokenize_task(task: TaskSpec, entry: TaskEntry, examples: list[Example], tokenizer) -> TaskFeatures:
+def tokenize_task(
+    task: TaskSpec, entry: TaskEntry, examples: list[Example], tokenizer, *, lm_head: str | None = None
+) -> TaskFeatures:
+    """Token ids of every example; `lm_head` is the backbone's ("causal", "seq2seq" or None)."""
     kind = kind_of(task)
+    labels = [ex.label for ex in examples] if kind.labelled else None
+    if uses_lm(task, entry):
+        lm = tokenize_lm(task, entry, examples, tokenizer, lm_head)
+        lengths = [len(p) + len(t) for p, t in zip(lm.prompts, lm.targets, strict=True)]
+        return TaskFeatures(task, examples, {}, labels, lengths, lm)
     sequences: dict[str, list[list[int]]] = {}
     for role in kind.inputs:
         texts = [getattr(ex, role) or "" for ex in examples]
         max_length = getattr(entry, MAX_LENGTH_FIELD[role])
         sequences[role] = tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
-    labels = [ex.label for ex in examples] if kind.labelled else None
     lengths = [sum(len(seqs[i]) for seqs in sequences.values()) for i in range(len(examples))]
     return TaskFeatures(task, examples, sequences, labels, lengths)
 
@@ -64,8 +76,22 @@ def pad(rows: list[list[int]], pad_id: int, *, pad_to: int | None = None) -> dic
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def collate(features: TaskFeatures, indices: list[int], pad_id: int, *, pad_to: int | None = None) -> Batch:
-    """Stack one batch; pads to the batch's longest sequence, or to `pad_to` when given."""
+def collate(
+    features: TaskFeatures,
+    indices: list[int],
+    pad_id: int,
+    *,
+    pad_to: int | None = None,
+    predict: bool = False,
+) -> Batch:
+    """Stack one batch; pads to the batch's longest sequence, or to `pad_to` when given (not for tasks
+    trained through the LM, whose rows hold a prompt and a target). `predict`: a batch for
+    `MultiTaskModel.predict` (differs from a training batch only for those tasks)."""
+    if features.lm is not None:
+        batch = collate_lm(features.lm, indices, pad_id, predict=predict)
+        if features.labels is not None:
+            batch["labels"] = torch.tensor([features.labels[i] for i in indices], dtype=torch.long)
+        return batch | {"indices": indices}
     inputs = {}
     for role, seqs in features.sequences.items():
         inputs[role] = pad([seqs[i] for i in indices], pad_id, pad_to=pad_to)
@@ -81,6 +107,7 @@ def collate(features: TaskFeatures, indices: list[int], pad_id: int, *, pad_to: 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
     """The batch with every tensor (nested ones included) on `device`."""
+
     def move(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
             return value.to(device)

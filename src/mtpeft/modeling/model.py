@@ -4,12 +4,21 @@ One path for training, evaluation and inference: `encode_inputs` runs the backbo
 input of a batch (pooled vectors by role), then a head turns those vectors into a loss or predictions.
 `analyze`, `embed` and `compare` are the inference entries built on the same two steps, so N tasks on
 one snippet cost one backbone pass.
+
+A task trained through the LM head (formulation instruct: generation, or a label word) has no head; the
+same backbone runs with its own LM head instead (modeling/lm.py), in `task_loss` and `predict` alike, and
+`generate` is its inference entry.
+
+Except with a task-conditioned method (MTL-LoRA: each task has its own transform inside the backbone):
+there the backbone differs per task, so each task runs inside `task_context(task)` and `analyze` encodes
+a snippet once per task (`task_conditioned`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,8 +27,14 @@ from mtpeft.heads import TaskHead, build_head
 from mtpeft.heads.classification import ClassificationHead
 from mtpeft.heads.pooling import POOLINGS
 from mtpeft.heads.retrieval import RetrievalHead
-from mtpeft.modeling.inputs import Batch
+from mtpeft.modeling import lm
+from mtpeft.modeling.inputs import Batch, to_device, tokenize_task
+from mtpeft.modeling.lm_inputs import prompt_batch
+from mtpeft.peft_methods.task_context import is_task_conditioned, task_context
 from mtpeft.tasks.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from mtpeft.config import TaskEntry
 
 
 class MultiTaskModel(nn.Module):
@@ -32,22 +47,36 @@ class MultiTaskModel(nn.Module):
         pooling: str,
         loss_weighting: nn.Module | None = None,
         head_options: dict[str, Any] | None = None,
+        lm_tasks: dict[str, TaskEntry] | None = None,
+        tokenizer: Any = None,
+        token_loss: Any = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.pooling = pooling
         self.tasks = tasks
+        # Tasks trained through the LM head, with their config entries (prompt and generation limits).
+        self.lm_tasks: dict[str, TaskEntry] = dict(lm_tasks or {})
         self.heads = nn.ModuleDict(
-            {name: build_head(spec, hidden_size, head_options) for name, spec in tasks.items()}
+            {
+                name: build_head(spec, hidden_size, head_options)
+                for name, spec in tasks.items()
+                if name not in self.lm_tasks
+            }
         )
+        self.tokenizer = tokenizer  # LM tasks: prompts of raw texts in, generated tokens out
+        self.token_loss = token_loss  # training only (training/token_loss.py); None: each batch's token mean
         # Training only (training/loss_weighting.py): a module here so its learned weights are
         # optimised, checkpointed and wrapped by DDP together with the heads.
         self.loss_weighting = loss_weighting
 
     # ---- the one path: encode each input once, then heads -----------------------------------
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled vectors [batch, hidden]: one backbone pass."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: str | None = None
+    ) -> torch.Tensor:
+        """Pooled vectors [batch, hidden]: one backbone pass (for `task`, where the module is per task)."""
+        with task_context(task) if task is not None else nullcontext():
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
         return POOLINGS[self.pooling](hidden, attention_mask)
 
     def encode_inputs(self, batch: Batch, roles: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
@@ -55,19 +84,84 @@ class MultiTaskModel(nn.Module):
         inputs = batch["inputs"]
         return {role: self.encode(**inputs[role]) for role in (roles or inputs)}
 
+    @property
+    def task_conditioned(self) -> bool:
+        """The backbone runs differently per task (MTL-LoRA), so one encode cannot serve several tasks."""
+        return is_task_conditioned(self.backbone)
+
     def task_loss(self, task: str, batch: Batch) -> torch.Tensor:
+        if task in self.lm_tasks:
+            with task_context(task):
+                return lm.loss(self.backbone, batch, self.token_loss)
         head = self.heads[task]
-        return head.loss(self.encode_inputs(batch, head.inputs), batch)
+        with task_context(task):  # the whole head: whatever backbone call it makes is for this task
+            return head.loss(self.encode_inputs(batch, head.inputs), batch)
 
     def forward(self, task: str, batch: Batch) -> torch.Tensor:
         return self.task_loss(task, batch)
 
     @torch.no_grad()
-    def predict(self, task: str, batch: Batch) -> dict[str, torch.Tensor]:
+    def predict(self, task: str, batch: Batch) -> dict[str, Any]:
+        """Head outputs (tensors); an LM task's `y_pred` among its answer words, or `hypotheses` (texts)."""
+        if task in self.lm_tasks:
+            with task_context(task):
+                if "num_choices" in batch:
+                    return lm.choose(self.backbone, batch)
+                return {"hypotheses": self._generate_batch(task, batch)}
         head = self.heads[task]
-        return head.predict(self.encode_inputs(batch, head.inputs))
+        with task_context(task):
+            return head.predict(self.encode_inputs(batch, head.inputs))
 
     # ---- inference -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        task: str,
+        texts: Sequence[str],
+        *,
+        max_new_tokens: int | None = None,
+        num_beams: int | None = None,
+        batch_size: int | None = None,
+    ) -> list[str]:
+        """What a task trained through the LM head writes for each code text: the summary, the repaired
+        code, or a label word (greedy unless `num_beams` > 1; at most `max_new_tokens`, by default the
+        task's own limits). Prompts are built as in training, `batch_size` (the task's eval_batch_size)
+        at a time."""
+        if task not in self.lm_tasks:
+            raise ValueError(
+                f"task '{task}' has no language-model formulation to generate with; "
+                f"tasks it can use: {', '.join(self.lm_tasks) or 'none'}"
+            )
+        from mtpeft.data.example import Example
+
+        entry = self.lm_tasks[task]
+        examples = [Example(id=str(i), code=text, label=0, target="") for i, text in enumerate(texts)]
+        seqs = tokenize_task(
+            self.tasks[task], entry, examples, self.tokenizer, lm_head=self.backbone.info.lm_head
+        ).lm
+        assert seqs is not None
+        device = next(self.parameters()).device
+        size = batch_size or entry.eval_batch_size
+        texts_out: list[str] = []
+        for start in range(0, len(examples), size):
+            indices = list(range(start, min(start + size, len(examples))))
+            batch = to_device(prompt_batch(seqs, indices, self.tokenizer.pad_token_id), device)
+            texts_out += self._generate_batch(task, batch, max_new_tokens, num_beams)
+        return texts_out
+
+    def _generate_batch(
+        self, task: str, batch: Batch, max_new_tokens: int | None = None, num_beams: int | None = None
+    ) -> list[str]:
+        with task_context(task):
+            return lm.generate_texts(
+                self.backbone,
+                self.tokenizer,
+                batch,
+                self.lm_tasks[task],
+                max_new_tokens=max_new_tokens,
+                num_beams=num_beams,
+            )
+
     def snippet_tasks(self) -> list[str]:
         """Tasks whose head reads one snippet and gives class probabilities (binary, multiclass)."""
         return [n for n, h in self.heads.items() if isinstance(h, ClassificationHead) and len(h.inputs) == 1]
@@ -76,7 +170,8 @@ class MultiTaskModel(nn.Module):
     def analyze(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tasks: Iterable[str] | None = None
     ) -> dict[str, torch.Tensor]:
-        """{task: class probabilities [batch, labels]} of every snippet task (or `tasks`), from ONE encode."""
+        """{task: class probabilities [batch, labels]} of every snippet task (or `tasks`), from ONE encode
+        (one per task where the module is task-conditioned)."""
         snippet_tasks = self.snippet_tasks()
         names = list(snippet_tasks if tasks is None else tasks)
         others = [n for n in names if n not in snippet_tasks]
@@ -85,20 +180,27 @@ class MultiTaskModel(nn.Module):
                 f"analyze() runs one-snippet classification tasks ({', '.join(snippet_tasks) or 'none'}); "
                 f"not {', '.join(others)} (use embed() for retrieval, compare() for pairs)"
             )
+        if self.task_conditioned:
+            return {n: self._probs(n, self.encode(input_ids, attention_mask, task=n)) for n in names}
         pooled = self.encode(input_ids, attention_mask)
-        return {n: self.heads[n].predict({self.heads[n].inputs[0]: pooled})["probs"] for n in names}
+        return {n: self._probs(n, pooled) for n in names}
+
+    def _probs(self, task: str, pooled: torch.Tensor) -> torch.Tensor:
+        head = self.heads[task]
+        return head.predict({head.inputs[0]: pooled})["probs"]
 
     @torch.no_grad()
     def embed(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: str | None = None
     ) -> torch.Tensor:
         """Unit-length retrieval embeddings [batch, dim] of code or queries (one backbone, one projection)."""
-        head = self._head_of_type(RetrievalHead, task, "embed")
-        return head.project(self.encode(input_ids, attention_mask))
+        name = self._task_of_type(RetrievalHead, task, "embed")
+        return self.heads[name].project(self.encode(input_ids, attention_mask, task=name))
 
     @torch.no_grad()
     def compare(self, u: torch.Tensor, v: torch.Tensor, task: str | None = None) -> torch.Tensor:
-        """Pair-head probabilities [n, labels] for pooled vectors from `encode` (u, v: [n or 1, hidden])."""
+        """Pair-head probabilities [n, labels] for pooled vectors from `encode` (u, v: [n or 1, hidden]);
+        with a task-conditioned module, encode them with `encode(..., task=task)`."""
         head = self._head_of_type(ClassificationHead, task, "compare", inputs=2)
         u, v = torch.broadcast_tensors(u, v)  # one snippet against many candidates
         return head.predict(dict(zip(head.inputs, (u, v), strict=True)))["probs"]
@@ -107,13 +209,17 @@ class MultiTaskModel(nn.Module):
         self, cls: type[TaskHead], task: str | None, what: str, inputs: int | None = None
     ) -> TaskHead:
         """The named head, or the only one, of `cls` reading `inputs` inputs; else a message listing them."""
-        fits = [
-            n for n, h in self.heads.items() if isinstance(h, cls) and inputs in (None, len(h.inputs))
-        ]
+        return self.heads[self._task_of_type(cls, task, what, inputs)]
+
+    def _task_of_type(
+        self, cls: type[TaskHead], task: str | None, what: str, inputs: int | None = None
+    ) -> str:
+        """The task of that head (see `_head_of_type`)."""
+        fits = [n for n, h in self.heads.items() if isinstance(h, cls) and inputs in (None, len(h.inputs))]
         if task is None and len(fits) == 1:
-            return self.heads[fits[0]]
+            return fits[0]
         if task in fits:
-            return self.heads[task]
+            return task
         if task is not None:
             problem = f"task '{task}' has no head for {what}()"
         else:

@@ -46,8 +46,9 @@ from mtpeft.peft_methods import get_method
 from mtpeft.peft_methods.base import read_method_record
 from mtpeft.peft_methods.peft_backed import PeftAdaptedBackbone, PeftLibraryMethod, _quiet_deprecations
 
-# (model, seed or None, peft type, parallel bottleneck or None): runs with equal keys share a backbone.
-ShareKey = tuple[str, int | None, str, bool | None]
+# (model, seed or None, peft type, parallel bottleneck or None, peft task type): runs with equal keys share.
+# The task type tells a model loaded with its LM head (CAUSAL_LM) from the bare one (FEATURE_EXTRACTION).
+ShareKey = tuple[str, int | None, str, bool | None, str | None]
 
 
 class MemoryUse(TypedDict):
@@ -81,11 +82,31 @@ class AdapterView(nn.Module):
         self.info = shared.info
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        self._activate()
+        return self.shared(input_ids, attention_mask)
+
+    # What tasks trained through the LM head call (modeling/lm.py), for this run's adapter.
+    def lm_forward(self, **inputs: Any) -> Any:
+        self._activate()
+        return self.shared.lm_forward(**inputs)
+
+    def generate(self, **kwargs: Any) -> torch.Tensor:
+        self._activate()
+        return self.shared.generate(**kwargs)
+
+    @property
+    def transformer(self) -> nn.Module:
+        return self.shared.transformer
+
+    @property
+    def is_prompt_learning(self) -> bool:
+        return bool(self.shared.base_model.peft_config[self.adapter_name].is_prompt_learning)
+
+    def _activate(self) -> None:
         peft_model = self.shared.base_model
         if peft_model.active_adapter != self.adapter_name:  # set_adapter walks every module: skip if set
             # inference_mode=True: peft would otherwise make the activated adapter trainable again.
             peft_model.set_adapter(self.adapter_name, inference_mode=True)
-        return self.shared(input_ids, attention_mask)
 
 
 class SharedBase:
@@ -116,7 +137,7 @@ class SharedBase:
 
     def _trained(self, run: SavedRun, adapter_name: str, device: torch.device) -> TrainedRun:
         view = AdapterView(self.adapted, adapter_name, read_method_record(run.adapter_dir))
-        model = attach_heads(run, view, self.backbone.info)
+        model = attach_heads(run, view, self.backbone.info, tokenizer=self.backbone.tokenizer)
         model.to(device).eval()  # moves this run's adapter and heads; the shared weights are there already
         return TrainedRun(model, self.backbone, run.config)
 
@@ -144,7 +165,8 @@ def share_key(saved: SavedRun) -> ShareKey | None:
     # (e.g. a pooler), which the hidden states the heads read do not use.
     seed = saved.config.seed if entry is not None and entry.random_init is not None else None
     adapter = json.loads((saved.adapter_dir / PEFT_CONFIG_FILE).read_text(encoding="utf-8"))
-    return saved.config.model, seed, str(adapter["peft_type"]), adapter.get("parallel")
+    parallel, task_type = adapter.get("parallel"), adapter.get("task_type")
+    return saved.config.model, seed, str(adapter["peft_type"]), parallel, task_type
 
 
 def load_one(run_dir: Path, device: torch.device) -> LoadedRun:

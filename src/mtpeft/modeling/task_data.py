@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from mtpeft.config import TaskEntry, TrainConfig
@@ -11,6 +12,7 @@ from mtpeft.data.subset import subsample
 from mtpeft.errors import ConfigError
 from mtpeft.modeling.inputs import TaskFeatures, tokenize_task
 from mtpeft.tasks import TaskSpec, get_task
+from mtpeft.tasks.kinds import kind_of
 
 
 @dataclass
@@ -22,12 +24,29 @@ class RunTask:
     entry: TaskEntry
 
     def examples(self, split: str, *, seed: int) -> list[Example]:
-        examples = load_split(self.spec, self.entry.data, split)
+        examples = self._split(split, seed=seed)
         limit = self.entry.max_train_examples if split == "train" else self.entry.max_eval_examples
         return subsample(examples, limit, seed=seed)
 
-    def features(self, split: str, tokenizer, *, seed: int) -> TaskFeatures:
-        return tokenize_task(self.spec, self.entry, self.examples(split, seed=seed), tokenizer)
+    def _split(self, split: str, *, seed: int) -> list[Example]:
+        """The split's examples; with `valid_from_train`, valid is a seeded part of train, left out of it."""
+        held_out = self.entry.valid_from_train
+        if held_out is None or split not in ("train", "valid"):
+            return load_split(self.spec, self.entry.data, split)
+        train = load_split(self.spec, self.entry.data, "train")
+        if held_out >= len(train):
+            raise ConfigError(
+                f"task '{self.name}': valid_from_train is {held_out}, but train has only {len(train)} "
+                "examples; hold out fewer",
+                field="valid_from_train",
+            )
+        valid = set(random.Random(seed).sample(range(len(train)), held_out))
+        return [e for i, e in enumerate(train) if (i in valid) == (split == "valid")]
+
+    def features(self, split: str, tokenizer, *, seed: int, lm_head: str | None = None) -> TaskFeatures:
+        """Token ids of a split; `lm_head`: the backbone's (tasks trained through it need to know which)."""
+        examples = self.examples(split, seed=seed)
+        return tokenize_task(self.spec, self.entry, examples, tokenizer, lm_head=lm_head)
 
 
 def resolve_tasks(config: TrainConfig) -> dict[str, RunTask]:
@@ -43,5 +62,9 @@ def resolve_tasks(config: TrainConfig) -> dict[str, RunTask]:
         if entry.data is None and spec.data is None:
             raise ConfigError(f"task '{spec.name}' needs a data folder", field=f"tasks.{position}.data")
         name = entry.name or spec.name
+        try:
+            kind_of(spec).formulation(spec, entry.formulation)
+        except ConfigError as err:
+            raise ConfigError(err.reason, field=f"tasks.{position}.formulation") from err
         tasks[name] = RunTask(name=name, spec=spec.with_name(name), entry=entry)
     return tasks

@@ -1,7 +1,7 @@
-"""What we need to know about a model family: encoder or decoder, and where PEFT modules attach.
+"""What we need to know about a model family: encoder, decoder or encoder-decoder; where PEFT attaches.
 
-Keyed by `config.model_type`; families not listed fall back to `config.is_decoder` / the `architectures`
-names and to peft's own LoRA target table.
+Keyed by `config.model_type`; families not listed fall back to `config.is_encoder_decoder`,
+`config.is_decoder` / the `architectures` names and to peft's own LoRA target table.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Literal
 from torch import nn
 from transformers import PretrainedConfig
 
-Architecture = Literal["encoder", "decoder"]
+Architecture = Literal["encoder", "decoder", "encoder-decoder"]
 Pooling = Literal["cls", "mean", "last-token"]
 
 
@@ -45,6 +45,17 @@ _LLAMA_LIKE = ArchitectureSpec(
     ffn_block=r"(.*\.)?layers\.\d+\.mlp",
 )
 
+# T5 and CodeT5+ (model_type t5): the patterns match the encoder's and the decoder's blocks alike, so an
+# adapter goes into both stacks (the study's CodeT5+ repair runs adapted both). `layer.N` is self-attention,
+# then (decoder only) cross-attention, then the FFN (`DenseReluDense`, gated or not).
+_T5_LIKE = ArchitectureSpec(
+    architecture="encoder-decoder",
+    lora_targets=("q", "v"),
+    ffn_output=r"(.*\.)?block\.\d+\.layer\.\d+\.DenseReluDense\.wo",
+    attention_output=r"(.*\.)?block\.\d+\.layer\.\d+\.(SelfAttention|EncDecAttention)\.o",
+    ffn_block=r"(.*\.)?block\.\d+\.layer\.\d+\.DenseReluDense",
+)
+
 ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "bert": _BERT_LIKE,
     "roberta": _BERT_LIKE,  # CodeBERT, UniXcoder, GraphCodeBERT
@@ -54,18 +65,27 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     "qwen3": _LLAMA_LIKE,
+    "t5": _T5_LIKE,  # T5, CodeT5, CodeT5+ 220m/770m
+    "mt5": _T5_LIKE,
 }
 
 # Why these poolings: the study pooled encoders (UniXcoder) through [CLS]/the pooler, which BERT-style
 # pre-training trains to summarise the sequence; in a causal decoder the first token sees nothing, so the
 # study mean-pooled decoder states (more stable than the last token for small models and right padding).
-DEFAULT_POOLING: dict[Architecture, Pooling] = {"encoder": "cls", "decoder": "mean"}
+# An encoder-decoder's heads read its encoder's states, which T5-style pre-training gives no summary token.
+DEFAULT_POOLING: dict[Architecture, Pooling] = {
+    "encoder": "cls",
+    "decoder": "mean",
+    "encoder-decoder": "mean",
+}
 
 
 def detect_architecture(config: PretrainedConfig) -> Architecture:
     spec = ARCHITECTURES.get(config.model_type)
     if spec is not None:
         return spec.architecture
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
     names = config.architectures or []
     if getattr(config, "is_decoder", False) or any(n.endswith(("CausalLM", "LMHeadModel")) for n in names):
         return "decoder"

@@ -1,7 +1,7 @@
 """Fine-tuning methods by name: one shared code path (`apply_method`) for every method.
 
-Importing this package also registers the `bottleneck` tuner with Hugging Face peft, so saved
-`adapter` / `parallel-adapter` folders load with plain `peft.PeftModel.from_pretrained`.
+Importing this package also registers the `bottleneck` and `mtl_lora` tuners with Hugging Face peft, so
+saved `adapter` / `parallel-adapter` / `mtl-lora` folders load with plain `peft.PeftModel.from_pretrained`.
 """
 
 from mtpeft.peft_methods.adapters import ADAPTER, PARALLEL_ADAPTER
@@ -17,9 +17,11 @@ from mtpeft.peft_methods.base import (
 from mtpeft.peft_methods.full import FULL
 from mtpeft.peft_methods.ia3 import IA3
 from mtpeft.peft_methods.lora import DORA, LORA
+from mtpeft.peft_methods.mtl_lora.method import MTL_LORA
 from mtpeft.peft_methods.prompt_learning import PREFIX, PROMPT
+from mtpeft.peft_methods.task_context import task_context
 
-for _method in (LORA, DORA, IA3, PREFIX, PROMPT, ADAPTER, PARALLEL_ADAPTER, FULL):
+for _method in (LORA, DORA, IA3, PREFIX, PROMPT, ADAPTER, PARALLEL_ADAPTER, MTL_LORA, FULL):
     if _method.name not in PEFT_METHODS:
         register_method(_method)
 
@@ -31,4 +33,5 @@ __all__ = [
     "get_method",
     "load_method",
     "register_method",
+    "task_context",
 ]

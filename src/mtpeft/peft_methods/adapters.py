@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from peft import TaskType
-
 from mtpeft.catalogue import METHOD_DESCRIPTIONS
 from mtpeft.errors import ConfigError
 from mtpeft.models.loading import ModelInfo
@@ -55,9 +53,11 @@ def _serial_targets(info: ModelInfo, options: dict[str, Any]) -> str | list[str]
     return targets
 
 
-def _config(options: dict[str, Any], targets: str | list[str], *, parallel: bool) -> BottleneckConfig:
+def _config(
+    info: ModelInfo, options: dict[str, Any], targets: str | list[str], *, parallel: bool
+) -> BottleneckConfig:
     return BottleneckConfig(
-        task_type=TaskType.FEATURE_EXTRACTION,
+        task_type=info.peft_task_type,
         target_modules=targets,
         bottleneck_size=options["bottleneck"],
         non_linearity=options["non_linearity"],
@@ -71,12 +71,14 @@ ADAPTER = PeftLibraryMethod(
     name="adapter",
     description=METHOD_DESCRIPTIONS["adapter"],
     defaults=_serial_defaults,
-    make_config=lambda info, options: _config(options, _serial_targets(info, options), parallel=False),
+    make_config=lambda info, options: _config(info, options, _serial_targets(info, options), parallel=False),
 )
 
 PARALLEL_ADAPTER = PeftLibraryMethod(
     name="parallel-adapter",
     description=METHOD_DESCRIPTIONS["parallel-adapter"],
     defaults=_parallel_defaults,
-    make_config=lambda info, options: _config(options, target_list(options["target_modules"]), parallel=True),
+    make_config=lambda info, options: _config(
+        info, options, target_list(options["target_modules"]), parallel=True
+    ),
 )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -16,6 +18,7 @@ from torch import nn
 
 from mtpeft.errors import ConfigError
 from mtpeft.models.loading import Backbone, ModelInfo
+from mtpeft.peft_methods.task_context import current_task, task_context
 
 METHOD_FILE = "mtpeft_method.json"  # which method and options wrote a directory; read back by load_method
 
@@ -50,10 +53,26 @@ class AdaptedBackbone(nn.Module):
         self.info = info
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Hidden states [batch, seq, hidden], one per input token."""
-        hidden = self.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        """Hidden states [batch, seq, hidden], one per input token: a decoder's last layer (after its final
+        norm), an encoder-decoder's encoder, whether or not the model carries an LM head."""
+        read = HIDDEN_STATES[self.info.lm_head]
+        hidden = read(self.base_model, self.transformer, input_ids, attention_mask)
         # Prompt tuning prepends virtual tokens; drop them so pooling code only sees the real tokens.
         return hidden[:, hidden.shape[1] - input_ids.shape[1] :]
+
+    def lm_forward(self, **inputs: Any) -> Any:
+        """The LM's own forward (outputs with `.logits`), through the method (virtual tokens included)."""
+        return self.base_model(**inputs)
+
+    def generate(self, **kwargs: Any) -> torch.Tensor:
+        """transformers' generate through the method (peft's LM wrappers add prompt/prefix tokens here too)"""
+        return self.base_model.generate(**kwargs)
+
+    @property
+    def is_prompt_learning(self) -> bool:
+        """Prompt/prefix tuning: virtual tokens, so no custom position ids or 4D masks reach the model."""
+        config = getattr(self.base_model, "active_peft_config", None)
+        return bool(getattr(config, "is_prompt_learning", False))
 
     @property
     def transformer(self) -> nn.Module:
@@ -85,8 +104,10 @@ class AdaptedBackbone(nn.Module):
     def gradient_checkpointing_enable(self) -> None:
         """Trade compute for activation memory (off by default)."""
         # transformers 5 names it activation checkpointing; non-reentrant needs no grad on frozen inputs.
+        # The recomputation runs inside backward, outside the forward's task_context: carry the task over
+        # (what a task-conditioned module, MTL-LoRA, reads).
         self.transformer.activation_checkpointing_enable(
-            activation_checkpointing_kwargs={"use_reentrant": False}
+            activation_checkpointing_kwargs={"use_reentrant": False, "context_fn": _keep_task_on_recompute}
         )
 
     def gradient_checkpointing_disable(self) -> None:
@@ -95,6 +116,54 @@ class AdaptedBackbone(nn.Module):
     @property
     def is_gradient_checkpointing(self) -> bool:
         return bool(getattr(self.transformer, "is_activation_checkpointing", False))
+
+
+def _keep_task_on_recompute() -> tuple[AbstractContextManager[None], AbstractContextManager[None]]:
+    """torch.utils.checkpoint's context_fn, called at forward time: (forward context, recompute context)."""
+    return nullcontext(), task_context(current_task())
+
+
+# ---- hidden states for pooled heads, by the LM head the backbone was loaded with --------------------------
+HiddenReader = Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _bare_states(
+    model: nn.Module, transformer: nn.Module, ids: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    return model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+def _decoder_states(
+    model: nn.Module, transformer: nn.Module, ids: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    # The decoder stack's own output, caught on its way into the LM head: with `logits_to_keep=1` the head
+    # computes one vocabulary row per sequence instead of one per token, and unlike output_hidden_states no
+    # other layer's states are kept. Going through `model` keeps peft's prompt/prefix tokens in effect.
+    captured: list[torch.Tensor] = []
+    hook = transformer.base_model.register_forward_hook(
+        lambda module, args, output: captured.append(output.last_hidden_state)
+    )
+    try:
+        model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
+    finally:
+        hook.remove()
+    return captured[-1]
+
+
+def _encoder_states(
+    model: nn.Module, transformer: nn.Module, ids: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    # One decoder step (the start token) is all the decoder costs here; running the whole model rather than
+    # its encoder alone keeps peft's prompt/prefix tuning, which wraps the model's forward, in effect.
+    start = torch.full((ids.shape[0], 1), transformer.config.decoder_start_token_id, device=ids.device)
+    return model(input_ids=ids, attention_mask=mask, decoder_input_ids=start).encoder_last_hidden_state
+
+
+HIDDEN_STATES: dict[str | None, HiddenReader] = {
+    None: _bare_states,
+    "causal": _decoder_states,
+    "seq2seq": _encoder_states,
+}
 
 
 PEFT_METHODS: dict[str, PeftMethod] = {}
@@ -115,8 +184,16 @@ def get_method(name: str) -> PeftMethod:
         raise ConfigError(f"unknown PEFT method '{name}'; choose one of: {known}", field="method") from None
 
 
-def apply_method(backbone: Backbone, name: str, options: dict[str, Any] | None = None) -> AdaptedBackbone:
-    return get_method(name).apply(backbone, dict(options or {}))
+def apply_method(
+    backbone: Backbone, name: str, options: dict[str, Any] | None = None, *, tasks: list[str] | None = None
+) -> AdaptedBackbone:
+    """`tasks`: the run's task names, given to methods with a module part per task (`task_conditioned`,
+    MTL-LoRA) as their option `tasks`; the other methods share everything and ignore them."""
+    method = get_method(name)
+    options = dict(options or {})
+    if tasks is not None and getattr(method, "task_conditioned", False):
+        options["tasks"] = list(tasks)
+    return method.apply(backbone, options)
 
 
 def load_method(backbone: Backbone, directory: Path) -> AdaptedBackbone:

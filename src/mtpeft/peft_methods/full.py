@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModel
-
 from mtpeft.catalogue import METHOD_DESCRIPTIONS
 from mtpeft.models.loading import Backbone
 from mtpeft.peft_methods.base import AdaptedBackbone, read_method_record, resolve_options
@@ -33,7 +31,8 @@ class FullFineTuning:
     def load(self, backbone: Backbone, directory: Path) -> FullAdaptedBackbone:
         record = read_method_record(directory)
         dtype = next(backbone.model.parameters()).dtype
-        model = AutoModel.from_pretrained(str(directory), dtype=dtype)
+        # The backbone's own class: a model saved with its LM head (generative tasks) reloads with it.
+        model = type(backbone.model).from_pretrained(str(directory), dtype=dtype)
         model.requires_grad_(True)
         return FullAdaptedBackbone(model, method=self.name, options=record["options"], info=backbone.info)
 

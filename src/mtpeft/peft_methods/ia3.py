@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peft import IA3Config, TaskType
+from peft import IA3Config
 from peft.utils.constants import (
     TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as PEFT_IA3_FEEDFORWARD,
 )
@@ -28,7 +28,7 @@ def _defaults(info: ModelInfo) -> dict[str, Any]:
 
 def _config(info: ModelInfo, options: dict[str, Any]) -> IA3Config:
     return IA3Config(
-        task_type=TaskType.FEATURE_EXTRACTION,
+        task_type=info.peft_task_type,
         target_modules=target_list(options["target_modules"]),
         feedforward_modules=target_list(options["feedforward_modules"]),
     )

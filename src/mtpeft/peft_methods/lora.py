@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peft import LoraConfig, TaskType
+from peft import LoraConfig
 
 from mtpeft.catalogue import METHOD_DESCRIPTIONS
 from mtpeft.models.loading import ModelInfo
@@ -16,9 +16,9 @@ def _defaults(info: ModelInfo) -> dict[str, Any]:
     return {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": list(info.lora_targets)}
 
 
-def _lora_config(options: dict[str, Any], *, use_dora: bool) -> LoraConfig:
+def _lora_config(info: ModelInfo, options: dict[str, Any], *, use_dora: bool) -> LoraConfig:
     return LoraConfig(
-        task_type=TaskType.FEATURE_EXTRACTION,
+        task_type=info.peft_task_type,
         r=options["r"],
         lora_alpha=options["alpha"],
         lora_dropout=options["dropout"],
@@ -31,12 +31,12 @@ LORA = PeftLibraryMethod(
     name="lora",
     description=METHOD_DESCRIPTIONS["lora"],
     defaults=_defaults,
-    make_config=lambda info, options: _lora_config(options, use_dora=False),
+    make_config=lambda info, options: _lora_config(info, options, use_dora=False),
 )
 
 DORA = PeftLibraryMethod(
     name="dora",
     description=METHOD_DESCRIPTIONS["dora"],
     defaults=_defaults,
-    make_config=lambda info, options: _lora_config(options, use_dora=True),
+    make_config=lambda info, options: _lora_config(info, options, use_dora=True),
 )

@@ -42,6 +42,8 @@ class PeftLibraryMethod:
     description: str
     defaults: Callable[[ModelInfo], dict[str, Any]]
     make_config: Callable[[ModelInfo, dict[str, Any]], PeftConfig]
+    # Why the method cannot generate text (generation tasks are then refused), if it cannot.
+    generation_problem: str | None = None
 
     def apply(self, backbone: Backbone, options: dict[str, Any]) -> PeftAdaptedBackbone:
         resolved = resolve_options(self.name, self.defaults(backbone.info), options)

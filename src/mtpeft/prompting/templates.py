@@ -120,13 +120,19 @@ def template_for(spec: TaskSpec) -> Template:
             field="tasks",
         )
     override = spec.prompt
-    default_system = f"{ROLE} Task: {spec.description.strip()}" if spec.description.strip() else ROLE
     return Template(
         kind=spec.kind,
-        system=(override.system if override and override.system else default_system),
+        system=system_message(spec),
         question=(override.question if override and override.question else DEFAULT_QUESTIONS[spec.kind]),
         words=_words(spec),
     )
+
+
+def system_message(spec: TaskSpec) -> str:
+    """The task YAML's `prompt.system`, else a short role and the task's description (every kind)."""
+    if spec.prompt and spec.prompt.system:
+        return spec.prompt.system
+    return f"{ROLE} Task: {spec.description.strip()}" if spec.description.strip() else ROLE
 
 
 def _words(spec: TaskSpec) -> tuple[str, ...]:

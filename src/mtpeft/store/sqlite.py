@@ -258,7 +258,9 @@ class RunStore:
         pid, started, host = _this_process()
         with self._connect() as db:
             self._update(
-                db, run_id, "status='running', error=NULL, finished_at=NULL, pid=?, pid_started=?, host=?",
+                db,
+                run_id,
+                "status='running', error=NULL, finished_at=NULL, pid=?, pid_started=?, host=?",
                 (pid, started, host),
             )
 

@@ -63,7 +63,18 @@ def _method_labels(records: list[RunRecord]) -> dict[str, str]:
         keys = sorted({k for v in variants for k in v if len({json.dumps(x.get(k)) for x in variants}) > 1})
         opts = r.config.get("method_options", {}) or {}
         labels[r.run_id] = f"{r.method}({', '.join(f'{k}={opts.get(k)}' for k in keys)})"
+    # Heads and instruct runs of one method are different arms (the issue's heads-vs-instruct comparison);
+    # named only where both occur, so existing studies keep their labels.
+    forms = {r.run_id: formulation(r.config) for r in records}
+    if len(set(forms.values())) > 1:
+        labels = {run_id: f"{label}, {forms[run_id]}" for run_id, label in labels.items()}
     return labels
+
+
+def formulation(config: dict[str, Any]) -> str:
+    """`instruct` when any classification task of the run generates its label, else `heads`."""
+    entries = config.get("tasks", [])
+    return "instruct" if any(e.get("formulation") == "instruct" for e in entries) else "heads"
 
 
 def _primary_metric(record: RunRecord, task: str, split: str) -> str | None:

@@ -97,7 +97,15 @@ class TaskSpec(BaseModel):
     description: str = ""
     trainable: bool = Field(default=True, description="False where training this kind is not supported yet.")
     prompt: PromptSpec | None = Field(
-        default=None, description="Optional: how `mtpeft prompt` words the question and the answers."
+        default=None,
+        description="Optional: how `mtpeft prompt` words the question and the answers; also the prompt and "
+        "the answer words (`prompt.labels`) of a classification task trained in `formulation: instruct`.",
+    )
+    instruction: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Generation tasks: the instruction before the code in the prompt the model learns to "
+        "answer, e.g. 'Summarize this method in one sentence.' (default: a generic one).",
     )
 
     @field_validator("kind")
@@ -118,6 +126,11 @@ class TaskSpec(BaseModel):
         if self.primary_metric and self.primary_metric not in self.metrics:
             raise ValueError(f"primary_metric '{self.primary_metric}' is not in metrics {self.metrics}")
         self._check_prompt_labels()
+        if self.instruction is not None and self.kind != TaskKind.GENERATION:
+            raise ValueError(
+                f"'instruction' is for generation tasks; a {self.kind} task in formulation: instruct is "
+                "asked its `prompt:` question (prompt.question, prompt.labels)"
+            )
         return self
 
     def _check_prompt_labels(self) -> None:

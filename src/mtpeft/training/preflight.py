@@ -21,6 +21,7 @@ from mtpeft.config_files import located
 from mtpeft.errors import ConfigError
 from mtpeft.layout import RUNS_DIR, run_configs, run_dir_for
 from mtpeft.tasks import TaskKind, TaskSpec, get_task
+from mtpeft.tasks.kinds import kind_of
 from mtpeft.tasks.registry import is_task_file
 
 if TYPE_CHECKING:
@@ -92,7 +93,25 @@ class Preflight:
         splits = list(dict.fromkeys([*TRAIN_SPLITS, *config.evaluate_splits]))
         for position, entry in enumerate(config.tasks):
             self.task(entry, splits, field=f"tasks.{position}")
+        self.language_model(config)
         self.run_dirs(config, field="name")
+
+    def language_model(self, config: TrainConfig) -> None:
+        """A shipped encoder cannot train tasks that write their answer (it has no LM head)."""
+        from mtpeft.models.registry import MODELS
+
+        entry = MODELS.get(config.model)
+        if entry is None or entry.architecture != "encoder":
+            return  # other models are checked when loaded
+        for position, task in enumerate(config.tasks):
+            spec = get_task(task.task)
+            if kind_of(spec).formulation(spec, task.formulation) == "instruct":
+                raise self._error(
+                    f"task {task.label!r} trains through a language-model head (kind {spec.kind}, "
+                    f"formulation instruct), which the encoder {config.model!r} does not have; use a "
+                    "decoder such as smollm2-135m (or an encoder-decoder), or formulation: heads",
+                    f"tasks.{position}",
+                )
 
     def run_dirs(self, config: TrainConfig, *, field: str) -> None:
         """Every run directory the config makes lies inside its workspace."""
@@ -120,11 +139,14 @@ class Preflight:
             raise self._error(f"workspace {workspace!r} {what}; choose a folder (--workspace DIR)", field)
         if existing == path:
             self._workspace_layout(path, field)
-        _probe_write(existing, lambda reason: self._error(
-            f"workspace {workspace!r} is not writable ({reason} in {str(existing)!r}); "
-            "choose a writable folder (--workspace DIR)",
-            field,
-        ))
+        _probe_write(
+            existing,
+            lambda reason: self._error(
+                f"workspace {workspace!r} is not writable ({reason} in {str(existing)!r}); "
+                "choose a writable folder (--workspace DIR)",
+                field,
+            ),
+        )
 
     def _workspace_layout(self, path: Path, field: str) -> None:
         runs, store = path / RUNS_DIR, path / STORE_FILE
@@ -171,6 +193,10 @@ class Preflight:
     # ---- tasks and data ----------------------------------------------------------------------------
     def task(self, entry: TaskEntry, splits: list[str], *, field: str) -> None:
         spec = self._guard(lambda: get_task(entry.task), field=f"{field}.task")
+        formulation = kind_of(spec).formulation
+        self._guard(lambda: formulation(spec, entry.formulation), field=f"{field}.formulation")
+        if entry.valid_from_train is not None:  # valid is then a part of train
+            splits = [split for split in splits if split != "valid"]
         if self._once("task", _identity(entry.task)):
             origin = entry.task if is_task_file(entry.task) else None
             try:

@@ -114,8 +114,15 @@ def _run_locked(
             baselines = baselines or split_baselines
         quality = _data_quality(trainer)
         (run_dir / layout.COST_FILE).write_text(json.dumps(outcome.cost, indent=2), encoding="utf-8")
+        # The gradient-conflict summary goes in the run's details (its measurements: the run folder's JSON).
+        details = {"grad_conflict": outcome.grad_conflict} if outcome.grad_conflict else None
         store.finish_run(
-            run_id, metrics=metrics, cost=outcome.cost, baselines=baselines, data_quality=quality
+            run_id,
+            metrics=metrics,
+            cost=outcome.cost,
+            baselines=baselines,
+            data_quality=quality,
+            details=details,
         )
         shutil.rmtree(run_dir / layout.CHECKPOINTS_DIR, ignore_errors=True)  # only needed to resume
     except KeyboardInterrupt:

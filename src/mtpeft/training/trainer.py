@@ -30,12 +30,14 @@ from mtpeft.evaluation.evaluate import evaluate_task
 from mtpeft.layout import BEST_DIR, STATE_FILE, checkpoint_dirs
 from mtpeft.manifest import MANIFEST_FILE, manifest_problem, write_manifest
 from mtpeft.modeling.build import build_model, save_deployable
-from mtpeft.modeling.inputs import TaskFeatures, collate, to_device
+from mtpeft.modeling.inputs import Batch, TaskFeatures, collate, to_device
 from mtpeft.modeling.task_data import RunTask, resolve_tasks
 from mtpeft.training.batching import TaskBatcher
 from mtpeft.training.cost import CostMeter
-from mtpeft.training.loss_weighting import LOSS_WEIGHTINGS
+from mtpeft.training.grad_conflict import ConflictLog, TaskGradients
+from mtpeft.training.loss_weighting import LossWeighting, StepLosses, build_weighting
 from mtpeft.training.sampling import build_schedule
+from mtpeft.training.token_loss import TOKEN_LOSSES
 
 KEPT_CHECKPOINTS = 2  # the newest and one to fall back to when the newest turns out damaged
 
@@ -52,6 +54,7 @@ class TrainState:
     cost: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+    grad_conflict: dict[str, Any] = field(default_factory=dict)  # ConflictLog.state_dict()
 
     def save(self, directory: Path) -> None:
         (directory / STATE_FILE).write_text(json.dumps(self.__dict__, indent=1), encoding="utf-8")
@@ -68,6 +71,7 @@ class TrainOutcome:
     valid_metrics: dict[str, dict[str, float]]
     cost: dict[str, Any]
     stopped_early: bool
+    grad_conflict: dict[str, Any] | None = None  # ConflictLog.summary(), when grad_conflict_every is set
 
 
 _STEPS_IN_PROCESS = 0  # optimiser steps taken by this process, over every run it trains
@@ -84,6 +88,15 @@ def _fault_injection() -> None:
         target = os.environ.get(variable)
         if target and int(target) == _STEPS_IN_PROCESS:
             os.kill(os.getpid(), sig)
+
+
+def _scale_gradients(model: torch.nn.Module, scale: float) -> None:
+    """Multiply the accumulated gradients by `scale` (a loss weighting's step-wide normaliser)."""
+    if scale == 1.0:
+        return
+    for parameter in model.parameters():
+        if parameter.grad is not None:
+            parameter.grad.mul_(scale)
 
 
 def _log_event(log: Any, step: int, event: str, message: str) -> None:
@@ -111,20 +124,27 @@ class MultiTaskTrainer:
         built = build_model(
             config,
             {name: t.spec for name, t in self.tasks.items()},
-            loss_weighting=LOSS_WEIGHTINGS[config.loss_weighting](list(self.tasks)),
+            loss_weighting=build_weighting(
+                config.loss_weighting, list(self.tasks), config.loss_weighting_options
+            ),
+            token_loss=TOKEN_LOSSES[config.token_loss],
         )
         self.backbone, self.adapted, self.model = built.backbone, built.adapted, built.model
         self.pad_id = self.backbone.tokenizer.pad_token_id
+        every = config.grad_conflict_every
+        self.conflict = ConflictLog(every) if every and len(self.tasks) > 1 else None
 
     # ---- setup -------------------------------------------------------------------------------
     def _load_features(self) -> None:
         tok = self.backbone.tokenizer
         seed = self.config.seed
         self.train_features: dict[str, TaskFeatures] = {
-            n: t.features("train", tok, seed=seed) for n, t in self.tasks.items()
+            n: t.features("train", tok, seed=seed, lm_head=self.backbone.info.lm_head)
+            for n, t in self.tasks.items()
         }
         self.valid_features: dict[str, TaskFeatures] = {
-            n: t.features("valid", tok, seed=seed) for n, t in self.tasks.items()
+            n: t.features("valid", tok, seed=seed, lm_head=self.backbone.info.lm_head)
+            for n, t in self.tasks.items()
         }
         self.batchers = {
             n: TaskBatcher(
@@ -136,11 +156,14 @@ class MultiTaskTrainer:
             for n, f in self.train_features.items()
         }
 
-    def _optimizer(self) -> torch.optim.Optimizer:
+    def _shared_parameters(self) -> list[torch.nn.Parameter]:
+        """The trainable parameters every task shares: the module's, not the heads' or the weighting's."""
         head_ids = {id(p) for p in self.model.head_parameters()}
-        shared = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+        return [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+
+    def _optimizer(self) -> torch.optim.Optimizer:
         groups = [
-            {"params": shared, "lr": self.config.lr},
+            {"params": self._shared_parameters(), "lr": self.config.lr},
             {"params": self.model.head_parameters(), "lr": self.config.head_lr or self.config.lr},
         ]
         return torch.optim.AdamW(groups, weight_decay=self.config.weight_decay)
@@ -152,6 +175,7 @@ class MultiTaskTrainer:
     def train(self, *, resume: bool) -> TrainOutcome:
         cfg = self.config
         self._load_features()
+        self._begin_measurements()
         optimizer = self._optimizer()
         scheduler = get_linear_schedule_with_warmup(
             optimizer, int(cfg.warmup_ratio * cfg.max_steps), cfg.max_steps
@@ -165,6 +189,8 @@ class MultiTaskTrainer:
             state = TrainState.load(checkpoint)
             for name, cursor in state.cursors.items():
                 self.batchers[name].restore(cursor)
+            if self.conflict is not None:
+                self.conflict.load_state_dict(state.grad_conflict)
         meter = CostMeter(
             trainable_params=self.trainable_parameters(),
             backbone_params=self.adapted.total_parameters(),
@@ -189,9 +215,9 @@ class MultiTaskTrainer:
                 state.step += 1
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-                log.write(
-                    json.dumps({"step": state.step, "loss": losses, "lr": scheduler.get_last_lr()[0]}) + "\n"
-                )
+                weights = self.model.loss_weighting.weights()  # as this step left them (some are learned)
+                entry = {"step": state.step, "loss": losses, "lr": scheduler.get_last_lr()[0]}
+                log.write(json.dumps(entry | {"loss_weights": weights}) + "\n")
                 log.flush()  # a killed run keeps its log up to the last step
                 if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
                     self._validate(state, meter, log)
@@ -219,26 +245,26 @@ class MultiTaskTrainer:
         cost["head_params"] = self.model.head_parameter_count()
         last_valid = state.history[-1]["metrics"] if state.history else {}
         best_valid = next((h["metrics"] for h in state.history if h["step"] == state.best_step), last_valid)
-        return TrainOutcome(state.best_step, state.best_score, best_valid, cost, state.stopped_early)
+        conflict = self._write_conflict()
+        return TrainOutcome(
+            state.best_step, state.best_score, best_valid, cost, state.stopped_early, conflict
+        )
 
     def _step(
         self, model, optimizer, scheduler, step_tasks: list[str], meter: CostMeter, step: int
     ) -> dict[str, float]:
         counts = {t: step_tasks.count(t) for t in set(step_tasks)}
         weighting = self.accelerator.unwrap_model(model).loss_weighting
+        gradients = self._task_gradients(weighting, step)
+        kept: list[tuple[str, Batch]] = []  # the step's batches, scored again after it (FAMO)
         losses: dict[str, float] = {}
-        for position, task in enumerate(step_tasks):
-            indices = self.batchers[task].next()
-            batch = collate(
-                self.train_features[task],
-                indices,
-                self.pad_id,
-                pad_to=None if self.config.dynamic_padding else self._pad_width(task),
-            )
+        # All of the step's batches first (collating is cheap): a token loss normalises over the step.
+        batches = self.model.token_loss.prepare(step_tasks, [self._collate(task) for task in step_tasks])
+        for position, (task, batch) in enumerate(zip(step_tasks, batches, strict=True)):
             meter.add_batch(
                 tokens=batch["num_tokens"],
                 padded_tokens=batch["num_positions"],
-                samples=len(indices),
+                samples=len(batch["indices"]),
                 task=task,
             )
             batch = to_device(batch, self.accelerator.device)
@@ -258,7 +284,12 @@ class MultiTaskTrainer:
             else:
                 with self.accelerator.no_sync(model):
                     self.accelerator.backward(term)
+            if gradients is not None:
+                gradients.record(task)
+            if weighting.needs_losses_after:
+                kept.append((task, batch))
             losses[task] = losses.get(task, 0.0) + value / counts[task]
+        _scale_gradients(model, weighting.gradient_scale(losses))
         norm = self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
         # Stop, not skip: the checks sit before optimizer.step(), so the weights and AdamW's moments
         # never see the bad values; but skipping would hide a run that is blowing up (too high an lr, a
@@ -275,9 +306,55 @@ class MultiTaskTrainer:
                 raise
             raise self._diverged(step, f"the optimiser step overflowed ({err})") from err
         scheduler.step()
+        after = self._losses_after(model, kept, counts) if kept else None
+        norms = gradients.norms() if gradients is not None else None
+        weighting.after_step(StepLosses(before=losses, after=after, grad_norms=norms))
+        if gradients is not None and self.conflict is not None and self.conflict.due(step):
+            self.conflict.add(step, gradients)
         optimizer.zero_grad(set_to_none=True)
         meter.sample_memory()
         return losses
+
+    # ---- what loss weightings and gradient-conflict logging measure --------------------------
+    def _begin_measurements(self) -> None:
+        weighting: LossWeighting = self.model.loss_weighting
+        weighting.begin(epoch_steps=max(len(b) for b in self.batchers.values()))
+        per_task_gradients = weighting.needs_gradient_norms or self.conflict is not None
+        if per_task_gradients and self.accelerator.num_processes > 1:
+            raise MtpeftError(
+                f"run {self.config.name}: per-task gradients (loss_weighting {self.config.loss_weighting}, "
+                "grad_conflict_every) are read between the tasks' backward passes, which several "
+                "processes all-reduce together; train this run in one process"
+            )
+
+    def _task_gradients(self, weighting: LossWeighting, step: int) -> TaskGradients | None:
+        """A recorder of each task's gradient on the shared module, on steps that need one."""
+        measure = self.conflict is not None and self.conflict.due(step)
+        if weighting.needs_gradient_norms or measure:
+            return TaskGradients(self._shared_parameters())
+        return None
+
+    @torch.no_grad()
+    def _losses_after(self, model, kept: list[tuple[str, Batch]], counts: dict[str, int]) -> dict[str, float]:
+        """Each task's loss on the step's own batches, with the step applied (same mode as training)."""
+        after: dict[str, float] = {}
+        for task, batch in kept:
+            with self.accelerator.autocast():
+                value = float(model(task, batch))
+            after[task] = after.get(task, 0.0) + value / counts[task]
+        return after
+
+    def _write_conflict(self) -> dict[str, Any] | None:
+        if self.conflict is None:
+            return None
+        record = self.conflict.record()
+        (self.run_dir / layout.GRAD_CONFLICT_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        return self.conflict.summary()
+
+    def _collate(self, task: str) -> Batch:
+        indices = self.batchers[task].next()
+        pad_to = None if self.config.dynamic_padding else self._pad_width(task)
+        return collate(self.train_features[task], indices, self.pad_id, pad_to=pad_to)
 
     def _pad_width(self, task: str) -> int:
         return self.tasks[task].entry.max_length
@@ -316,6 +393,7 @@ class MultiTaskTrainer:
                 pad_id=self.pad_id,
                 batch_size=self.tasks[name].entry.eval_batch_size,
                 device=self.accelerator.device,
+                progress=self.progress,  # generating for a generation task's valid split takes a while
             )
             metrics[name] = result.metrics
         score = sum(metrics[n][self.tasks[n].spec.primary] for n in metrics) / len(metrics)
@@ -347,6 +425,7 @@ class MultiTaskTrainer:
             raise self._diverged(state.step, f"parameter {bad} holds inf/NaN")
         state.cursors = {n: b.cursor.__dict__.copy() for n, b in self.batchers.items()}
         state.cost = meter.state_dict()
+        state.grad_conflict = self.conflict.state_dict() if self.conflict is not None else {}
         final = self.run_dir / layout.CHECKPOINTS_DIR / f"step-{state.step:07d}"
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

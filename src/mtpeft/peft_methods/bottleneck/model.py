@@ -43,7 +43,10 @@ class BottleneckModel(BaseTuner):
 
     def _create_new_module(self, config: BottleneckConfig, adapter_name: str, target: nn.Module) -> nn.Module:
         if config.parallel:
-            hidden_size = self.get_model_config(self.model).get("hidden_size")
+            # Through the config object, not its dict: T5 calls it d_model and maps hidden_size onto it.
+            model_config = getattr(self.model, "config", None)
+            text_config = model_config.get_text_config() if model_config is not None else None
+            hidden_size = getattr(text_config, "hidden_size", None)
             if hidden_size is None:
                 raise ValueError("a parallel adapter needs the model config's hidden_size")
             return ParallelAdapter(target, adapter_name, config, hidden_size=hidden_size)

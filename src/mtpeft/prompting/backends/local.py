@@ -135,15 +135,7 @@ class LocalBackend:
 
     # ---- tokens ------------------------------------------------------------------------------------
     def _render(self, prompt: Prompt) -> str:
-        from jinja2.exceptions import TemplateError
-
-        try:
-            return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        except TemplateError:  # e.g. Gemma's template refuses a system turn: fold it into the user's
-            if not prompt or prompt[0].get("role") != "system":
-                raise
-            merged = _merge_system(prompt)
-            return self.tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, prompt)
 
     def _ids(self, prompt: Prompt) -> list[int]:
         return self.tokenizer(self._render(prompt), add_special_tokens=False)["input_ids"]
@@ -260,6 +252,25 @@ class LocalBackend:
             for i, row in zip(batch, pooled.tolist(), strict=True):
                 vectors[i] = row
         return vectors
+
+
+def render_chat(tokenizer: Any, prompt: Prompt) -> str:
+    """The prompt through the tokenizer's chat template, ready for the assistant's reply (also used by
+    fine-tuning in instruct form, so a tuned model and its zero-shot baseline read the same prompt)."""
+    from jinja2.exceptions import TemplateError
+
+    template = getattr(tokenizer, "chat_template", None) or PLAIN_CHAT_TEMPLATE
+    try:
+        return tokenizer.apply_chat_template(
+            prompt, tokenize=False, add_generation_prompt=True, chat_template=template
+        )
+    except TemplateError:  # e.g. Gemma's template refuses a system turn: fold it into the user's
+        if not prompt or prompt[0].get("role") != "system":
+            raise
+        merged = _merge_system(prompt)
+        return tokenizer.apply_chat_template(
+            merged, tokenize=False, add_generation_prompt=True, chat_template=template
+        )
 
 
 def _merge_system(prompt: Prompt) -> Prompt:

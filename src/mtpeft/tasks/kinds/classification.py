@@ -1,7 +1,9 @@
 """Binary and multiclass classification of one snippet: a label from the task's label set.
 
-Head: an MLP on the pooled code vector, cross-entropy (heads/classification.py). Metrics from label
-indices; baselines: majority label, random label, TF-IDF + logistic regression.
+Head: an MLP on the pooled code vector, cross-entropy (heads/classification.py). Or, in formulation
+`instruct`, no head: the prompt `mtpeft prompt` asks (prompting/templates.py) and the label's answer word
+as the target, predicted as the answer word the model finds most likely. Metrics from label indices;
+baselines: majority label, random label, TF-IDF + logistic regression.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from mtpeft.tasks.kinds.base import Baseline, Kind, Outputs, Rows, TaskEvaluatio
 if TYPE_CHECKING:
     from mtpeft.data.example import Example
     from mtpeft.heads.base import TaskHead
+    from mtpeft.prompting.templates import Conversation
     from mtpeft.tasks.spec import TaskSpec
 
 
@@ -20,6 +23,7 @@ class ClassificationKind(Kind):
     record_roles = ("code", "label")
     inputs = ("code",)
     labelled = True
+    formulations = ("heads", "instruct")
 
     def __init__(self, name: str, *, exact_labels: int | None = None) -> None:
         self.name = name
@@ -36,6 +40,19 @@ class ClassificationKind(Kind):
         from mtpeft.heads.classification import ClassificationHead
 
         return ClassificationHead(hidden_size, spec.num_labels, inputs=self.inputs)
+
+    def prompt(self, spec: TaskSpec, example: Example) -> Conversation:
+        from mtpeft.prompting.templates import template_for
+
+        return template_for(spec).conversation(example, shots=[])
+
+    def target(self, spec: TaskSpec, example: Example) -> str:
+        return self.choices(spec)[int(example.label or 0)]
+
+    def choices(self, spec: TaskSpec) -> list[str]:
+        from mtpeft.prompting.templates import template_for
+
+        return list(template_for(spec).words)
 
     def score(self, spec: TaskSpec, outputs: dict[str, Any], examples: list[Example]) -> TaskEvaluation:
         from mtpeft.evaluation.metrics import compute_metrics

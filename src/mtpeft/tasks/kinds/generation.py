@@ -1,7 +1,9 @@
 """Generation (summarisation, repair): a text per snippet, scored against the reference target.
 
-Loaded, inspected and scored (baselines, prediction files) today; no head yet, so not trainable.
-Baselines: the most frequent train target, a random train target, the nearest train example's target.
+Trained through the model's language-model head (formulation `instruct`, the only one): the prompt is
+the task's `instruction` and the code, the target the reference text (modeling/lm_inputs.py); evaluation
+generates (MultiTaskModel.generate) and scores the hypotheses with the task's metrics. Baselines: the
+most frequent train target, a random train target, the nearest train example's target.
 """
 
 from __future__ import annotations
@@ -12,13 +14,30 @@ from mtpeft.tasks.kinds.base import Baseline, Kind, Outputs, Rows, TaskEvaluatio
 
 if TYPE_CHECKING:
     from mtpeft.data.example import Example
+    from mtpeft.prompting.templates import Conversation
     from mtpeft.tasks.spec import TaskSpec
+
+# For a task YAML without `instruction:`; the built-in tasks each give their own.
+DEFAULT_INSTRUCTION = "Write what the task asks for, for this code."
 
 
 class GenerationKind(Kind):
     name = "generation"
     record_roles = ("code", "target")
     inputs = ("code",)
+    formulations = ("instruct",)
+
+    def prompt(self, spec: TaskSpec, example: Example) -> Conversation:
+        from mtpeft.prompting.templates import Code, Turn, system_message
+
+        instruction = spec.instruction or DEFAULT_INSTRUCTION
+        return [
+            Turn("system", (system_message(spec),)),
+            Turn("user", (f"{instruction}\n\n", Code(example.code))),
+        ]
+
+    def target(self, spec: TaskSpec, example: Example) -> str:
+        return example.target or ""
 
     def score(self, spec: TaskSpec, outputs: dict[str, Any], examples: list[Example]) -> TaskEvaluation:
         from mtpeft.evaluation.metrics import compute_metrics
@@ -44,6 +63,7 @@ class GenerationKind(Kind):
             "majority": baselines.majority_target,
             "random": baselines.random_target,
             "tfidf": baselines.nearest_neighbour_target,
+            "copy": baselines.copy_input,
         }
 
 
