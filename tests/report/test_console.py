@@ -38,3 +38,20 @@ def test_cost_table_with_one_setting_has_no_ratio_column():
     text = _render(cost_table({"multi": COST}, num_tasks=2))
     assert "ratio" not in text and "x │" not in text
     assert "221,184" in text
+
+
+def test_scores_table_shows_the_copy_baseline_only_where_a_task_has_it():
+    from rich.console import Console
+
+    from mtpeft.report.console import scores_table
+
+    def render(rows):
+        console = Console(width=200, record=True)
+        console.print(scores_table("scores", rows, ["model"]))
+        return console.export_text()
+
+    classification = ("vuln", "accuracy", {"model": 0.7}, {"majority": {"accuracy": 0.5}})
+    repair = ("repair", "codexglue_bleu", {"model": 0.81}, {"copy": {"codexglue_bleu": 0.7793}})
+    assert "copy" not in render([classification])
+    with_copy = render([classification, repair])
+    assert "copy" in with_copy and "0.779" in with_copy

@@ -30,6 +30,12 @@ from mtpeft.study.records import Arm
 from mtpeft.study.stats import Estimate, score_estimate
 
 BASELINES = ("majority", "tfidf")
+OPTIONAL_BASELINES = ("copy",)  # generation tasks only (the input as the output): a column where present
+
+
+def baselines_shown(a: StudyAnalysis) -> list[str]:
+    present = {name for v in a.runs.views for by_name in v.record.baselines.values() for name in by_name}
+    return [*BASELINES, *(b for b in OPTIONAL_BASELINES if b in present)]
 
 
 # ---- document model --------------------------------------------------------------------------------
@@ -226,7 +232,7 @@ def scores_section(a: StudyAnalysis, ctx: Context) -> Section:
             rows.append(
                 [task, a.runs.primary.get(task, "-"), score_cell(single), score_cell(multi)]
                 + [f"{score_cell(other)} (with {partner})" if other else "-"]
-                + [num(_baseline(a, task, b)) for b in BASELINES]
+                + [num(_baseline(a, task, b)) for b in baselines_shown(a)]
             )
             for setting, e in (("single", single), ("all tasks", multi)):
                 if e is not None and e.mean is not None:
@@ -238,7 +244,7 @@ def scores_section(a: StudyAnalysis, ctx: Context) -> Section:
                 "all tasks: one shared module; best other grouping: the best score of the task in any other "
                 "multi-task run. Baselines are trained on the same train split. "
                 + direction_note(_metrics_used(a)),
-                ["task", "metric", "single", "all tasks", "best other grouping", *BASELINES],
+                ["task", "metric", "single", "all tasks", "best other grouping", *baselines_shown(a)],
                 rows,
             )
         )

@@ -64,11 +64,13 @@ def scores_table(
     table.add_column("metric")
     for column in columns:
         table.add_column(plain(column), justify="right")
-    for baseline in ("majority", "random", "tfidf"):
+    # `copy` (the input as the output) exists for generation tasks only; shown where a task has it.
+    names = ["majority", "random", "tfidf"] + (["copy"] if any("copy" in r[3] for r in rows) else [])
+    for baseline in names:
         table.add_column(baseline, justify="right", style="dim")
     for task, metric, scores, baselines in rows:
         cells = [_fmt(scores.get(c)) for c in columns]
-        cells += [_fmt(baselines.get(b, {}).get(metric)) for b in ("majority", "random", "tfidf")]
+        cells += [_fmt(baselines.get(b, {}).get(metric)) for b in names]
         table.add_row(plain(task), plain(metric), *cells)
     return table
 

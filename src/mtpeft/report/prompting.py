@@ -131,7 +131,7 @@ def _baseline_rows(a: StudyAnalysis, prompted: list[RunRecord], task: str, metri
     from mtpeft.report.build import _baseline, num
 
     rows = []
-    for name in ("tfidf", "majority"):
+    for name in ("tfidf", "majority", "copy"):
         value, where = _baseline(a, task, name), "fine-tuned runs' test examples"
         if value is None:
             found = [r.baselines.get(task, {}).get(name, {}).get(metric) for r in reversed(prompted)]
