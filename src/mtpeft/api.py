@@ -205,6 +205,11 @@ class Run:
         return [n for n, h in self.model.heads.items() if isinstance(h, RetrievalHead)]
 
     @property
+    def generation_tasks(self) -> list[str]:
+        """Tasks `generate` answers: trained through the LM head (summaries, repairs, label words)."""
+        return list(self.model.lm_tasks)
+
+    @property
     def max_tokens(self) -> int:
         """The smallest code limit of the run's snippet and pair tasks (all tasks when it has none of those):
         a snippet longer than this is truncated for at least one task."""
@@ -338,6 +343,26 @@ class Run:
             else:
                 vectors = self.model.heads[name].project(pooled)
         out = vectors.float().cpu().numpy()
+        return out[0] if single else out
+
+    def generate(
+        self,
+        snippets: str | Sequence[str],
+        task: str | None = None,
+        *,
+        max_new_tokens: int | None = None,
+        num_beams: int | None = None,
+    ) -> str | list[str]:
+        """What a task trained through the LM head writes for each snippet: a summary, the repaired code,
+        or an instruct task's label word (one str for a single str). Greedy unless `num_beams` > 1; at
+        most `max_new_tokens` (default: the task's max_target_length). The prompts and decoding are the
+        ones evaluation used, so a snippet of the test split gets the hypothesis evaluation scored."""
+        texts, single = _texts(snippets, "snippet")
+        name = self._one(task, self.generation_tasks, "generate")
+        with torch.inference_mode():
+            out = self.model.generate(
+                name, texts, max_new_tokens=max_new_tokens, num_beams=num_beams, batch_size=self.batch_size
+            )
         return out[0] if single else out
 
     def embedding_task(self, task: str | None = None, *, query: bool = False) -> str | None:
@@ -540,8 +565,17 @@ class Run:
             raise InputError(f"{what}() cannot answer task '{name}' ({kind}); {hint}")
 
     def _use_instead(self, what: str, kind: str | None = None) -> str:
-        entries = {"analyze": "binary/multiclass", "compare": "pair", "embed": "retrieval"}
-        hints = {"pair": "compare(a, b, task=...)", "retrieval": "embed() or search()"}
+        entries = {
+            "analyze": "binary/multiclass",
+            "compare": "pair",
+            "embed": "retrieval",
+            "generate": "generation and instruct",
+        }
+        hints = {
+            "pair": "compare(a, b, task=...)",
+            "retrieval": "embed() or search()",
+            "generation": "generate(code, task=...)",
+        }
         hint = hints.get(kind or "", "analyze()")
         return f"{what}() answers {entries[what]} tasks ({hint} for this one); run tasks: {self._listing()}"
 

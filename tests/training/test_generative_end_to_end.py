@@ -91,3 +91,22 @@ def test_a_config_without_generative_fields_keeps_its_run_key(data, tmp_path):
         "task", "data", "name", "batch_size", "eval_batch_size", "max_length", "max_query_length",
         "max_train_examples", "max_eval_examples",
     }  # fmt: skip
+
+
+def test_python_api_generates_for_generative_tasks_only(trained):
+    import mtpeft
+    from mtpeft.errors import InputError
+
+    run = mtpeft.load(trained.run_dir)
+    assert run.generation_tasks == ["clone", "repair"]
+    entry = next(e for e in run.config.tasks if e.label == "repair")
+    example = load_split(get_task("repair"), entry.data, "test")[0]
+    direct = load_trained(trained.run_dir).model.generate("repair", [example.code])
+    assert run.generate(example.code, task="repair") == direct[0]  # one str in, one str out
+    assert run.generate([example.code], task="repair", max_new_tokens=2)[0] == run.generate(
+        example.code, task="repair", max_new_tokens=2
+    )
+    with pytest.raises(InputError, match="needs task="):
+        run.generate(example.code)  # two generative tasks: which one must be said
+    with pytest.raises(InputError, match="generate\\(\\) cannot answer task 'vulnerability'"):
+        run.generate(example.code, task="vulnerability")
