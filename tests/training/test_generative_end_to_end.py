@@ -110,3 +110,26 @@ def test_python_api_generates_for_generative_tasks_only(trained):
         run.generate(example.code)  # two generative tasks: which one must be said
     with pytest.raises(InputError, match="generate\\(\\) cannot answer task 'vulnerability'"):
         run.generate(example.code, task="vulnerability")
+
+
+def test_predict_cli_writes_generated_text_beside_labels(trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from mtpeft.cli.main import app
+
+    entry = next(e for e in load_trained(trained.run_dir).config.tasks if e.label == "repair")
+    code = load_split(get_task("repair"), entry.data, "test")[0].code
+    lines = tmp_path / "in.jsonl"
+    lines.write_text(json.dumps({"id": "a", "code": code}) + "\n")
+    result = CliRunner().invoke(app, ["predict", str(trained.run_dir), str(lines)])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout.splitlines()[0])
+    assert row["id"] == "a" and set(row["predictions"]) == {"vulnerability", "repair"}
+    assert row["predictions"]["repair"] == {"text": mtpeft_generate(trained.run_dir, code)}
+    assert set(row["predictions"]["vulnerability"]) == {"label", "probability"}
+
+
+def mtpeft_generate(run_dir: Path, code: str) -> str:
+    import mtpeft
+
+    return mtpeft.load(run_dir).generate(code, task="repair")

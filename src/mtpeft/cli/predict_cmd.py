@@ -79,7 +79,8 @@ def predict(
 ) -> None:
     """Answer the run's tasks for each JSON line of INPUT (streams stdin with -).
 
-    Out, per line: {"id": ..., "predictions": {task: {"label": ..., "probability": ...}}}.
+    Out, per line: {"id": ..., "predictions": {task: {"label": ..., "probability": ...}}}; a generation
+    task (summarization, repair) answers {"text": ...}.
 
     A bad line is reported on stderr with its number: stop there (default, exit 2) or --on-error skip.
     """
@@ -103,14 +104,18 @@ def predict(
 
 
 def _tasks(run: Run, names: list[str]) -> tuple[list[str], list[str]]:
-    """(one-snippet tasks, pair tasks) to answer; retrieval tasks are for `mtpeft search`."""
+    """(one-snippet tasks, pair tasks) to answer; retrieval tasks are for `mtpeft search`.
+
+    One-snippet tasks include generation tasks (summaries, repairs): their answer is the generated text.
+    """
+    generated = [n for n in run.generation_tasks if run.tasks[n].kind == "generation"]
     if not names:
-        if not run.snippet_tasks + run.pair_tasks:
+        if not run.snippet_tasks + run.pair_tasks + generated:
             raise InputError(
                 "this run has no classification or pair task, so nothing to predict per line; its tasks rank "
                 "code for a query: use `mtpeft index` and `mtpeft search`"
             )
-        return run.snippet_tasks, run.pair_tasks
+        return run.snippet_tasks + generated, run.pair_tasks
     for name in names:
         if name not in run.tasks:
             listing = ", ".join(f"{t.name} ({t.kind})" for t in run.tasks.values())
@@ -121,7 +126,8 @@ def _tasks(run: Run, names: list[str]) -> tuple[list[str], list[str]]:
                 "line; use `mtpeft index` and `mtpeft search`"
             )
     chosen = list(dict.fromkeys(names))
-    return [n for n in chosen if n in run.snippet_tasks], [n for n in chosen if n in run.pair_tasks]
+    alone = [n for n in chosen if n in run.snippet_tasks or n in generated]
+    return alone, [n for n in chosen if n in run.pair_tasks]
 
 
 def _stream(
@@ -214,16 +220,23 @@ def _answer(
     rows: dict[int, dict[str, Any]] = {r.line: {} for r in batch}
     alone = [r for r in batch if r.code_b is None]
     both = [r for r in batch if r.code_b is not None]
-    if alone:
-        for request, answer in zip(alone, run.analyze([r.code for r in alone], single), strict=True):
+    classified = [t for t in single if t in run.snippet_tasks]
+    if alone and classified:
+        for request, answer in zip(alone, run.analyze([r.code for r in alone], classified), strict=True):
             rows[request.line] = answer
+    for task in [t for t in single if t not in classified] if alone else []:
+        texts = run.generate([r.code for r in alone], task)
+        for request, text in zip(alone, texts, strict=True):
+            rows[request.line][task] = {"text": text}
     for task in pairs if both else []:
         answers = run.compare([r.code for r in both], [r.code_b or "" for r in both], task)
         for request, answer in zip(both, answers, strict=True):
             rows[request.line][task] = answer
     for request in batch:
         predictions = {
-            task: answer if probabilities else {k: answer[k] for k in ("label", "probability")}
+            task: answer
+            if probabilities or "text" in answer
+            else {k: answer[k] for k in ("label", "probability")}
             for task, answer in rows[request.line].items()
         }
         sink.write(json.dumps({"id": request.id, "predictions": predictions}, ensure_ascii=False) + "\n")
