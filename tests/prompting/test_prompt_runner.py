@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from prompt_fakes import FakeBackend, GenerateOnly, config, fixture_task, question, truthful
@@ -245,3 +246,41 @@ def test_cli_errors_name_the_flag(tmp_path):
     with pytest.raises(ConfigError, match="unknown answer mode 'guess'") as err:
         load_prompt_config(None, fields | {"model": "tiny-llama", "mode": "generate,guess"})
     assert err.value.field == "mode"
+
+
+def _fixed(code: str) -> str:
+    """The fixture's repair: a wrong comparison or operator back to `<` and `+` (data/fixtures.py)."""
+    code = re.sub(r"VAR_1 (<=|==|>) VAR_2", "VAR_1 < VAR_2", code)
+    return re.sub(r"return VAR_1 [-*/] ", "return VAR_1 + ", code)
+
+
+def test_a_generation_task_is_asked_its_instruction_and_scored_on_the_replies(tmp_path):
+    repair = fixture_task(tmp_path, "code-refinement")
+    code_of = lambda p: question(p).split("```\n", 1)[1].rsplit("\n```", 1)[0]  # noqa: E731
+    backend = FakeBackend(lambda p: f"\n{_fixed(code_of(p))}  ")
+    runs = run_prompting(config(tmp_path, repair, mode="both"), backend=backend, progress=False)
+    # Score mode reads answer words' likelihoods: a repair has none, so only generate runs, and says so.
+    assert [r.mode for r in runs] == ["generate"] and "score mode leaves out repair" in runs[0].notes[0]
+    asked = question(backend.asked[0])
+    assert asked.startswith(get_task("repair").instruction) and "Answer yes or no" not in asked
+    details = runs[0].results["repair"]
+    assert details["metrics"]["exact_match"] == 1.0 and details["examples"] == 16
+    assert set(runs[0].baselines["repair"]) == {"majority", "tfidf", "copy"}
+    assert runs[0].baselines["repair"]["copy"]["exact_match"] < 1.0
+
+
+def test_a_failed_generation_request_scores_as_an_empty_reply_and_is_counted(tmp_path):
+    repair = fixture_task(tmp_path, "code-refinement")
+    even = re.compile(r"METHOD_\d*[02468] ")  # every second method's request fails
+    backend = FakeBackend(lambda p: RuntimeError("HTTP 500") if even.search(question(p)) else "x")
+    details = _only(run_prompting(config(tmp_path, repair), backend=backend, progress=False)).results["repair"]
+    assert 0 < details["unanswered"] < 16 and details["metrics"]["exact_match"] == 0.0
+
+
+def test_few_shot_generation_answers_each_shot_with_its_reference(tmp_path):
+    repair = fixture_task(tmp_path, "code-refinement")
+    backend = FakeBackend(lambda p: "x")
+    run_prompting(config(tmp_path, repair, shots=2), backend=backend, progress=False)
+    turns = backend.asked[0]
+    assert [t["role"] for t in turns] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert turns[2]["content"] == _fixed(turns[1]["content"].split("```\n", 1)[1].rsplit("\n```", 1)[0])

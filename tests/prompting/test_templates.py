@@ -86,9 +86,16 @@ def test_bad_prompt_labels_name_the_field(tmp_path, labels, message):
     assert str(path) in str(err.value) and "prompt" in str(err.value)
 
 
-def test_generation_tasks_cannot_be_prompted_yet():
-    with pytest.raises(ConfigError, match="cannot be prompted yet"):
-        template_for(get_task("py-summarize"))
+def test_a_generation_task_is_asked_the_prompt_its_fine_tuned_runs_learn_from():
+    from mtpeft.data.example import Example
+    from mtpeft.tasks.kinds import kind_of
+
+    spec = get_task("py-summarize")
+    example = Example("1", "def add(a, b):\n    return a + b", target="Add two numbers.")
+    template = template_for(spec)
+    assert template.generates and template.conversation(example, []) == kind_of(spec).prompt(spec, example)
+    shot = template.conversation(example, [example])[2]
+    assert (shot.role, shot.parts) == ("assistant", ("Add two numbers.",))
 
 
 def _words(prompt) -> int:

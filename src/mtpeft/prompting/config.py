@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mtpeft.config_files import read_yaml_mapping, validate_model
-from mtpeft.errors import ConfigError
+from mtpeft.errors import ConfigError, MtpeftError
 from mtpeft.tasks.registry import task_label
 
 GENERATE, SCORE, EMBED = "generate", "score", "embed"
@@ -76,6 +76,9 @@ class PromptConfig(BaseModel):
     split: str = Field(default="test", min_length=1)
     seed: Seed = 0
     max_new_tokens: int = Field(default=12, ge=1, le=1024, description="Generated tokens per answer.")
+    max_target_tokens: int = Field(
+        default=128, ge=1, le=4096, description="Generation tasks (summarization, repair): tokens per reply."
+    )
     batch_size: int = Field(default=8, ge=1, description="Prompts per forward pass (local models).")
     pool_size: int = Field(default=10, ge=2, description="Code search: candidates reranked per query.")
     embed_max_tokens: int = Field(default=512, ge=8, description="Code search embeddings: tokens per text.")
@@ -138,7 +141,19 @@ class PromptConfig(BaseModel):
             data["shots"] = self.shots
         if mode == GENERATE:
             data["max_new_tokens"] = self.max_new_tokens
+            if any(_generates(t.task) for t in self.tasks):
+                data["max_target_tokens"] = self.max_target_tokens  # only here: older run keys stay valid
         return data
+
+
+def _generates(task: str) -> bool:
+    """Whether a task's replies are free text; False for one that cannot be read (load_tasks says why)."""
+    from mtpeft.tasks import get_task
+
+    try:
+        return get_task(task).kind == "generation"
+    except MtpeftError:
+        return False
 
 
 def load_prompt_config(path: str | Path | None, fields: dict[str, Any]) -> PromptConfig:

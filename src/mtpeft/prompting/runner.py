@@ -31,7 +31,15 @@ from mtpeft.errors import ConfigError, MtpeftError
 from mtpeft.prompting.answers import ANSWERS_FILE, AnswerLog, AnswerRecord, prompt_hash
 from mtpeft.prompting.backends.base import Answer, Prompt, PromptBackend, ScoringBackend
 from mtpeft.prompting.config import EMBED, GENERATE, MODE_SETS, SCORE, PromptConfig, parse_modes
-from mtpeft.prompting.scoring import Counts, TaskResult, score_choices, score_labels, score_pools, score_ranks
+from mtpeft.prompting.scoring import (
+    Counts,
+    TaskResult,
+    score_choices,
+    score_labels,
+    score_pools,
+    score_ranks,
+    score_texts,
+)
 from mtpeft.prompting.templates import Conversation, Template, template_for
 from mtpeft.prompting.truncation import fit
 from mtpeft.store import RunRecord, RunStore, config_hash
@@ -132,11 +140,23 @@ def usable_modes(
     if EMBED in modes and not any(t.spec.kind == "retrieval" for t in tasks):
         modes.remove(EMBED)
         notes.append("embed mode skipped: it ranks code search (retrieval) tasks only, and none was given")
+    free_text = [t.label for t in tasks if t.template.generates]
+    if SCORE in modes and free_text:
+        notes.append(
+            f"score mode leaves out {', '.join(free_text)}: a generation task's reply is free text, "
+            "scored in generate mode only"
+        )
+        if len(free_text) == len(tasks):
+            modes.remove(SCORE)
     return modes, notes
 
 
 def _mode_tasks(mode: str, tasks: list[PromptTaskData]) -> list[PromptTaskData]:
-    return [t for t in tasks if t.spec.kind == "retrieval"] if mode == EMBED else tasks
+    if mode == EMBED:
+        return [t for t in tasks if t.spec.kind == "retrieval"]
+    if mode == SCORE:  # log-likelihoods of answer words: a free-text reply has none
+        return [t for t in tasks if not t.template.generates]
+    return tasks
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -311,6 +331,9 @@ def _run_task(job: _Job, task: PromptTaskData) -> TaskResult:
     conversations = [task.template.conversation(e, shots(e)) for e in task.test]
     requests = [_request(job, task, str(i), c) for i, c in enumerate(conversations)]
     records = _answers(job, task, requests)
+    if task.template.generates:
+        references = [e.target or "" for e in task.test]
+        return score_texts(task.label, task.spec.metrics, records, references)
     gold = [int(e.label or 0) for e in task.test]
     words = task.template.words
     return score_labels(task.label, task.spec.metrics, records, gold, mode=job.mode, words=words)
@@ -372,12 +395,16 @@ def _embed_task(job: _Job, task: PromptTaskData) -> TaskResult:
 
 
 def _request(job: _Job, task: PromptTaskData, key: str, conversation: Conversation) -> Request:
-    config = job.config
-    reserve = config.max_new_tokens if job.mode == GENERATE else SCORE_RESERVE
+    reserve = _new_tokens(job.config, task) if job.mode == GENERATE else SCORE_RESERVE
     budget = job.backend.context_length - reserve
     prompt, truncated, tokens = fit(conversation, job.backend.count_tokens, budget)
-    extra = f"generate:{config.max_new_tokens}" if job.mode == GENERATE else f"score:{_choices(task)}"
+    extra = f"generate:{reserve}" if job.mode == GENERATE else f"score:{_choices(task)}"
     return Request(key, prompt, truncated, tokens, prompt_hash(prompt, extra))
+
+
+def _new_tokens(config: PromptConfig, task: PromptTaskData) -> int:
+    """Tokens a reply may have: an answer word's few, or a whole summary or fixed method."""
+    return config.max_target_tokens if task.template.generates else config.max_new_tokens
 
 
 def _choices(task: PromptTaskData) -> list[str]:
@@ -421,7 +448,7 @@ def _ask(job: _Job, task: PromptTaskData, chunk: list[Request]) -> list[AnswerRe
     started = time.perf_counter()
     try:
         if job.mode == GENERATE:
-            answers = backend.generate(prompts, max_new_tokens=job.config.max_new_tokens)
+            answers = backend.generate(prompts, max_new_tokens=_new_tokens(job.config, task))
             _check_count(backend, answers, chunk)
             return [_from_answer(task.label, r, a) for r, a in zip(chunk, answers, strict=True)]
         scores = backend.score(prompts, _choices(task))  # type: ignore[attr-defined]
@@ -472,13 +499,14 @@ def _refuse_all_failed(task: str, answers: list[AnswerRecord]) -> None:
 
 # ---- recording -------------------------------------------------------------------------------------
 def _baselines(config: PromptConfig, task: PromptTaskData) -> dict[str, dict[str, float]]:
-    """Majority and TF-IDF (trained on train) on the same examples, for the report's columns."""
+    """Majority and TF-IDF (trained on train) on the same examples, for the report's columns; for a
+    generation task also the copy-the-input baseline."""
     if not config.baselines or not task.train:
         return {}
     from mtpeft.evaluation.baselines import score_baseline
     from mtpeft.tasks.kinds import kind_of
 
-    names = [n for n in ("majority", "tfidf") if n in kind_of(task.spec).baselines()]
+    names = [n for n in ("majority", "tfidf", "copy") if n in kind_of(task.spec).baselines()]
     return {n: score_baseline(task.spec, n, task.train, task.test, seed=config.seed) for n in names}
 
 

@@ -4,6 +4,7 @@ Nothing is dropped: an unparseable answer (generate mode) and a failed request (
 unanswered) are scored as WRONG, i.e. as the other answer: a wrong label for classification (the next
 label), and for a code-search candidate "no" to the true code and "yes" to any other. So every example
 of the subset is in every metric, and a model that cannot follow the format loses for it.
+A generation task's reply is its hypothesis as written (stripped); a failed request is an empty one.
 Score mode reads the label whose words are most likely; each word counts in two spellings ("yes" and
 "Yes": chat models open their reply capitalised), their probabilities added (logsumexp).
 """
@@ -123,6 +124,19 @@ def score_labels(
         counts.add(record, unparseable=record.answered and label is None)
         y_pred.append(label if label is not None else (truth + 1) % len(words))  # scored as wrong
     return _finish(task, metrics, {"y_true": list(gold), "y_pred": y_pred}, counts, records)
+
+
+def score_texts(
+    task: str, metrics: list[str], records: Sequence[AnswerRecord], references: Sequence[str]
+) -> TaskResult:
+    """Generation tasks: each reply (stripped) is the hypothesis; a failed request scores as an empty one."""
+    counts = Counts(examples=len(references))
+    hypotheses = []
+    for record in records:
+        counts.add(record)
+        hypotheses.append((record.text or "").strip() if record.answered else "")
+    per_example = {"references": list(references), "hypotheses": hypotheses}
+    return _finish(task, metrics, per_example, counts, records)
 
 
 def candidate_value(record: AnswerRecord, mode: str, *, true: bool) -> tuple[float, bool]:

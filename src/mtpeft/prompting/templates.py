@@ -10,6 +10,10 @@ of answer words, indexed like the task's labels:
 - retrieval: "Query: <text> <code> Does this function do what the query describes? Answer yes or no."
   (index 1 -> yes: the candidate matches; runner/retrieval rank candidates by it).
 
+Generation tasks (summarization, repair) are asked the task's own `instruction` before the code, exactly
+the prompt a fine-tuned run of the task learns from (tasks/kinds/generation.py), with no answer words:
+the reply is the hypothesis, and a few-shot example is answered with its reference target.
+
 The task YAML's optional `prompt:` (TaskSpec.prompt) overrides the system message, the question and the
 label words; without it the system message carries the task's description.
 """
@@ -31,7 +35,8 @@ DEFAULT_QUESTIONS = {
     "multiclass": "Which label does the task give this code?",
     "retrieval": "Does this code do what the query describes?",
 }
-PROMPTABLE_KINDS = tuple(DEFAULT_QUESTIONS)
+GENERATION = "generation"
+PROMPTABLE_KINDS = (*DEFAULT_QUESTIONS, GENERATION)
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,15 @@ class Template:
             return "Answer yes or no."
         return f"Answer with exactly one of: {', '.join(self.words)}."
 
+    @property
+    def generates(self) -> bool:
+        """The reply is free text (a summary, a fixed method), not one of answer words."""
+        return self.kind == GENERATION
+
     def ask(self, item: Example) -> Turn:
         """The user turn asking about one item (an example, or a retrieval query-candidate pair)."""
+        if self.generates:  # the fine-tuned prompt (GenerationKind.prompt): instruction, then the code
+            return Turn("user", (f"{self.question}\n\n", Code(item.code)))
         tail = f"\n\n{self.question} {self.instruction}"
         if self.kind == "pair":
             parts: tuple[Part, ...] = ("Code A:\n", Code(item.code), "\n\nCode B:\n", Code(item.code_b or ""))
@@ -101,6 +113,8 @@ class Template:
 
     def answer(self, item: Example) -> Turn:
         """The assistant turn answering a few-shot example correctly."""
+        if self.generates:
+            return Turn("assistant", (item.target or "",))
         return Turn("assistant", (self.words[int(item.label or 0)],))
 
     def conversation(self, item: Example, shots: list[Example]) -> Conversation:
@@ -120,6 +134,10 @@ def template_for(spec: TaskSpec) -> Template:
             field="tasks",
         )
     override = spec.prompt
+    if spec.kind == GENERATION:
+        from mtpeft.tasks.kinds.generation import DEFAULT_INSTRUCTION
+
+        return Template(GENERATION, system_message(spec), spec.instruction or DEFAULT_INSTRUCTION, ())
     return Template(
         kind=spec.kind,
         system=system_message(spec),

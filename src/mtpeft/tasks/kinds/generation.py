@@ -28,13 +28,10 @@ class GenerationKind(Kind):
     formulations = ("instruct",)
 
     def prompt(self, spec: TaskSpec, example: Example) -> Conversation:
-        from mtpeft.prompting.templates import Code, Turn, system_message
+        # The zero-shot prompt `mtpeft prompt` asks (one definition): a tuned run starts from it.
+        from mtpeft.prompting.templates import template_for
 
-        instruction = spec.instruction or DEFAULT_INSTRUCTION
-        return [
-            Turn("system", (system_message(spec),)),
-            Turn("user", (f"{instruction}\n\n", Code(example.code))),
-        ]
+        return template_for(spec).conversation(example, [])
 
     def target(self, spec: TaskSpec, example: Example) -> str:
         return example.target or ""
