@@ -273,7 +273,8 @@ def test_a_failed_generation_request_scores_as_an_empty_reply_and_is_counted(tmp
     repair = fixture_task(tmp_path, "code-refinement")
     even = re.compile(r"METHOD_\d*[02468] ")  # every second method's request fails
     backend = FakeBackend(lambda p: RuntimeError("HTTP 500") if even.search(question(p)) else "x")
-    details = _only(run_prompting(config(tmp_path, repair), backend=backend, progress=False)).results["repair"]
+    run = _only(run_prompting(config(tmp_path, repair), backend=backend, progress=False))
+    details = run.results["repair"]
     assert 0 < details["unanswered"] < 16 and details["metrics"]["exact_match"] == 0.0
 
 
