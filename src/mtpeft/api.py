@@ -191,13 +191,20 @@ class Run:
 
     @property
     def snippet_tasks(self) -> list[str]:
-        """Tasks `analyze` answers: one snippet in, a label out (binary, multiclass)."""
-        return self.model.snippet_tasks()
+        """Tasks `analyze` answers: one snippet in, a label out (binary, multiclass), through a head or,
+        in formulation instruct, through the LM head's likelihood of each label word."""
+        heads = self.model.snippet_tasks()
+        return [n for n in self._tasks if n in heads or self._instruct_kind(n) in ("binary", "multiclass")]
 
     @property
     def pair_tasks(self) -> list[str]:
-        """Tasks `compare` answers: two snippets in, a label out (clone detection)."""
-        return [n for n, h in self.model.heads.items() if isinstance(h, ClassificationHead) and h.is_pair]
+        """Tasks `compare` answers: two snippets in, a label out (clone detection), head or instruct."""
+        heads = [n for n, h in self.model.heads.items() if isinstance(h, ClassificationHead) and h.is_pair]
+        return [n for n in self._tasks if n in heads or self._instruct_kind(n) == "pair"]
+
+    def _instruct_kind(self, name: str) -> str | None:
+        """The kind of a classification task trained through the LM head (None: a head's, or generation)."""
+        return self._tasks[name].kind if name in self.model.lm_tasks else None
 
     @property
     def retrieval_tasks(self) -> list[str]:
@@ -272,15 +279,22 @@ class Run:
         texts, single = _texts(snippets, "snippet")
         names = self._select(tasks, self.snippet_tasks, "analyze")
         limits = {n: self._limit(n, max_tokens) for n in names}
-        pooled = self._task_pooled(texts, limits)
+        headed = {n: limit for n, limit in limits.items() if n not in self.model.lm_tasks}
+        pooled = self._task_pooled(texts, headed) if headed else {}
         answers: list[dict[str, Prediction]] = [{} for _ in texts]
         with torch.inference_mode():
             for name in names:
-                head = self.model.heads[name]
-                probs = head.predict({head.inputs[0]: pooled[name]})["probs"]
+                if name in headed:
+                    head = self.model.heads[name]
+                    probs = head.predict({head.inputs[0]: pooled[name]})["probs"]
+                else:  # instruct: a pass of its own (the prompt holds the task's question)
+                    probs = self._choose(name, texts, None, limits[name])
                 for answer, prediction in zip(answers, self._predictions(name, probs), strict=True):
                     answer[name] = prediction
         return answers[0] if single else answers
+
+    def _choose(self, name: str, texts: list[str], others: list[str] | None, limit: int) -> torch.Tensor:
+        return self.model.choose(name, texts, others, max_length=limit, batch_size=self.batch_size)
 
     @overload
     def compare(
@@ -313,9 +327,15 @@ class Run:
         if len(left) != len(right) and not (single_a or single_b):
             raise InputError(f"compare() needs as many snippets in a ({len(left)}) as in b ({len(right)})")
         limit = self._limit(name, max_tokens)
-        pooled = self._pooled(left + right, [limit], task=name)[limit]
-        with torch.inference_mode():
-            probs = self.model.compare(pooled[: len(left)], pooled[len(left) :], task=name)
+        if name in self.model.lm_tasks:
+            pairs = max(len(left), len(right))  # a single snippet on one side meets every one of the other
+            left, right = left * (pairs // len(left)), right * (pairs // len(right))
+            with torch.inference_mode():
+                probs = self._choose(name, left, right, limit)
+        else:
+            pooled = self._pooled(left + right, [limit], task=name)[limit]
+            with torch.inference_mode():
+                probs = self.model.compare(pooled[: len(left)], pooled[len(left) :], task=name)
         predictions = list(self._predictions(name, probs))
         return predictions[0] if single_a and single_b else predictions
 

@@ -133,3 +133,33 @@ def mtpeft_generate(run_dir: Path, code: str) -> str:
     import mtpeft
 
     return mtpeft.load(run_dir).generate(code, task="repair")
+
+
+def test_instruct_classification_answers_compare_and_predict_as_evaluation_scored_it(trained, tmp_path):
+    """A pair task in instruct form is a pair task to every user: compare(), predict with code_b."""
+    import mtpeft
+    from typer.testing import CliRunner
+
+    from mtpeft.cli.main import app
+
+    run = mtpeft.load(trained.run_dir)
+    assert run.pair_tasks == ["clone"] and run.snippet_tasks == ["vulnerability"]
+    entry = next(e for e in run.config.tasks if e.label == "clone")
+    pairs = load_split(get_task("clone"), entry.data, "test")[:5]
+    answers = run.compare([p.code for p in pairs], [p.code_b for p in pairs], task="clone")
+    evaluated = (trained.run_dir / "predictions" / "test" / "clone.predictions.txt").read_text().splitlines()
+    labels = run.tasks["clone"].labels
+    # The label word evaluation found likeliest is the label compare() gives, with its probability.
+    assert [str(labels.index(a["label"])) for a in answers] == [line.split("\t")[2] for line in evaluated[:5]]
+    assert all(abs(sum(a["probabilities"].values()) - 1.0) < 1e-5 for a in answers)
+    one = run.compare(pairs[0].code, [p.code_b for p in pairs[:2]], task="clone")  # one against many
+    assert one[0]["label"] == answers[0]["label"]
+    assert one[0]["probability"] == pytest.approx(answers[0]["probability"], abs=1e-4)
+    lines = tmp_path / "pairs.jsonl"
+    lines.write_text(
+        "".join(json.dumps({"id": p.id, "code": p.code, "code_b": p.code_b}) + "\n" for p in pairs)
+    )
+    result = CliRunner().invoke(app, ["predict", str(trained.run_dir), str(lines), "--tasks", "clone"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["predictions"]["clone"]["label"] for r in rows] == [a["label"] for a in answers]

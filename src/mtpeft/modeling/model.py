@@ -29,7 +29,7 @@ from mtpeft.heads.pooling import POOLINGS
 from mtpeft.heads.retrieval import RetrievalHead
 from mtpeft.modeling import lm
 from mtpeft.modeling.inputs import Batch, to_device, tokenize_task
-from mtpeft.modeling.lm_inputs import prompt_batch
+from mtpeft.modeling.lm_inputs import LmSequences, collate_lm, prompt_batch
 from mtpeft.peft_methods.task_context import is_task_conditioned, task_context
 from mtpeft.tasks.spec import TaskSpec
 
@@ -127,27 +127,76 @@ class MultiTaskModel(nn.Module):
         code, or a label word (greedy unless `num_beams` > 1; at most `max_new_tokens`, by default the
         task's own limits). Prompts are built as in training, `batch_size` (the task's eval_batch_size)
         at a time."""
+        entry = self._lm_entry(task, "generate with")
+        seqs = self._lm_sequences(task, entry, texts)
+        texts_out: list[str] = []
+        for batch in self._lm_batches(seqs, entry, batch_size, prompts_only=True):
+            texts_out += self._generate_batch(task, batch, max_new_tokens, num_beams)
+        return texts_out
+
+    @torch.no_grad()
+    def choose(
+        self,
+        task: str,
+        texts: Sequence[str],
+        others: Sequence[str] | None = None,
+        *,
+        max_length: int | None = None,
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
+        """An instruct classification task's probabilities over its labels [n, labels]: the likelihood of
+        each label word after the training prompt (as evaluation scores it), softmaxed. `others`: the
+        second snippet of a pair task; `max_length`: code tokens per snippet (default: the task's)."""
+        entry = self._lm_entry(task, "choose a label with")
+        if max_length is not None:
+            entry = entry.model_copy(update={"max_length": max_length})
+        seqs = self._lm_sequences(task, entry, texts, others)
+        if seqs.choices is None:
+            raise ValueError(f"task '{task}' generates free text; it has no labels to choose from")
+        out = []
+        for batch in self._lm_batches(seqs, entry, batch_size, prompts_only=False):
+            with task_context(task):
+                out.append(lm.choose(self.backbone, batch)["probs"])
+        return torch.cat(out)
+
+    def _lm_entry(self, task: str, what: str) -> TaskEntry:
         if task not in self.lm_tasks:
             raise ValueError(
-                f"task '{task}' has no language-model formulation to generate with; "
+                f"task '{task}' has no language-model formulation to {what}; "
                 f"tasks it can use: {', '.join(self.lm_tasks) or 'none'}"
             )
+        return self.lm_tasks[task]
+
+    def _lm_sequences(
+        self, task: str, entry: TaskEntry, texts: Sequence[str], others: Sequence[str] | None = None
+    ) -> LmSequences:
         from mtpeft.data.example import Example
 
-        entry = self.lm_tasks[task]
-        examples = [Example(id=str(i), code=text, label=0, target="") for i, text in enumerate(texts)]
+        seconds = list(others) if others is not None else [None] * len(texts)
+        examples = [
+            Example(id=str(i), code=text, label=0, target="", code_b=other)
+            for i, (text, other) in enumerate(zip(texts, seconds, strict=True))
+        ]
         seqs = tokenize_task(
             self.tasks[task], entry, examples, self.tokenizer, lm_head=self.backbone.info.lm_head
         ).lm
         assert seqs is not None
+        return seqs
+
+    def _lm_batches(
+        self, seqs: LmSequences, entry: TaskEntry, batch_size: int | None, *, prompts_only: bool
+    ) -> Iterable[Batch]:
         device = next(self.parameters()).device
         size = batch_size or entry.eval_batch_size
-        texts_out: list[str] = []
-        for start in range(0, len(examples), size):
-            indices = list(range(start, min(start + size, len(examples))))
-            batch = to_device(prompt_batch(seqs, indices, self.tokenizer.pad_token_id), device)
-            texts_out += self._generate_batch(task, batch, max_new_tokens, num_beams)
-        return texts_out
+        pad_id = self.tokenizer.pad_token_id
+        for start in range(0, len(seqs.prompts), size):
+            indices = list(range(start, min(start + size, len(seqs.prompts))))
+            batch = (
+                prompt_batch(seqs, indices, pad_id)
+                if prompts_only
+                else collate_lm(seqs, indices, pad_id, predict=True)
+            )
+            yield to_device(batch, device)
 
     def _generate_batch(
         self, task: str, batch: Batch, max_new_tokens: int | None = None, num_beams: int | None = None
