@@ -385,6 +385,13 @@ class Run:
             )
         return out[0] if single else out
 
+    def prompt_tokens(self, snippets: Sequence[str], task: str) -> list[int]:
+        """Tokens of the prompt each snippet becomes for a task `generate` answers (what a served
+        completion reports as its prompt_tokens)."""
+        texts, _ = _texts(snippets, "snippet")
+        name = self._one(task, self.generation_tasks, "generate")
+        return self.model.prompt_lengths(name, texts)
+
     def embedding_task(self, task: str | None = None, *, query: bool = False) -> str | None:
         """The retrieval task whose vectors `embed(task=task)` gives; None for pooled vectors."""
         if task is not None or self.retrieval_tasks or query:

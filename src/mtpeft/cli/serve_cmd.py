@@ -33,6 +33,9 @@ def serve(
     max_snippets: int = typer.Option(64, min=1, help="Snippets, pairs or queries per request."),
     max_chars: int = typer.Option(20_000, min=1, help="Characters per snippet or query."),
     max_k: int = typer.Option(100, min=1, help="Largest k for /v1/search."),
+    max_new_tokens: int = typer.Option(
+        256, min=1, help="Most generated tokens per reply (/v1/generate, /v1/chat/completions)."
+    ),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Gather concurrent requests."),
     batch_wait_ms: float = typer.Option(5.0, min=0, help="How long to wait for more requests to batch."),
     batch_snippets: int = typer.Option(64, min=1, help="Snippets per backbone pass."),
@@ -44,10 +47,11 @@ def serve(
     device: str | None = typer.Option(None, help="cpu, cuda, ... (default: the GPU if there is one)."),
     log_level: str = typer.Option("warning", help="uvicorn log level (info logs every request)."),
 ) -> None:
-    """Serve every task of the runs over HTTP: /v1/analyze, /v1/embed, /v1/search, /v1/tasks, / (page)."""
+    """Serve every task of the runs over HTTP: /v1/analyze, /v1/embed, /v1/search, /v1/generate, an
+    OpenAI-compatible /v1/chat/completions for generative tasks, /v1/tasks, / (page)."""
     from mtpeft.serve.settings import Batching, Limits
 
-    limits = Limits(max_body_bytes, max_snippets, max_chars, max_k)
+    limits = Limits(max_body_bytes, max_snippets, max_chars, max_k, max_new_tokens)
     batch = Batching(
         enabled=batching,
         max_wait_ms=batch_wait_ms,

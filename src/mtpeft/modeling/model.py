@@ -159,6 +159,10 @@ class MultiTaskModel(nn.Module):
                 out.append(lm.choose(self.backbone, batch)["probs"])
         return torch.cat(out)
 
+    def prompt_lengths(self, task: str, texts: Sequence[str]) -> list[int]:
+        """Tokens of the prompt each text becomes for an LM-head task (instruction and the code as cut)."""
+        return [len(p) for p in self._lm_sequences(task, self._lm_entry(task, "prompt"), texts).prompts]
+
     def _lm_entry(self, task: str, what: str) -> TaskEntry:
         if task not in self.lm_tasks:
             raise ValueError(

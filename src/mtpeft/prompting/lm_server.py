@@ -21,34 +21,34 @@ import queue
 import sys
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mtpeft.prompting.backends.base import Prompt
+from mtpeft.serve.openai_api import (
+    APIError,
+    ChatRequest,
+    Completion,
+    FinishReason,
+    chat_reply,
+    error_response,
+    greedy_max_tokens,
+    model_card,
+    validation_error,
+)
 
 if TYPE_CHECKING:
     from mtpeft.prompting.backends.local import LocalBackend
 
 
 # ---- the model -------------------------------------------------------------------------------------------
-@dataclass
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: Literal["stop", "length"]
-
-
 class ServedModel:
     """The prompting LocalBackend of one model, behind the server.
 
@@ -80,7 +80,7 @@ class ServedModel:
         if answer.text is None:
             raise RuntimeError(answer.error or "the model gave no answer")
         # The backend stops at the end token; a reply of the full budget is taken as cut off.
-        finish: Literal["stop", "length"] = "length" if answer.tokens_out >= max_tokens else "stop"
+        finish: FinishReason = "length" if answer.tokens_out >= max_tokens else "stop"
         return Completion(answer.text, answer.tokens_in, answer.tokens_out, finish)
 
 
@@ -140,40 +140,6 @@ class ModelWorker:
 
 
 # ---- HTTP ------------------------------------------------------------------------------------------------
-class APIError(Exception):
-    """An OpenAI-style error reply."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant"]
-    content: str  # text only: content parts (images, audio) are not supported
-    name: str | None = None
-
-
-class ChatRequest(BaseModel):
-    # Unknown fields are refused: a sampling option silently ignored would make answers lie.
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)  # the newer name of max_tokens
-    temperature: float | None = Field(default=None, ge=0)
-    top_p: float | None = None  # no effect on greedy decoding
-    n: int | None = None
-    stream: bool | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None  # greedy decoding is deterministic anyway
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    user: str | None = None
-    logprobs: bool | None = None
-
-
 def create_app(lm: ServedModel, *, max_new_tokens_cap: int = 64, inference_thread: bool = True) -> FastAPI:
     """The app over a loaded model; inference_thread=False: the caller runs app.state.worker.run_forever()."""
     worker = ModelWorker()
@@ -194,8 +160,9 @@ def create_app(lm: ServedModel, *, max_new_tokens_cap: int = 64, inference_threa
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        card = {"id": lm.name, "object": "model", "created": created, "owned_by": "mtpeft"}
-        card |= {"context_length": lm.context_length, "chat_template": not lm.plain_template}
+        card = model_card(
+            lm.name, created, context_length=lm.context_length, chat_template=not lm.plain_template
+        )
         return {"object": "list", "data": [card]}
 
     @app.post("/v1/chat/completions")
@@ -204,7 +171,7 @@ def create_app(lm: ServedModel, *, max_new_tokens_cap: int = 64, inference_threa
         prompt: Prompt = [{"role": m.role, "content": m.content} for m in body.messages]
         # Tokenising runs on the worker too: one thread touches the model and its tokenizer.
         done = await asyncio.wrap_future(worker.submit(lambda: lm.complete(prompt, max_tokens)))
-        return _reply(lm.name, done)
+        return chat_reply(lm.name, done)
 
     return app
 
@@ -218,101 +185,28 @@ def _check(body: ChatRequest, lm: ServedModel, cap: int) -> int:
             param="model",
             code="model_not_found",
         )
-    if body.temperature:
-        raise APIError(
-            400,
-            f"temperature {body.temperature} asks for sampling; this server decodes "
-            "greedily only: send temperature 0 (or omit it)",
-            param="temperature",
-        )
-    if body.n not in (None, 1):
-        raise APIError(
-            400, f"n={body.n}: this server returns one choice (greedy decoding gives one answer)", param="n"
-        )
-    if body.stream:
-        raise APIError(400, "streaming is not supported: send stream false (or omit it)", param="stream")
-    if body.stop:
-        raise APIError(400, "stop sequences are not supported; cut the reply yourself", param="stop")
-    if body.logprobs:
-        raise APIError(400, "logprobs are not supported", param="logprobs")
-    max_tokens = body.max_completion_tokens or body.max_tokens or cap
-    if max_tokens > cap:
-        raise APIError(
-            400,
-            f"max_tokens {max_tokens} is over this server's cap of {cap} "
-            "(mtpeft lm-serve --max-new-tokens-cap)",
-            param="max_tokens",
-        )
-    return max_tokens
-
-
-def _reply(model: str, done: Completion) -> dict[str, Any]:
-    usage = {
-        "prompt_tokens": done.prompt_tokens,
-        "completion_tokens": done.completion_tokens,
-        "total_tokens": done.prompt_tokens + done.completion_tokens,
-    }
-    choice = {
-        "index": 0,
-        "message": {"role": "assistant", "content": done.text},
-        "finish_reason": done.finish_reason,
-        "logprobs": None,
-    }
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice],
-        "usage": usage,
-    }
+    return greedy_max_tokens(body, cap, "mtpeft lm-serve --max-new-tokens-cap")
 
 
 # ---- errors, OpenAI-shaped -------------------------------------------------------------------------------
-_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error"}
-
-
-def _error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status)
-
-
 def _add_error_handlers(app: FastAPI) -> None:
     async def api_error(_request: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, APIError)
-        return _error(err.status, err.message, err.param, err.code)
+        return error_response(err.status, err.message, err.param, err.code)
 
     async def invalid(_request: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, RequestValidationError)
-        message, param = _validation_message(err)
-        return _error(400, message, param)  # OpenAI answers 400, not FastAPI's 422, for a bad body
+        return validation_error(err)
 
     async def http_error(_request: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, StarletteHTTPException)
-        return _error(err.status_code, str(err.detail))
+        return error_response(err.status_code, str(err.detail))
 
     async def crash(_request: Request, err: Exception) -> JSONResponse:
         print(f"lm-serve: {type(err).__name__}: {err}", file=sys.stderr)
-        return _error(500, f"generation failed: {type(err).__name__}: {err}")
+        return error_response(500, f"generation failed: {type(err).__name__}: {err}")
 
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, crash)
-
-
-def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
-    """'messages[0].role: ...' lines, and the first field named (OpenAI's `param`)."""
-    lines, params = [], []
-    for problem in err.errors():
-        location = [str(p) for p in problem.get("loc", ()) if p != "body"]
-        where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in location).lstrip(".") or "body"
-        if problem.get("type") == "json_invalid":
-            lines.append("the body is not valid JSON")
-        elif problem.get("type") == "extra_forbidden":
-            lines.append(f"{where}: unknown or unsupported field")
-        else:
-            lines.append(f"{where}: {problem.get('msg', 'invalid')}")
-        params.append(where)
-    return "; ".join(lines), (params[0] if params else None)

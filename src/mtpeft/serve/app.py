@@ -3,13 +3,23 @@
     POST /v1/analyze   {"snippets": [...], "pairs": [{"a", "b"}], "tasks": [...], "run": NAME}
     POST /v1/embed     {"snippets": [...], "task": NAME, "query": false, "run": NAME}
     POST /v1/search    {"query": "..." | [...], "k": 10, "index": NAME}
+    POST /v1/generate  {"snippets": [...], "task": NAME, "run": NAME, "max_new_tokens": N}
+    POST /v1/chat/completions  OpenAI-compatible, for tasks trained through the LM head (model RUN/TASK)
+    GET  /v1/models    those tasks as OpenAI models
     GET  /v1/tasks     runs, their tasks (kind, labels, metrics), indexes, limits
     GET  /healthz      liveness (no key needed)
     GET  /metrics      Prometheus exposition
     GET  /             the web page (static/index.html)
 
 Runs and indexes are the ones named at start; no endpoint takes a path. Every error is JSON
-{"detail": "..."} naming the field or the limit (and the flag that changes it).
+{"detail": "..."} naming the field or the limit (and the flag that changes it); the two OpenAI endpoints
+answer errors in OpenAI's shape instead ({"error": {"message", "type", "param", "code"}}, serve/openai_api.py)
+so OpenAI clients read them.
+
+A chat completion answers what the task was trained for: its one user message is the input (the code, or
+the first fenced code block in it), put into the task's own training prompt (instruction and code), so
+the reply is what `run.generate` and `mtpeft predict` give. System and assistant messages are refused, not
+ignored: the trained prompt has no place for them.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,13 +44,28 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mtpeft.errors import MtpeftError
 from mtpeft.serve.batcher import Job, MicroBatcher, ServerBusy
 from mtpeft.serve.metrics import ServerMetrics
+from mtpeft.serve.openai_api import (
+    APIError,
+    ChatRequest,
+    Completion,
+    chat_reply,
+    error_response,
+    greedy_max_tokens,
+    model_card,
+    validation_error,
+)
 from mtpeft.serve.settings import Batching, Limits
 
 if TYPE_CHECKING:
     from mtpeft.api import Run
     from mtpeft.index import SearchIndex
 
-ENDPOINTS = ("/v1/analyze", "/v1/embed", "/v1/search", "/v1/tasks", "/healthz", "/metrics", "/")
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+ENDPOINTS = (
+    "/v1/analyze", "/v1/embed", "/v1/search", "/v1/generate", *OPENAI_PATHS, "/v1/tasks", "/healthz",
+    "/metrics", "/",
+)  # fmt: skip
+_FENCED = re.compile(r"```[^\n`]*\n(.*?)```", re.DOTALL)  # a Markdown code block, its language tag skipped
 OPEN_PATHS = ("/healthz", "/")  # answer without the API key: liveness probes and the page itself
 # The page is one file with inline script and style that talks only to this server: forbid the rest.
 PAGE_HEADERS = {
@@ -82,6 +108,14 @@ class EmbedRequest(BaseModel):
     task: str | None = None
     query: bool = False
     run: str | None = None
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    snippets: list[str]
+    task: str | None = Field(default=None, description="Task (default: the run's only generative one).")
+    run: str | None = None
+    max_new_tokens: int | None = Field(default=None, ge=1, description="Default: the task's limit.")
 
 
 class SearchRequest(BaseModel):
@@ -161,11 +195,15 @@ class _Routes:
         self.runs, self.indexes, self.limits = runs, indexes, limits
         self.batcher, self.metrics = batcher, metrics
         self.default_run = next(iter(runs))
+        self.created = int(time.time())
 
     def register(self, app: FastAPI) -> None:
         app.post("/v1/analyze")(self.analyze)
         app.post("/v1/embed")(self.embed)
         app.post("/v1/search")(self.search)
+        app.post("/v1/generate")(self.generate)
+        app.post("/v1/chat/completions")(self.chat)
+        app.get("/v1/models")(self.models)
         app.get("/v1/tasks")(self.tasks)
         app.get("/healthz")(self.healthz)
         app.get("/metrics")(self.prometheus)
@@ -219,6 +257,53 @@ class _Routes:
         hits = served.index.search(vectors, body.k)
         results = [[asdict(hit) for hit in row] for row in hits]
         return {"index": name, "run": served.run, "task": served.index.task, "results": results}
+
+    async def generate(self, body: GenerateRequest) -> dict[str, Any]:
+        name, run = self._run(body.run)
+        if not body.snippets:
+            raise HTTPProblem(422, "'snippets' is empty: give at least one code string")
+        self._check_count(len(body.snippets), "snippets")
+        self._check_texts(body.snippets, "snippets")
+        task = self._generation_task(name, run, body.task)
+        max_new = self._check_new_tokens(body.max_new_tokens, "max_new_tokens")
+        job = Job(
+            name,
+            "generate",
+            body.snippets,
+            [task],
+            max_new_tokens=max_new,
+            tokens=_tokens(run, body.snippets),
+        )
+        (replies,) = await self._run_jobs([job])
+        usage = {k: sum(r[k] for r in replies) for k in ("prompt_tokens", "completion_tokens")}
+        return {"run": name, "task": task, "texts": [r["text"] for r in replies], "usage": usage}
+
+    async def models(self) -> dict[str, Any]:
+        cards = [
+            model_card(f"{name}/{task}", self.created, run=name, task=task, kind=run.tasks[task].kind)
+            for name, run in self.runs.items()
+            for task in run.generation_tasks
+        ]
+        return {"object": "list", "data": cards}
+
+    async def chat(self, body: ChatRequest) -> dict[str, Any]:
+        name, task = self._chat_model(body.model)
+        run = self.runs[name]
+        max_tokens = greedy_max_tokens(body, self.limits.max_new_tokens, "mtpeft serve --max-new-tokens")
+        code = _chat_input(body)
+        if len(code) > self.limits.max_chars:
+            raise APIError(
+                400,
+                f"the message holds {len(code)} characters of code; this server's limit is "
+                f"{self.limits.max_chars} (--max-chars)",
+                param="messages",
+            )
+        job = Job(name, "generate", [code], [task], max_new_tokens=max_tokens, tokens=_tokens(run, [code]))
+        ((reply,),) = await self._run_jobs([job])  # its errors: OpenAI-shaped by the handler
+        used = reply["completion_tokens"]
+        finish = "length" if used >= max_tokens else "stop"  # generation stops at the end token otherwise
+        done = Completion(reply["text"], reply["prompt_tokens"], used, finish)
+        return chat_reply(f"{name}/{task}", done)
 
     async def tasks(self) -> dict[str, Any]:
         return {
@@ -289,6 +374,57 @@ class _Routes:
             raise HTTPProblem(422, f"'pairs' given but none of tasks {body.tasks} is a pair task")
         return chosen_snippet, chosen_pair
 
+    def _generation_task(self, name: str, run: Run, task: str | None) -> str:
+        able = run.generation_tasks
+        if task is None:
+            if len(able) == 1:
+                return able[0]
+            if not able:
+                raise HTTPProblem(
+                    422, f"run {name!r} has no task trained through the LM head; its tasks: {_listing(run)}"
+                )
+            raise HTTPProblem(422, f"give 'task': run {name!r} generates for {', '.join(able)}")
+        if task not in able:
+            why = "is not a task of" if task not in run.tasks else "does not generate text on"
+            raise HTTPProblem(
+                422, f"task {task!r} {why} run {name!r}; it generates for: {', '.join(able) or 'none'}"
+            )
+        return task
+
+    def _check_new_tokens(self, wanted: int | None, field: str) -> int | None:
+        if wanted is not None and wanted > self.limits.max_new_tokens:
+            raise HTTPProblem(
+                422,
+                f"'{field}' {wanted} is over this server's limit of {self.limits.max_new_tokens} "
+                "(--max-new-tokens)",
+            )
+        return wanted
+
+    def _chat_model(self, model: str | None) -> tuple[str, str]:
+        """(run, task) of a chat request's model: RUN/TASK, a TASK of the default run, or a RUN with one
+        generative task; a 404 listing /v1/models' ids otherwise."""
+        ids = [f"{n}/{t}" for n, r in self.runs.items() for t in r.generation_tasks]
+        if not ids:
+            raise APIError(404, "no served run has a task trained through the LM head", param="model")
+        if model is None:
+            if len(ids) == 1:
+                return tuple(ids[0].split("/", 1))  # type: ignore[return-value]
+            raise APIError(400, f"give 'model': one of {', '.join(ids)}", param="model")
+        run_name, _, task = model.rpartition("/")
+        if run_name in self.runs and task in self.runs[run_name].generation_tasks:
+            return run_name, task
+        default = self.runs[self.default_run]
+        if not run_name and model in default.generation_tasks:
+            return self.default_run, model
+        if not run_name and model in self.runs and len(self.runs[model].generation_tasks) == 1:
+            return model, self.runs[model].generation_tasks[0]
+        raise APIError(
+            404,
+            f"model {model!r} is not served here; models: {', '.join(ids)}",
+            param="model",
+            code="model_not_found",
+        )
+
     def _embedding_task(self, run: Run, task: str | None, query: bool) -> str | None:
         try:
             return run.embedding_task(task, query=query)
@@ -323,6 +459,7 @@ class _Routes:
 
     def _describe_run(self, name: str, run: Run) -> dict[str, Any]:
         endpoints = {"binary": "analyze", "multiclass": "analyze", "pair": "analyze", "retrieval": "embed"}
+        endpoints["generation"] = "generate"
         specs = run.model.tasks
         return {
             "name": name,
@@ -352,6 +489,24 @@ def _page() -> str:
 def _describe_index(name: str, served: ServedIndex) -> dict[str, Any]:
     index = served.index
     return {"name": name, "run": served.run, "task": index.task, "units": len(index), "root": str(index.root)}
+
+
+def _chat_input(body: ChatRequest) -> str:
+    """The code of a chat request: its one user message, or the first fenced block in it."""
+    others = [f"messages[{i}] ({m.role})" for i, m in enumerate(body.messages) if m.role != "user"]
+    if others or len(body.messages) != 1:
+        raise APIError(
+            400,
+            "send exactly one user message holding the code: the task's trained prompt adds its own "
+            f"instruction, and has no place for {', '.join(others) or 'several user messages'}",
+            param="messages",
+        )
+    content = body.messages[0].content
+    fenced = _FENCED.search(content)
+    code = fenced.group(1) if fenced else content
+    if not code.strip():
+        raise APIError(400, "messages[0].content holds no code", param="messages[0].content")
+    return code
 
 
 def _tokens(run: Run, texts: list[str]) -> int:
@@ -467,17 +622,26 @@ class _MetricsMiddleware:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    async def problem(_request: Request, err: Exception) -> JSONResponse:
+    async def problem(request: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, HTTPProblem)
         headers = {"WWW-Authenticate": "ApiKey"} if err.status == 401 else None
         headers = {"Retry-After": "1"} if err.status == 429 else headers
+        if request.url.path in OPENAI_PATHS:  # OpenAI answers bad input with 400, not 422
+            return error_response(400 if err.status == 422 else err.status, err.message, headers=headers)
         return JSONResponse({"detail": err.message}, status_code=err.status, headers=headers)
 
-    async def invalid(_request: Request, err: Exception) -> JSONResponse:
+    async def openai_problem(_request: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, APIError)
+        return error_response(err.status, err.message, err.param, err.code)
+
+    async def invalid(request: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, RequestValidationError)
+        if request.url.path in OPENAI_PATHS:
+            return validation_error(err)
         return JSONResponse({"detail": _validation_message(err)}, status_code=422)
 
     app.add_exception_handler(HTTPProblem, problem)
+    app.add_exception_handler(APIError, openai_problem)
     app.add_exception_handler(RequestValidationError, invalid)
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mtpeft.serve")
 
-Op = Literal["analyze", "embed", "compare"]
+Op = Literal["analyze", "embed", "compare", "generate"]
 
 
 class ServerBusy(Exception):
@@ -50,6 +50,7 @@ class Job:
     tasks: list[str] = field(default_factory=list)  # analyze: the tasks asked for; embed/compare: one
     others: list[str] = field(default_factory=list)  # compare: the b sides
     query: bool = False  # embed: natural-language queries
+    max_new_tokens: int | None = None  # generate: tokens per reply (None: the task's max_target_length)
     tokens: int = 0  # estimated tokens, for the batch budget
     future: Future = field(default_factory=Future)
 
@@ -176,7 +177,7 @@ class MicroBatcher:
                     run.encode_ahead(_inputs_by_limit(run, jobs))
                 except Exception:  # noqa: BLE001 - bad input: the calls below answer it job by job
                     log.debug("encode_ahead failed; answering the batch's groups without it", exc_info=True)
-                for (op, _task, _query), group in _groups(jobs).items():
+                for (op, *_), group in _groups(jobs).items():
                     self._answer_group(run_name, run, op, group)
 
     def _answer_group(self, run_name: str, run: Run, op: Op, jobs: list[Job]) -> None:
@@ -197,24 +198,31 @@ class MicroBatcher:
                 job.future.set_exception(err)
 
 
-def _groups(jobs: list[Job]) -> dict[tuple[Op, str, bool], list[Job]]:
-    """analyze jobs form ONE group whatever tasks they ask (the union is answered together); embed and
-    compare jobs group by task, and queries apart from code."""
-    groups: dict[tuple[Op, str, bool], list[Job]] = defaultdict(list)
+GroupKey = tuple[Op, str, bool, int | None]
+
+
+def _groups(jobs: list[Job]) -> dict[GroupKey, list[Job]]:
+    """analyze jobs form ONE group whatever tasks they ask (the union is answered together); embed,
+    compare and generate jobs group by task, queries apart from code, replies by their token budget."""
+    groups: dict[GroupKey, list[Job]] = defaultdict(list)
     for job in jobs:
         task = "" if job.op == "analyze" else job.tasks[0]
-        groups[(job.op, task, job.query)].append(job)
+        groups[(job.op, task, job.query, job.max_new_tokens)].append(job)
     return groups
 
 
 def _inputs_by_limit(run: Run, jobs: list[Job]) -> dict[int, list[str]]:
-    """Each job's texts at the token limit(s) its call will truncate them to."""
+    """Each job's texts at the token limit(s) its call will truncate them to, for the tasks read from pooled
+    vectors (a task through the LM head reads its own prompt: nothing pooled to share)."""
+    through_lm = set(run.generation_tasks)
     needs: dict[int, list[str]] = defaultdict(list)
     for job in jobs:
+        if job.op == "generate":
+            continue
         if job.op == "analyze":
-            for limit in {run.token_limit(task) for task in job.tasks}:
+            for limit in {run.token_limit(task) for task in job.tasks if task not in through_lm}:
                 needs[limit] += job.texts
-        else:
+        elif job.tasks[0] not in through_lm:
             needs[run.token_limit(job.tasks[0] or None, query=job.query)] += job.texts + job.others
     return needs
 
@@ -250,8 +258,22 @@ def _compare(run: Run, jobs: list[Job]) -> list[list[dict]]:
     return _split(run.compare(a, b, task=jobs[0].tasks[0]), jobs, lambda job: len(job.texts))
 
 
+def _generate(run: Run, jobs: list[Job]) -> list[list[dict[str, Any]]]:
+    """Each reply with its token counts, counted here: the tokenizer is only touched on this thread."""
+    task, texts = jobs[0].tasks[0], [text for job in jobs for text in job.texts]
+    replies = run.generate(texts, task=task, max_new_tokens=jobs[0].max_new_tokens)
+    prompts = run.prompt_tokens(texts, task)
+    used = [len(ids) for ids in run.tokenizer(replies, add_special_tokens=False)["input_ids"]]
+    answers = [
+        {"text": reply, "prompt_tokens": p, "completion_tokens": u}
+        for reply, p, u in zip(replies, prompts, used, strict=True)
+    ]
+    return _split(answers, jobs, lambda job: len(job.texts))
+
+
 _ANSWER: dict[str, Callable[[Run, list[Job]], list[Any]]] = {
     "analyze": _analyze,
     "embed": _embed,
     "compare": _compare,
+    "generate": _generate,
 }

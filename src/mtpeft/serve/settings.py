@@ -16,6 +16,7 @@ class Limits:
     max_snippets: int = 64  # --max-snippets: snippets (or pairs, or queries) in one request
     max_chars: int = 20_000  # --max-chars: characters of one snippet, pair side or query
     max_k: int = 100  # --max-k: search results per query
+    max_new_tokens: int = 256  # --max-new-tokens: generated tokens per reply (/v1/generate, chat completions)
 
 
 @dataclass(frozen=True)
