@@ -206,3 +206,20 @@ def test_errors_and_the_api_key_are_shown_on_the_page(page, served_run) -> None:
         assert page.is_visible("#error") and page.is_enabled("#analyze")
         assert message == "snippets[0] has 101 characters; this server's limit is 100 (--max-chars)"
         assert page.is_hidden("#results")
+
+
+def test_the_page_shows_what_a_generative_run_writes(page, gen_run) -> None:
+    from mtpeft.serve.app import create_app
+
+    code = "public int add ( int a , int b ) { return a - b ; }"
+    with _serving(create_app({"gen": gen_run})) as url:
+        _open(page, url)
+        page.fill("#code", code)
+        page.fill("#compare", OTHER)
+        page.click("#analyze")
+        page.wait_for_selector("#analyze-form[data-state=done]")
+        assert page.is_hidden("#error") and page.is_visible("#generated-box")
+        written = page.text_content("#generated dd[data-task=repair] pre")
+        assert written == gen_run.generate(code, task="repair")
+        kinds = {task.name: task.kind for task in gen_run.tasks.values()}
+        _same(_answers(page, "#pair-results"), {"clone": gen_run.compare(code, OTHER, task="clone")}, kinds)
