@@ -70,6 +70,7 @@ _KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {
     "loss_weighting_options": {},
     "grad_conflict_every": None,
     "token_loss": "task-token",
+    "curve_test": False,
 }
 # The same, for each task entry's fields (tasks trained through the LM came later).
 _ENTRY_KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {
@@ -123,6 +124,11 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = Field(default=1.0, gt=0)
     max_steps: int = Field(default=200, ge=1, description="Optimiser steps (each sees one batch per task).")
     eval_every: int = Field(default=50, ge=1, description="Validate every N steps.")
+    curve_test: bool = Field(
+        default=False,
+        description="Also score the test split at every validation (the budget curve's test points; never "
+        "used to select the model).",
+    )
     save_every: int = Field(default=50, ge=1, description="Checkpoint every N steps (for --resume).")
     patience: int | None = Field(default=None, ge=1, description="Stop after N evals without improvement.")
     length_grouping: bool = Field(default=True, description="Batch similar lengths together.")

@@ -17,6 +17,7 @@ RUNS_DIR = "runs"
 RUN_FILE = "run.json"  # run id and group id
 CONFIG_FILE = "config.yaml"
 COST_FILE = "cost.json"
+CURVE_FILE = "curve.json"  # validation (and curve_test) scores against cumulative training compute
 GRAD_CONFLICT_FILE = "grad_conflict.json"  # cosines between tasks' gradients (grad_conflict_every)
 TRAIN_LOG = "train.log"
 CHECKPOINTS_DIR = "checkpoints"

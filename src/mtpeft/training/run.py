@@ -114,8 +114,12 @@ def _run_locked(
             baselines = baselines or split_baselines
         quality = _data_quality(trainer)
         (run_dir / layout.COST_FILE).write_text(json.dumps(outcome.cost, indent=2), encoding="utf-8")
-        # The gradient-conflict summary goes in the run's details (its measurements: the run folder's JSON).
-        details = {"grad_conflict": outcome.grad_conflict} if outcome.grad_conflict else None
+        # The gradient-conflict summary goes in the run's details (its measurements: the run folder's JSON);
+        # so does the validation curve against cumulative compute (also in RUN_DIR/curve.json).
+        details: dict[str, Any] = {"curve": outcome.curve}
+        if outcome.grad_conflict:
+            details["grad_conflict"] = outcome.grad_conflict
+        (run_dir / layout.CURVE_FILE).write_text(json.dumps(outcome.curve, indent=1), encoding="utf-8")
         store.finish_run(
             run_id,
             metrics=metrics,

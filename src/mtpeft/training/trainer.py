@@ -33,7 +33,7 @@ from mtpeft.modeling.build import build_model, save_deployable
 from mtpeft.modeling.inputs import Batch, TaskFeatures, collate, to_device
 from mtpeft.modeling.task_data import RunTask, resolve_tasks
 from mtpeft.training.batching import TaskBatcher
-from mtpeft.training.cost import CostMeter
+from mtpeft.training.cost import CostMeter, train_flops_estimate
 from mtpeft.training.grad_conflict import ConflictLog, TaskGradients
 from mtpeft.training.loss_weighting import LossWeighting, StepLosses, build_weighting
 from mtpeft.training.sampling import build_schedule
@@ -72,6 +72,9 @@ class TrainOutcome:
     cost: dict[str, Any]
     stopped_early: bool
     grad_conflict: dict[str, Any] | None = None  # ConflictLog.summary(), when grad_conflict_every is set
+    # Every validation: step, mean primary score, metrics per task, cumulative compute (and test metrics
+    # with curve_test); the compute-to-quality curve (report/compute_curve.py).
+    curve: list[dict[str, Any]] = field(default_factory=list)
 
 
 _STEPS_IN_PROCESS = 0  # optimiser steps taken by this process, over every run it trains
@@ -88,6 +91,20 @@ def _fault_injection() -> None:
         target = os.environ.get(variable)
         if target and int(target) == _STEPS_IN_PROCESS:
             os.kill(os.getpid(), sig)
+
+
+def _compute_so_far(meter: CostMeter) -> dict[str, float]:
+    """Cumulative training work at this point of the run: the compute-to-quality curve's x values."""
+    return {
+        "tokens": meter.tokens,
+        "padded_tokens": meter.padded_tokens,
+        "train_flops_estimate": train_flops_estimate(
+            backbone_params=meter.backbone_params,
+            trainable_params=meter.trainable_params,
+            positions=meter.padded_tokens,
+        ),
+        "wall_time_s": meter.elapsed(),
+    }
 
 
 def _scale_gradients(model: torch.nn.Module, scale: float) -> None:
@@ -146,6 +163,14 @@ class MultiTaskTrainer:
             n: t.features("valid", tok, seed=seed, lm_head=self.backbone.info.lm_head)
             for n, t in self.tasks.items()
         }
+        self.curve_test_features: dict[str, TaskFeatures] = (
+            {
+                n: t.features("test", tok, seed=seed, lm_head=self.backbone.info.lm_head)
+                for n, t in self.tasks.items()
+            }
+            if self.config.curve_test
+            else {}
+        )
         self.batchers = {
             n: TaskBatcher(
                 f.lengths,
@@ -246,8 +271,9 @@ class MultiTaskTrainer:
         last_valid = state.history[-1]["metrics"] if state.history else {}
         best_valid = next((h["metrics"] for h in state.history if h["step"] == state.best_step), last_valid)
         conflict = self._write_conflict()
+        curve = [{k: v for k, v in h.items() if k != "loss_weights"} for h in state.history]
         return TrainOutcome(
-            state.best_step, state.best_score, best_valid, cost, state.stopped_early, conflict
+            state.best_step, state.best_score, best_valid, cost, state.stopped_early, conflict, curve
         )
 
     def _step(
@@ -384,27 +410,19 @@ class MultiTaskTrainer:
         if bad is not None:  # classification metrics look ordinary even on NaN logits: check the weights
             raise self._diverged(state.step, f"parameter {bad} holds inf/NaN")
         model = self.accelerator.unwrap_model(self.model)
-        metrics: dict[str, dict[str, float]] = {}
-        for name, features in self.valid_features.items():
-            result = evaluate_task(
-                model,
-                name,
-                features,
-                pad_id=self.pad_id,
-                batch_size=self.tasks[name].entry.eval_batch_size,
-                device=self.accelerator.device,
-                progress=self.progress,  # generating for a generation task's valid split takes a while
-            )
-            metrics[name] = result.metrics
+        compute = _compute_so_far(meter)  # before validating: the curve's x is training work only
+        metrics = self._scores(model, self.valid_features)
         score = sum(metrics[n][self.tasks[n].spec.primary] for n in metrics) / len(metrics)
-        state.history.append(
-            {
-                "step": state.step,
-                "score": score,
-                "metrics": metrics,
-                "loss_weights": model.loss_weighting.weights(),
-            }
-        )
+        entry = {
+            "step": state.step,
+            "score": score,
+            "metrics": metrics,
+            "loss_weights": model.loss_weighting.weights(),
+            "compute": compute,
+        }
+        if self.curve_test_features:  # the budget curve's test points; selection reads valid only
+            entry["test"] = self._scores(model, self.curve_test_features)
+        state.history.append(entry)
         if not math.isfinite(score):  # never selected: a NaN compares false, an inf would win forever
             message = f"validation at step {state.step} gave non-finite metrics {metrics}; not selected"
             _warn(log, state.step, "non-finite-validation", message)
@@ -416,6 +434,20 @@ class MultiTaskTrainer:
             state.evals_without_improvement += 1
             if self.config.patience and state.evals_without_improvement >= self.config.patience:
                 state.stopped_early = True
+
+    def _scores(self, model: Any, split: dict[str, TaskFeatures]) -> dict[str, dict[str, float]]:
+        return {
+            name: evaluate_task(
+                model,
+                name,
+                features,
+                pad_id=self.pad_id,
+                batch_size=self.tasks[name].entry.eval_batch_size,
+                device=self.accelerator.device,
+                progress=self.progress,  # generating for a generation task's split takes a while
+            ).metrics
+            for name, features in split.items()
+        }
 
     def _checkpoint(self, state: TrainState, meter: CostMeter) -> None:
         if not self.accelerator.is_main_process:
