@@ -106,9 +106,39 @@ def test_bad_studies_name_the_field(change, field, words):
         assert words in str(err.value)
 
 
+def test_several_grids_add_their_runs_and_errors_name_the_grid():
+    grids = [
+        {"models": ["minilm"], "methods": ["lora", "full"], "task_sets": ["single", "all"], "seeds": [0, 1]},
+        {"models": ["smollm2-135m"], "methods": ["lora"], "task_sets": ["all"]},
+    ]
+    study = _study() | {"grids": grids}
+    study.pop("grid")
+    runs = expand(parse_study(study))
+    assert len(runs) == 2 * 2 * (3 + 1) + 1
+    assert {(r.config.model, r.method_label) for r in runs} == {
+        ("minilm", "lora"),
+        ("minilm", "full"),
+        ("smollm2-135m", "lora"),
+    }
+    with pytest.raises(ConfigError, match="not both"):
+        parse_study(study | {"grid": {"methods": ["lora"]}})
+    grids[1]["task_sets"] = ["triples"]
+    with pytest.raises(ConfigError, match="grids.1.task_sets"):
+        parse_study(study)
+
+
 def test_bad_base_value_is_reported_as_a_train_config_problem():
     with pytest.raises(ConfigError, match="max_steps"):
         expand(parse_study(_study() | {"base": {"max_steps": 0}}))
+
+
+def test_the_claims_study_is_its_stated_design():
+    runs = expand(load_study(REPO / "examples" / "studies" / "claims.yaml"))
+    arms = {(r.config.model, r.method_label) for r in runs}
+    assert arms == {("minilm", "lora"), ("minilm", "full"), ("smollm2-135m", "lora")}
+    minilm_seeds = {r.config.seed for r in runs if r.config.model == "minilm"}
+    assert len(minilm_seeds) >= 2 and any(r.task_set == "pair" for r in runs)
+    assert all(r.config.curve_test for r in runs if r.task_set == "all")
 
 
 @pytest.mark.parametrize("name", ["default-benchmark.yaml", "published-design.yaml"])

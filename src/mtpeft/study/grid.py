@@ -8,13 +8,13 @@ group is a `mode: multi` run with one shared module. Analyses classify runs by t
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from mtpeft.config import TaskEntry, TrainConfig, validate_config
 from mtpeft.errors import ConfigError
-from mtpeft.study.spec import MethodChoice, StudySpec, TaskSet
+from mtpeft.study.spec import Grid, MethodChoice, StudySpec, TaskSet
 
 Group = tuple[str, ...]
 
@@ -88,15 +88,17 @@ def _config(
     return validate_config(data)
 
 
+def _cells(grid: Grid, labels: list[str]) -> Iterator[tuple[str, MethodChoice, Group, int]]:
+    groups = list(dict.fromkeys(g for ts in grid.task_sets for g in groups_of(ts, labels)))
+    return itertools.product(grid.models, grid.methods, groups, grid.seeds)
+
+
 def expand(spec: StudySpec) -> list[PlannedRun]:
     """Every run of the grid, once (a pair that is also `all`, or a repeated group, runs once)."""
     entries = {entry.label: entry for entry in spec.task_entries()}
     labels = list(entries)
-    groups = list(dict.fromkeys(g for ts in spec.grid.task_sets for g in groups_of(ts, labels)))
     planned: dict[str, PlannedRun] = {}
-    for model, method, group, seed in itertools.product(
-        spec.grid.models, spec.grid.methods, groups, spec.grid.seeds
-    ):
+    for model, method, group, seed in (cell for grid in spec.all_grids for cell in _cells(grid, labels)):
         try:
             config = _config(spec, entries, model, method, group, seed)
         except ConfigError as err:  # located in the study file by the caller (it knows the path)

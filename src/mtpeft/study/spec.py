@@ -106,7 +106,20 @@ class StudySpec(BaseModel):
     ray: RayOptions = Field(default_factory=RayOptions)
     base: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields shared by every run.")
     tasks: list[TaskEntry] = Field(min_length=1)
-    grid: Grid
+    grid: Grid | None = Field(default=None, description="models x methods x task sets x seeds.")
+    # Or several grids whose runs add up (e.g. two methods on one model, one on another): each a full
+    # product of its own models, methods, task sets and seeds.
+    grids: list[Grid] | None = Field(default=None, min_length=1, description="Several grids, runs added.")
+
+    @model_validator(mode="after")
+    def _one_grid_field(self) -> StudySpec:
+        if (self.grid is None) == (self.grids is None):
+            raise ValueError("give `grid:` (one grid) or `grids:` (a list of them), not both and not neither")
+        return self
+
+    @property
+    def all_grids(self) -> list[Grid]:
+        return self.grids if self.grids is not None else [self.grid]  # type: ignore[list-item]
 
     @field_validator("base")
     @classmethod
@@ -116,7 +129,7 @@ class StudySpec(BaseModel):
     @model_validator(mode="after")
     def _task_sets_name_known_tasks(self) -> StudySpec:
         labels = {t.label for t in self.tasks}
-        for task_set in self.grid.task_sets:
+        for task_set in (ts for grid in self.all_grids for ts in grid.task_sets):
             if isinstance(task_set, str):
                 continue
             for group in task_set:

@@ -60,10 +60,12 @@ def preflight_study(
         return
     check = Preflight(source, read_data=read_data)
     check.workspace(spec.workspace, field="workspace")
-    for i, model in enumerate(spec.grid.models):
-        check.model(model, field=f"grid.models.{i}")
-    for i, method in enumerate(spec.grid.methods):
-        check.method(method.name, field=f"grid.methods.{i}.name")
+    for g, grid in enumerate(spec.all_grids):
+        where = f"grids.{g}" if spec.grids is not None else "grid"
+        for i, model in enumerate(grid.models):
+            check.model(model, field=f"{where}.models.{i}")
+        for i, method in enumerate(grid.methods):
+            check.method(method.name, field=f"{where}.methods.{i}.name")
     splits = list(dict.fromkeys([*TRAIN_SPLITS, *(s for c in configs for s in c.evaluate_splits)]))
     for i, entry in enumerate(spec.task_entries()):
         check.task(entry, splits, field=f"tasks.{i}")
