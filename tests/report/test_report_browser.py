@@ -26,7 +26,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-WINDOW = "--window-size=1280,2400"
+WINDOW = "--window-size=1280,4000"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_screenshot_shows_the_page_and_the_heatmap_colours(chromium, html_report
     done = _chromium(chromium, tmp_path / "profile", f"--screenshot={shot}", WINDOW, html_report.as_uri())
     assert done.returncode == 0 and shot.exists(), done.stderr[-500:]
     pixels = imread(shot)[..., :3]  # floats in [0, 1]
-    assert pixels.shape[:2] == (2400, 1280)
+    assert pixels.shape[:2] == (4000, 1280)
     not_white = (pixels < 0.9).any(axis=2).mean()
     assert not_white > 0.05, "the screenshot is (nearly) blank"
     r, g, b = (pixels[..., k] for k in range(3))

@@ -137,9 +137,9 @@ def mtpeft_generate(run_dir: Path, code: str) -> str:
 
 def test_instruct_classification_answers_compare_and_predict_as_evaluation_scored_it(trained, tmp_path):
     """A pair task in instruct form is a pair task to every user: compare(), predict with code_b."""
-    import mtpeft
     from typer.testing import CliRunner
 
+    import mtpeft
     from mtpeft.cli.main import app
 
     run = mtpeft.load(trained.run_dir)

@@ -21,6 +21,8 @@ from mtpeft.errors import ConfigError
 from mtpeft.layout import RUNS_DIR, per_example_path, store_path
 from mtpeft.paths import safe_filename
 from mtpeft.report import plots
+from mtpeft.report.compute import budget_section, compute_section
+from mtpeft.report.findings import findings_section
 from mtpeft.report.prompting import side_by_side
 from mtpeft.store import EvaluationRecord, RunRecord, RunStore
 from mtpeft.store.sqlite import PROMPTING, TFIDF_SKIPPED
@@ -758,6 +760,7 @@ def runs_section(a: StudyAnalysis, ctx: Context) -> Section:
 # Registry: the report's sections, in order.
 SECTIONS: list[Callable[[StudyAnalysis, Context], Section]] = [
     overview,
+    findings_section,
     scores_section,
     ood_section,
     single_vs_multi_section,
@@ -766,6 +769,8 @@ SECTIONS: list[Callable[[StudyAnalysis, Context], Section]] = [
     stability_section,
     grouping_section,
     cost_section,
+    compute_section,
+    budget_section,
     data_quality_section,
     runs_section,
 ]

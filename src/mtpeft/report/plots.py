@@ -127,3 +127,38 @@ def task_bars(bars: list[Bar], *, title: str, score_label: str) -> bytes:
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return _png(fig)
+
+
+@dataclass(frozen=True)
+class Curve:
+    panel: str  # one subplot per task
+    series: str  # one colour per arm
+    xs: list[float]  # cumulative training compute
+    valid: list[float]
+    test: list[float] | None  # None: the run did not score test at each validation
+    baseline: float | None  # TF-IDF on the same task: a horizontal line
+
+
+def budget_curves(curves: list[Curve], *, x_label: str, title: str) -> bytes:
+    """One panel per task: score against training compute, valid dashed, test solid, TF-IDF dotted grey."""
+    panels = list(dict.fromkeys(c.panel for c in curves))
+    series = list(dict.fromkeys(c.series for c in curves))
+    fig = Figure(figsize=(1.0 + 3.6 * len(panels), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    colours = matplotlib.colormaps["tab10"]
+    for ax, panel in zip(axes, panels, strict=True):
+        for curve in (c for c in curves if c.panel == panel):
+            colour = colours(series.index(curve.series) % 10)
+            ax.plot(curve.xs, curve.valid, "--o", color=colour, markersize=3, label=f"{curve.series} valid")
+            if curve.test is not None:
+                ax.plot(curve.xs, curve.test, "-o", color=colour, markersize=3, label=f"{curve.series} test")
+        baseline = next((c.baseline for c in curves if c.panel == panel and c.baseline is not None), None)
+        if baseline is not None:
+            ax.axhline(baseline, color="grey", linestyle=":", label="TF-IDF (test)")
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel(x_label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("primary score (higher is better)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mtpeft.store import RunRecord
+from mtpeft.study.compute_to_quality import ComputeToQuality, compute_to_quality
 from mtpeft.study.grouping import Cost, Recommendation, recommend
 from mtpeft.study.records import SPLIT, Arm, StudyRuns
 from mtpeft.study.stats import Estimate, Loader, diff_estimate, score_estimate
@@ -108,6 +109,7 @@ class StudyAnalysis:
     data_quality: dict[str, dict[str, Any]] = field(default_factory=dict)
     costs: list[CostComparison] = field(default_factory=list)
     grouping: dict[Arm, Recommendation] = field(default_factory=dict)
+    compute_to_quality: list[ComputeToQuality] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -313,4 +315,5 @@ def analyse(records: list[RunRecord], *, study: str | None = None, split: str = 
         data_quality=data_quality(runs),
         costs=cost_comparisons(runs),
         grouping={arm: rec for arm, rec in recommendations.items() if rec is not None},
+        compute_to_quality=compute_to_quality(runs),
     )

@@ -161,14 +161,31 @@ def record_run(store: RunStore, run: PlannedRun, *, per_example: bool = True) ->
             path = per_example_path(run_dir, "test", task)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(preds), encoding="utf-8")
+    cost = _cost(run)
     store.finish_run(
         run_id,
         metrics={"test": metrics},
-        cost=_cost(run),
+        cost=cost,
         baselines=baselines,
         data_quality={t: _quality_summary(t) for t in run.group},
+        details={"curve": _curve(run, metrics, cost)},
     )
     return run_id
+
+
+def _curve(run: PlannedRun, final: dict[str, dict[str, float]], cost: dict[str, Any]) -> list[dict[str, Any]]:
+    """A validation curve rising to the final scores (0.1 lower at step 0, straight in between), with the
+    run's compute growing in proportion to its steps; test scores equal to valid ones."""
+    cfg = run.config
+    points = []
+    for step in range(cfg.eval_every, cfg.max_steps + 1, cfg.eval_every):
+        behind = 0.1 * (1 - step / cfg.max_steps)
+        metrics = {t: {m: max(v - behind, 0.0) for m, v in ms.items()} for t, ms in final.items()}
+        keys = ("tokens", "padded_tokens", "train_flops_estimate", "wall_time_s")
+        compute = {k: cost[k] * step / cfg.max_steps for k in keys}
+        score = float(np.mean([metrics[t][get_task(t).primary] for t in metrics]))
+        points.append({"step": step, "score": score, "metrics": metrics, "compute": compute, "test": metrics})
+    return points
 
 
 def synthetic_store(spec: StudySpec, *, per_example: bool = True) -> RunStore:
@@ -190,6 +207,7 @@ def record_scores(
     cost: dict[str, Any] | None = None,
     run_dir: str | Path = "runs/none",
     baselines: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> str:
     """One finished run with exactly these primary scores ({task: score}, tasks in the run's order)."""
     tasks = list(scores)
@@ -211,5 +229,5 @@ def record_scores(
         run_dir=str(run_dir),
     )
     metrics = {t: {get_task(t).primary: v} for t, v in scores.items()}
-    store.finish_run(run_id, metrics={"test": metrics}, cost=cost or {}, baselines=baselines)
+    store.finish_run(run_id, metrics={"test": metrics}, cost=cost or {}, baselines=baselines, details=details)
     return run_id
