@@ -43,6 +43,9 @@ def _prompt(
     seed: int | None = typer.Option(None, help="Seed of the subset (default 0, as fine-tuned runs)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Prompts per forward pass (local)."),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Tokens generated per answer."),
+    max_target_tokens: int | None = typer.Option(
+        None, "--max-target-tokens", help="Generation tasks (summarization, repair): tokens per reply."
+    ),
     context_length: int | None = typer.Option(
         None, "--context-length", help="Prompt + answer tokens at most."
     ),
@@ -65,7 +68,8 @@ def _prompt(
     fields: dict[str, Any] = {
         "model": model, "model_name": model_name, "shots": shots, "limit": limit, "mode": mode,
         "workspace": workspace, "name": name, "split": split, "seed": seed, "batch_size": batch_size,
-        "max_new_tokens": max_new_tokens, "context_length": context_length, "pool_size": pool_size,
+        "max_new_tokens": max_new_tokens, "max_target_tokens": max_target_tokens,
+        "context_length": context_length, "pool_size": pool_size,
         "concurrency": concurrency, "max_retries": max_retries, "api_key_env": api_key_env,
         "tasks": [parse_task_option(t) for t in task] or None,
     }  # fmt: skip

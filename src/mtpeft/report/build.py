@@ -22,6 +22,7 @@ from mtpeft.layout import RUNS_DIR, per_example_path, store_path
 from mtpeft.paths import safe_filename
 from mtpeft.report import plots
 from mtpeft.report.compute import budget_section, compute_section
+from mtpeft.report.conflict import conflict_section
 from mtpeft.report.findings import findings_section
 from mtpeft.report.prompting import side_by_side
 from mtpeft.store import EvaluationRecord, RunRecord, RunStore
@@ -758,7 +759,7 @@ def runs_section(a: StudyAnalysis, ctx: Context) -> Section:
 
 
 # Registry: the report's sections, in order.
-SECTIONS: list[Callable[[StudyAnalysis, Context], Section]] = [
+SECTIONS: list[Callable[[StudyAnalysis, Context], Section | None]] = [
     overview,
     findings_section,
     scores_section,
@@ -766,6 +767,7 @@ SECTIONS: list[Callable[[StudyAnalysis, Context], Section]] = [
     single_vs_multi_section,
     peft_vs_full_section,
     transfer_section,
+    conflict_section,
     stability_section,
     grouping_section,
     cost_section,
@@ -783,7 +785,8 @@ def _slug(arm: Arm) -> str:
 
 def build_document(a: StudyAnalysis, ctx: Context) -> Document:
     title = f"Study report: {a.study}" if a.study else "Report: all runs in the store"
-    return Document(title, [make(a, ctx) for make in SECTIONS])
+    # A section that has nothing to show (no gradient-conflict measurements) returns None and is left out.
+    return Document(title, [s for make in SECTIONS if (s := make(a, ctx)) is not None])
 
 
 # ---- inputs and outputs ----------------------------------------------------------------------------

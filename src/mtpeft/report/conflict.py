@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
-from mtpeft.store import RunRecord
-
 if TYPE_CHECKING:
     from mtpeft.report.build import Context, Section, Table
+    from mtpeft.store import RunRecord
     from mtpeft.study.analysis import StudyAnalysis, TransferMatrix
     from mtpeft.study.records import Arm, StudyRuns
 
@@ -120,8 +119,8 @@ def _arm_table(
         "pull the shared module apart. runs: how many runs measured the pair; measurements: their "
         f"measurements together. verdict: conflicting below -{num(band, 2)}, aligned above +{num(band, 2)}, "
         "else neutral (the study's thresholds). T[a][b]: a's primary test score co-trained with b alone "
-        "minus a alone (T[b][a] the reverse; higher is better); mean transfer: their mean, '-' where the "
-        "pair was not run. Spearman correlation below: positive means the cheap signal (cosine) ranks the "
+        "minus a alone (T[b][a] the reverse; higher is better); mean transfer: their mean, '-' unless "
+        "both were measured. Spearman correlation below: positive means the cheap signal (cosine) ranks the "
         "pairs like the expensive one (pair runs), so higher cosine goes with better transfer.",
         ["task a", "task b", "mean cosine", "runs", "measurements", "verdict"]
         + ["T[a][b]", "T[b][a]", "mean transfer"],
