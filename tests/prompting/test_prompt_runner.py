@@ -220,6 +220,10 @@ def test_the_report_shows_prompting_rows_beside_fine_tuned_runs(tmp_path):
     assert len(prompted) == 2 and "0-shot, generate" in prompted[0] and "0-shot, score" in prompted[1]
     assert "1.000 [1.000, 1.000]" in prompted[0] and "0 / 0 / 0" in prompted[0] and " s, " in prompted[0]
     assert "Scores per task" in markdown and "fake" not in markdown.split("**Fine-tuned, prompted")[0]
+    # A fine-tuned row's cost is its training run's: seconds and estimated FLOPs (synthetic: 2.5e-12 s/FLOP).
+    tuned = next(row for row in rows if "minilm / lora" in row and "alone" in row)
+    flops = RunStore(store_path(tmp_path / "ws")).list_runs()[0].cost["train_flops_estimate"]
+    assert f"{flops:.2e} FLOPs" in tuned and tuned.split(" | ")[-1].startswith("training ")
 
 
 def test_cli_flag_form_runs_a_local_model(tmp_path):

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from mtpeft.report.build import Table
     from mtpeft.store import RunRecord
     from mtpeft.study.analysis import StudyAnalysis
+    from mtpeft.study.records import Arm
 
 COLUMNS = [
     "task",
@@ -25,7 +26,7 @@ COLUMNS = [
     "score [95% CI]",
     "n",
     "unparseable / unanswered / truncated",
-    "cost per 1,000 examples",
+    "cost per 1,000 examples (prompted) / training (fine-tuned)",
 ]
 CAPTION = (
     "Primary metric per task, higher is better, [95% CI]: fine-tuned rows as in the tables above "
@@ -33,8 +34,9 @@ CAPTION = (
     "asked. Prompted rows score unparseable and unanswered answers as wrong; truncated prompts had "
     "their code cut to fit the context. Code search by reranking ranks a pool (the true code plus "
     "BM25-nearest others): an upper bound of full-split ranking; by embeddings it ranks the whole "
-    "split, as fine-tuned runs do. Cost per 1,000 examples (backend seconds, prompt tokens): lower "
-    "is better."
+    "split, as fine-tuned runs do. Cost per 1,000 examples (backend seconds, prompt tokens) for "
+    "prompted rows, and the training run's wall time and estimated FLOPs for fine-tuned rows (one run "
+    "trains every task of its group): lower is better."
 )
 
 
@@ -91,8 +93,21 @@ def _fine_tuned_rows(a: StudyAnalysis, task: str, metric: str) -> list[list[str]
                 if not others
                 else f"fine-tuned, one module shared with {'+'.join(others)}"
             )
-            rows.append([task, metric, str(arm), setting, score_cell(estimate), "-", "-", "-"])
+            cost = _training_cost(a, arm, group)
+            rows.append([task, metric, str(arm), setting, score_cell(estimate), "-", "-", cost])
     return rows
+
+
+def _training_cost(a: StudyAnalysis, arm: Arm, group: tuple[str, ...]) -> str:
+    """A fine-tuned row's cost: what training its run took (mean over seeds), shared by its group's tasks."""
+    records = list(a.runs.runs(arm, group).values())
+    walls = [r.cost.get("wall_time_s") for r in records if r.cost.get("wall_time_s") is not None]
+    work = [r.cost.get("train_flops_estimate") for r in records if r.cost.get("train_flops_estimate")]
+    if not walls:
+        return "-"
+    shared = f", for {len(group)} tasks" if len(group) > 1 else ""
+    flops = f", {sum(work) / len(work):.2e} FLOPs" if work else ""
+    return f"training {sum(walls) / len(walls):,.0f} s{flops}{shared}"
 
 
 def _setting(record: RunRecord) -> str:
