@@ -7,6 +7,8 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,14 @@ def stop_server(process: subprocess.Popen, timeout: float = 20) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@contextmanager
+def serving(command: list[str], log: Path, pattern: re.Pattern = READY) -> Iterator[str]:
+    """The server's URL while it runs; stopped with Ctrl-C after, and it must have exited cleanly."""
+    process, url = start_server(command, log, pattern)
+    try:
+        yield url
+    finally:
+        stop_server(process)
+    assert process.returncode in (0, -signal.SIGINT), log.read_text()

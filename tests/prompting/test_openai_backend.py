@@ -5,7 +5,6 @@ the concurrency bound."""
 from __future__ import annotations
 
 import re
-import signal
 import socket
 import sys
 import textwrap
@@ -23,7 +22,7 @@ from mtpeft.prompting.backends.openai_compat import (
     normalize_base_url,
     retry_after_seconds,
 )
-from server_process import READY, start_server, stop_server
+from server_process import READY, serving, start_server
 
 CODE = [
     "int f(char *s) { char b[8]; strcpy(b, s); return b[0]; }",
@@ -45,10 +44,8 @@ def lm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mtpeft lm-serve tiny-llama --port 0` as a real process; yields its base URL."""
     log = tmp_path_factory.mktemp("lm-serve") / "lm-serve.log"
     command = [sys.executable, "-m", "mtpeft.cli.main", "lm-serve", "tiny-llama", "--port", "0"]
-    process, url = start_server(command + ["--device", "cpu", "--max-new-tokens-cap", "16"], log, READY)
-    yield url
-    stop_server(process)
-    assert process.returncode in (0, -signal.SIGINT), log.read_text()
+    with serving(command + ["--device", "cpu", "--max-new-tokens-cap", "16"], log, READY) as url:
+        yield url
 
 
 # The upstream: OpenAI-shaped replies chosen by the last user message, and GET /hits to read its counts.

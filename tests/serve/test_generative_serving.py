@@ -3,7 +3,6 @@ and the OpenAI-compatible /v1/chat/completions used through the `openai` client 
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server_process import start_server, stop_server
+from server_process import serving
 
 
 @pytest.fixture
@@ -68,12 +67,8 @@ def gen_server(gen_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     log = tmp_path_factory.mktemp("gen-serve-log") / "serve.log"
     command = [sys.executable, "-m", "mtpeft.cli.main", "serve", f"gen={gen_run_dir}", "--port", "0"]
     command += ["--device", "cpu", "--max-new-tokens", "16", "--batch-wait-ms", "20"]
-    process, url = start_server(command, log)
-    try:
+    with serving(command, log) as url:
         yield url
-    finally:
-        stop_server(process)
-    assert process.returncode in (0, -signal.SIGINT), log.read_text()
 
 
 def test_any_openai_client_gets_the_runs_generation(gen_server: str, gen_run) -> None:

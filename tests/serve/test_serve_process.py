@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import signal
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server_process import start_server, stop_server
+from server_process import serving
 
 SNIPPETS = [
     "int f(char *s) { char b[8]; strcpy(b, s); return b[0]; }",
@@ -29,12 +28,8 @@ def server(served_run_dir: Path, tmp_path: Path) -> Iterator[str]:
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "mtpeft.cli.main", "serve", str(served_run_dir), "--port", "0"]
     command += ["--batch-wait-ms", "20", "--device", "cpu"]
-    process, url = start_server(command, log)
-    try:
+    with serving(command, log) as url:
         yield url
-    finally:
-        stop_server(process)
-    assert process.returncode in (0, -signal.SIGINT), log.read_text()
 
 
 def test_concurrent_clients_get_the_python_apis_answers(server: str, served_run) -> None:
