@@ -63,7 +63,25 @@ def compute_section(a: StudyAnalysis, ctx: Context) -> Section:
             )
         )
         section.blocks.append(verdict_sentence(result))
+    if a.compute_to_quality_looser:
+        section.blocks.append(
+            Table(
+                "The same ratio at looser tolerances",
+                "A task counts as reached within the tolerance of its single-task best (absolute, primary "
+                "metric). shared / single: mean over the seeds that reached, lower is better; the range is "
+                "over those seeds.",
+                ["model / method", "tolerance", "seeds reached", "shared / single (FLOPs)", "saving"],
+                [_looser_row(r) for r in a.compute_to_quality_looser],
+            )
+        )
     return section
+
+
+def _looser_row(result: ComputeToQuality) -> list[str]:
+    e = result.estimate(FLOPS)
+    ratio = "-" if e.mean is None else f"{e.mean:.2f}" + (f" [{e.lo:.2f}, {e.hi:.2f}]" if e.has_ci else "")
+    saving = "-" if e.mean is None else f"{1 - e.mean:.0%}"
+    return [str(result.arm), str(result.tolerance), f"{result.reached} of {len(result.seeds)}", ratio, saving]
 
 
 def _seed_row(s: SeedRatio) -> list[str]:

@@ -166,6 +166,13 @@ def _cost(a: StudyAnalysis) -> Finding:
             compute_verdicts.append(NOT_HELD)
         else:
             compute_verdicts.append(INCONCLUSIVE)
+    for result in a.compute_to_quality_looser:
+        if result.arm.is_full:
+            continue
+        e = result.estimate()
+        reached = f"{result.reached} of {len(result.seeds)} seeds reached"
+        shown = f"ratio {e.mean:.2f}" if e.mean is not None else "no ratio"
+        texts.append(f"{result.arm} within {result.tolerance}: {reached}, {shown}")
     parts = []
     if params_held is not None:
         parts.append(f"parameters {HELD if params_held else NOT_HELD}")
@@ -257,7 +264,8 @@ def _quality(a: StudyAnalysis) -> str:
             if v.get("duplicate_rate") is not None
         ]
         dup = f"duplicates up to {max(dupes):.3f}" if dupes else "duplicates -"
-        parts.append(f"{task} {dup}, leakage {q.get('leakage', '-')}, conflicts {q.get('conflicts', '-')}")
+        leakage, conflicts = (q.get(k) if q.get(k) is not None else "-" for k in ("leakage", "conflicts"))
+        parts.append(f"{task} {dup}, leakage {leakage}, conflicts {conflicts}")
     return "dataset quality: " + "; ".join(parts) if parts else ""
 
 

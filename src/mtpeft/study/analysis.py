@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mtpeft.store import RunRecord
-from mtpeft.study.compute_to_quality import ComputeToQuality, compute_to_quality
+from mtpeft.study.compute_to_quality import LOOSER_TOLERANCES, ComputeToQuality, compute_to_quality
 from mtpeft.study.grouping import Cost, Recommendation, recommend
 from mtpeft.study.records import SPLIT, Arm, StudyRuns
 from mtpeft.study.stats import Estimate, Loader, diff_estimate, score_estimate
@@ -110,6 +110,7 @@ class StudyAnalysis:
     costs: list[CostComparison] = field(default_factory=list)
     grouping: dict[Arm, Recommendation] = field(default_factory=dict)
     compute_to_quality: list[ComputeToQuality] = field(default_factory=list)
+    compute_to_quality_looser: list[ComputeToQuality] = field(default_factory=list)  # LOOSER_TOLERANCES
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -316,4 +317,7 @@ def analyse(records: list[RunRecord], *, study: str | None = None, split: str = 
         costs=cost_comparisons(runs),
         grouping={arm: rec for arm, rec in recommendations.items() if rec is not None},
         compute_to_quality=compute_to_quality(runs),
+        compute_to_quality_looser=[
+            r for t in LOOSER_TOLERANCES for r in compute_to_quality(runs, tolerance=t)
+        ],
     )

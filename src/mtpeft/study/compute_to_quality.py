@@ -28,6 +28,8 @@ from mtpeft.study.records import Arm, StudyRuns
 from mtpeft.study.stats import MIN_SEEDS_FOR_T, Estimate, t_interval
 
 TOLERANCE = 0.01  # absolute, on each task's primary metric (all are in [0, 1])
+# Also reported: with a few hundred validation examples a 0.01 target can sit inside the noise.
+LOOSER_TOLERANCES = (0.02, 0.05)
 COMPUTE_KEYS = ("train_flops_estimate", "tokens", "wall_time_s")
 STUDY_CLAIMED_RATIO = 0.15  # "cuts compute by up to 85%"
 
