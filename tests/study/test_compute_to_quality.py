@@ -94,5 +94,5 @@ def test_looser_tolerances_reach_what_the_strict_one_misses(tmp_path):
     assert analysis.compute_to_quality[0].reached == 0
     by_tolerance = {r.tolerance: r for r in analysis.compute_to_quality_looser}
     assert by_tolerance[0.02].reached == 0 and by_tolerance[0.05].reached == 1
-    # Within 0.05, the py-clone single run gets there at step 50 (5e11), py-defect at 100 (1e12): 1e12 / 1.5e12.
+    # Within 0.05 the py-clone single run gets there at step 50 (5e11), py-defect at 100: 1e12 / 1.5e12.
     assert by_tolerance[0.05].estimate().mean == pytest.approx(2 / 3)
