@@ -64,6 +64,26 @@ def test_base_fields_and_method_options_reach_every_config():
     assert full.config.method == "full" and full.config.lr == 5e-5
 
 
+def test_task_overrides_change_every_task_of_that_methods_runs_only():
+    data = _study(
+        methods=[
+            {"name": "lora"},
+            {"name": "lora", "label": "lora-512", "task_overrides": {"max_length": 512}},
+        ],
+        task_sets=["all"],
+    )
+    short, long = expand(parse_study(data))
+    assert [t.max_length for t in short.config.tasks] == [256, 256, 256]
+    assert [t.max_length for t in long.config.tasks] == [512, 512, 512]
+    assert long.display_name == "grid-test-minilm-lora-512-s0-all" and long.key != short.key
+
+
+def test_task_overrides_cannot_rename_a_task():
+    data = _study(methods=[{"name": "lora", "task_overrides": {"data": "elsewhere"}}])
+    with pytest.raises(ConfigError, match="set them in the study's `tasks`"):
+        parse_study(data)
+
+
 def test_workspace_override_moves_the_data_placeholder():
     spec = parse_study(_study(task_sets=["single"])).with_workspace("/elsewhere")
     run = expand(spec)[0]
@@ -135,7 +155,10 @@ def test_bad_base_value_is_reported_as_a_train_config_problem():
 def test_the_claims_study_is_its_stated_design():
     runs = expand(load_study(REPO / "examples" / "studies" / "claims.yaml"))
     arms = {(r.config.model, r.method_label) for r in runs}
-    assert arms == {("minilm", "lora"), ("minilm", "full"), ("smollm2-135m", "lora")}
+    assert arms >= {("minilm", "lora"), ("minilm", "full"), ("smollm2-135m", "lora")}
+    # The budget curve at 256 and 512 tokens besides the base 128: all-task LoRA runs with longer inputs.
+    lengths = {r.config.tasks[0].max_length for r in runs if r.task_set == "all" and r.config.method == "lora"}
+    assert lengths == {128, 256, 512}
     minilm_seeds = {r.config.seed for r in runs if r.config.model == "minilm"}
     assert len(minilm_seeds) >= 2 and any(r.task_set == "pair" for r in runs)
     assert all(r.config.curve_test for r in runs if r.task_set == "all")

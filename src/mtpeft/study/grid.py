@@ -80,7 +80,7 @@ def _config(
             "method": method.name,
             "method_options": method.options,
             "seed": seed,
-            "tasks": [entries[label].model_dump(mode="json") for label in group],
+            "tasks": [entries[label].model_dump(mode="json") | method.task_overrides for label in group],
             "workspace": spec.workspace,
             "study": spec.name,
         }

@@ -47,22 +47,110 @@ class RunView:
     kind: str  # "single" | "all" | "pair" | "group"
 
 
+# Config fields that place a run in the grid (which model, method, tasks, seed) or only say how it was
+# watched and stored: runs that differ in them alone are still one arm.
+_PLACEMENT_FIELDS = frozenset(
+    {
+        "name",
+        "mode",
+        "model",
+        "method",
+        "method_options",
+        "tasks",
+        "seed",
+        "workspace",
+        "study",
+        "save_every",
+        "curve_test",
+        "grad_conflict_every",
+        "evaluate_splits",
+        "baselines",
+    }
+)
+# formulation (heads or instruct) is its own arm suffix, below.
+_TASK_PLACEMENT_FIELDS = frozenset({"task", "name", "data", "eval_batch_size", "formulation"})
+
+
+def _run_settings(record: RunRecord) -> dict[str, Any]:
+    """The run's result-defining training settings (a field an older run lacks reads as its default)."""
+    from mtpeft.config import TrainConfig
+
+    return {
+        name: record.config.get(name, field.get_default(call_default_factory=True))
+        for name, field in TrainConfig.model_fields.items()
+        if name not in _PLACEMENT_FIELDS
+    }
+
+
+def _task_settings(record: RunRecord) -> dict[tuple[str, str], Any]:
+    """(task label, field) -> value for the per-task settings of the run's tasks."""
+    from mtpeft.config import TaskEntry
+    from mtpeft.tasks.registry import task_label
+
+    settings: dict[tuple[str, str], Any] = {}
+    for entry in record.config.get("tasks", []):
+        label = entry.get("name") or task_label(entry["task"])
+        for name, field in TaskEntry.model_fields.items():
+            if name not in _TASK_PLACEMENT_FIELDS:
+                settings[(label, name)] = entry.get(name, field.get_default(call_default_factory=True))
+    return settings
+
+
+def _varying(values_by_key: dict[Any, list[Any]]) -> set[Any]:
+    return {
+        key
+        for key, values in values_by_key.items()
+        if len({json.dumps(v, sort_keys=True) for v in values}) > 1
+    }
+
+
+def _setting_parts(records: list[RunRecord]) -> dict[str, list[str]]:
+    """run_id -> `field=value` for the settings that differ between runs of one model and method.
+
+    Without this, runs of one method at two sequence lengths (or learning rates) would count as seeds of
+    one arm and be averaged together. A per-task field differs only when one task ran with two values:
+    tasks that simply have different batch sizes do not split the arm.
+    """
+    by_arm: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        by_arm[(r.model, r.method)].append(r)
+    parts: dict[str, list[str]] = {}
+    for runs in by_arm.values():
+        settings = {r.run_id: _run_settings(r) for r in runs}
+        per_task = {r.run_id: _task_settings(r) for r in runs}
+        run_values: dict[str, list[Any]] = defaultdict(list)
+        task_values: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        for r in runs:
+            for key, value in settings[r.run_id].items():
+                run_values[key].append(value)
+            for key, value in per_task[r.run_id].items():
+                task_values[key].append(value)
+        varying = sorted(_varying(run_values))
+        varying_task_fields = sorted({name for _, name in _varying(task_values)})
+        for r in runs:
+            own = [f"{k}={settings[r.run_id][k]}" for k in varying]
+            for name in varying_task_fields:
+                values = sorted({str(v) for (_, field), v in per_task[r.run_id].items() if field == name})
+                own.append(f"{name}={'/'.join(values)}")
+            parts[r.run_id] = own
+    return parts
+
+
 def _method_labels(records: list[RunRecord]) -> dict[str, str]:
-    """run_id -> method label; options are shown only where one method ran with several option sets."""
+    """run_id -> method label; options and settings are shown only where they vary between runs."""
     options_by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         opts = r.config.get("method_options", {}) or {}
         if opts not in options_by_method[r.method]:
             options_by_method[r.method].append(opts)
+    settings = _setting_parts(records)
     labels = {}
     for r in records:
         variants = options_by_method[r.method]
-        if len(variants) == 1:
-            labels[r.run_id] = r.method
-            continue
         keys = sorted({k for v in variants for k in v if len({json.dumps(x.get(k)) for x in variants}) > 1})
         opts = r.config.get("method_options", {}) or {}
-        labels[r.run_id] = f"{r.method}({', '.join(f'{k}={opts.get(k)}' for k in keys)})"
+        shown = [f"{k}={opts.get(k)}" for k in keys] + settings[r.run_id]
+        labels[r.run_id] = f"{r.method}({', '.join(shown)})" if shown else r.method
     # Heads and instruct runs of one method are different arms (the issue's heads-vs-instruct comparison);
     # named only where both occur, so existing studies keep their labels.
     forms = {r.run_id: formulation(r.config) for r in records}

@@ -40,11 +40,23 @@ class MethodChoice(BaseModel):
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="Base fields this method's runs change (e.g. a lower lr for full)."
     )
+    task_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Fields every task entry of this method's runs changes (e.g. max_length: 512).",
+    )
 
     @field_validator("overrides")
     @classmethod
     def _no_grid_fields(cls, overrides: dict[str, Any]) -> dict[str, Any]:
         return _without_grid_fields(overrides, "a method's `overrides`")
+
+    @field_validator("task_overrides")
+    @classmethod
+    def _no_task_identity(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(set(overrides) & {"task", "name", "data"})
+        if clash:
+            raise ValueError(f"{clash} say which task it is: set them in the study's `tasks`, not here")
+        return overrides
 
     @property
     def display(self) -> str:

@@ -208,14 +208,20 @@ def record_scores(
     run_dir: str | Path = "runs/none",
     baselines: dict[str, Any] | None = None,
     details: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+    task_settings: dict[str, dict[str, Any]] | None = None,
 ) -> str:
-    """One finished run with exactly these primary scores ({task: score}, tasks in the run's order)."""
+    """One finished run with exactly these primary scores ({task: score}, tasks in the run's order).
+
+    settings: train-config fields of the run; task_settings: {task: fields of its task entry}.
+    """
     tasks = list(scores)
     config = {
-        "tasks": [{"task": t} for t in tasks],
+        "tasks": [{"task": t} | (task_settings or {}).get(t, {}) for t in tasks],
         "method_options": {},
-        "key": f"{study}-{model}-{method}-{'+'.join(tasks)}-{seed}",
-    }
+        "key": f"{study}-{model}-{method}-{'+'.join(tasks)}-{seed}"
+        + (f"-{settings}-{task_settings}" if settings or task_settings else ""),
+    } | (settings or {})
     run_id = store.start_run(
         name=f"{study}-{model}-{method}-s{seed}-{'+'.join(tasks)}",
         study=study,
