@@ -115,6 +115,9 @@ class Setting:
     padding: str  # "dynamic" | "max-length"
     role: str  # "headline" | "peer" | "ablation"
     description: str
+    # The backbone's own dropout (hidden and attention) while training; None keeps the model's. Headline
+    # rows are compared with the best peer of the same dropout, so a setting is never credited with it.
+    dropout: float | None = None
 
 
 SETTINGS: dict[str, tuple[Setting, ...]] = {
@@ -136,6 +139,24 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
             "max-length",
             "peer",
             "Trainer + peft, padded to max length (the replication code's way)",
+        ),
+        Setting(
+            "mtpeft-no-dropout",
+            "mtpeft",
+            "length-grouped",
+            "dynamic",
+            "headline",
+            "mtpeft train, backbone_dropout: 0",
+            dropout=0.0,
+        ),
+        Setting(
+            "trainer-grouped-no-dropout",
+            "trainer",
+            "length-grouped",
+            "dynamic",
+            "peer",
+            "Trainer + peft, group_by_length, the model's dropout set to 0",
+            dropout=0.0,
         ),
         Setting(
             "mtpeft-pad-to-max",
@@ -409,6 +430,7 @@ def mtpeft_config(bench: Bench, case: str, setting: Setting, max_length: int, st
             "evaluate_splits": [],
             "baselines": False,
         }
+        | ({} if setting.dropout is None else {"backbone_dropout": setting.dropout})
     )
 
 
@@ -586,8 +608,11 @@ def hf_model_source(name: str) -> tuple[str, Any]:
     return entry.loader(), entry.random_init() if entry.random_init is not None else None
 
 
-def build_hf_model(bench: Bench, num_labels: int) -> tuple[Any, Any]:
-    """(tokenizer, peft model): AutoModelForSequenceClassification + LoraConfig(SEQ_CLS), as users do."""
+def build_hf_model(bench: Bench, num_labels: int, dropout: float | None = None) -> tuple[Any, Any]:
+    """(tokenizer, peft model): AutoModelForSequenceClassification + LoraConfig(SEQ_CLS), as users do.
+
+    dropout: the model's own dropout set before LoRA is added (what `backbone_dropout` does in mtpeft).
+    """
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
@@ -604,6 +629,10 @@ def build_hf_model(bench: Bench, num_labels: int) -> tuple[Any, Any]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
+    if dropout is not None:
+        from mtpeft.models.dropout import set_backbone_dropout
+
+        set_backbone_dropout(model, dropout)
     lora = LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=bench.lora_r,
@@ -686,7 +715,7 @@ def train_one_with_trainer(
     from mtpeft.tasks import get_task
 
     spec = get_task(ref.task)
-    tokenizer, model = build_hf_model(bench, num_labels=len(spec.labels or [0, 1]))
+    tokenizer, model = build_hf_model(bench, num_labels=len(spec.labels or [0, 1]), dropout=setting.dropout)
     pad_to_max = setting.padding == "max-length"
     train = load_examples(bench, ref, max_length, "train")
     valid = load_examples(bench, ref, max_length, "valid")
@@ -952,6 +981,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "setting": setting.name,
         "description": setting.description,
         "role": setting.role,
+        "dropout": setting.dropout,
         "pipeline": setting.pipeline,
         "sampling": setting.sampling,
         "padding": setting.padding,
@@ -1222,6 +1252,7 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "setting": setting.name,
                         "role": setting.role,
                         "description": setting.description,
+                        "dropout": setting.dropout,
                         "repeats": len(runs),
                         "tokens_per_s_range": [
                             min(r["tokens_per_s"] for r in runs),
@@ -1234,7 +1265,10 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         peers = [
             r
             for r in rows
-            if r["case"] == row["case"] and r["max_length"] == row["max_length"] and r["role"] == "peer"
+            if r["case"] == row["case"]
+            and r["max_length"] == row["max_length"]
+            and r["role"] == "peer"
+            and r.get("dropout") == row.get("dropout")
         ]
         if row["role"] == "headline" and peers:
             best = max(peers, key=lambda r: r["tokens_per_s"])

@@ -71,6 +71,7 @@ _KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {
     "grad_conflict_every": None,
     "token_loss": "task-token",
     "curve_test": False,
+    "backbone_dropout": None,
 }
 # The same, for each task entry's fields (tasks trained through the LM came later).
 _ENTRY_KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {
@@ -116,6 +117,13 @@ class TrainConfig(BaseModel):
         description="How the token losses of tasks trained through the LM are averaged (MFTCoder's modes): "
         "task-token, per task over its target tokens in the step; batch-token, over all generative target "
         "tokens of the step alike; sample, each example's mean first (training/token_loss.py).",
+    )
+    backbone_dropout: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="Dropout inside the backbone (hidden and attention) while training; null keeps the "
+        "model's own. 0 lets CPU attention use its fused kernel: 1.7x-3x faster PEFT steps on minilm.",
     )
     lr: float = Field(default=5e-4, gt=0, description="Learning rate of the shared module.")
     head_lr: float | None = Field(default=None, gt=0, description="Learning rate of the heads (default: lr).")

@@ -55,3 +55,19 @@ def test_tasks_with_their_own_batch_sizes_and_seeds_stay_one_arm(store):
         record_scores(store, {B: 0.8}, seed=seed, task_settings=batches, settings={"save_every": 7})
     record_scores(store, {A: 0.6, B: 0.8}, task_settings=batches, settings={"curve_test": True})
     assert [str(arm) for arm in StudyRuns(store.list_runs()).arms] == ["minilm / lora"]
+
+
+def test_peft_is_compared_with_full_fine_tuning_only_at_the_same_task_settings(store):
+    # Full fine-tuning ran at 128 tokens; LoRA at 128 and 512. Only the 128-token LoRA arm is compared:
+    # against the 512 one, the difference would credit LoRA with the longer inputs.
+    at = {
+        128: {A: {"max_length": 128}, B: {"max_length": 128}},
+        512: {A: {"max_length": 512}, B: {"max_length": 512}},
+    }
+    record_scores(store, {A: 0.60, B: 0.80}, method="full", task_settings=at[128], settings={"lr": 5e-5})
+    record_scores(store, {A: 0.62, B: 0.81}, task_settings=at[128])
+    record_scores(store, {A: 0.75, B: 0.90}, task_settings=at[512])
+    compared = {(str(c.arm), c.task): c.diff.mean for c in analyse(store.list_runs()).peft_vs_full}
+    assert compared == pytest.approx(
+        {("minilm / lora(max_length=128)", A): 0.02, ("minilm / lora(max_length=128)", B): 0.01}
+    )

@@ -26,6 +26,7 @@ from mtpeft.manifest import MANIFEST_FILE, manifest_problem, write_manifest
 from mtpeft.modeling.lm_inputs import uses_lm
 from mtpeft.modeling.model import MultiTaskModel
 from mtpeft.models import load_backbone
+from mtpeft.models.dropout import set_backbone_dropout
 from mtpeft.models.loading import Backbone, ModelInfo
 from mtpeft.peft_methods import apply_method, get_method
 from mtpeft.peft_methods.base import AdaptedBackbone
@@ -74,6 +75,8 @@ def build_model(
     head where a task trains through it (a run without one loads exactly as before)."""
     lm_tasks = lm_task_entries(config, tasks)
     backbone = load_backbone(config.model, seed=config.seed, lm_head=bool(lm_tasks))
+    if config.backbone_dropout is not None:  # before the method adds its own (LoRA's dropout stays)
+        set_backbone_dropout(backbone.model, config.backbone_dropout)
     adapted = apply_method(backbone, config.method, config.method_options, tasks=list(tasks))
     _check_packing(config, lm_tasks, adapted)
     _check_generation(config, tasks, lm_tasks)

@@ -29,6 +29,7 @@ from mtpeft.study.compute_to_quality import STUDY_CLAIMED_RATIO
 if TYPE_CHECKING:
     from mtpeft.report.build import Context, Section
     from mtpeft.study.analysis import Comparison, StudyAnalysis
+    from mtpeft.study.records import Arm
 
 TOLERANCE = 0.02  # absolute, on the primary metric: what "matches" and "close" mean here
 HELD, NOT_HELD, INCONCLUSIVE, NOT_MEASURED = "held", "not held", "inconclusive", "not measured"
@@ -217,20 +218,30 @@ def _stability(a: StudyAnalysis) -> str:
 
 def _architecture(a: StudyAnalysis) -> str:
     everything = a.runs.all_group
-    models: dict[str, dict[str, float]] = {}
-    for arm in a.arms:
-        if arm.is_full:
-            continue
+    candidates: list[tuple[Arm, dict[str, float]]] = []
+    for arm in (arm for arm in a.arms if not arm.is_full):
         scores = a.scores.get(arm, {}).get(everything, {})
-        means = {t: e.mean for t, e in scores.items() if e.mean is not None}
-        if means and arm.model not in models:
-            models[arm.model] = means
-    if len(models) < 2:
-        return "architecture: needs all-task runs of two models (e.g. an encoder and a decoder)"
-    names = list(models)[:2]
-    first, second = models[names[0]], models[names[1]]
+        if means := {t: e.mean for t, e in scores.items() if e.mean is not None}:
+            candidates.append((arm, means))
+    # The first model's first arm against the first arm of another model trained with the same per-task
+    # settings (lengths, batches): otherwise the difference would mix the architecture with the inputs.
+    pair = next(
+        (
+            (first, second)
+            for i, first in enumerate(candidates)
+            for second in candidates[i + 1 :]
+            if second[0].model != first[0].model and a.runs.same_task_settings(first[0], second[0])
+        ),
+        None,
+    )
+    if pair is None:
+        return (
+            "architecture: needs all-task runs of two models (e.g. an encoder and a decoder) trained with "
+            "the same task settings"
+        )
+    (arm_1, first), (arm_2, second) = pair
     parts = [f"{t} {first[t]:.3f} vs {second[t]:.3f}" for t in first if t in second]
-    return f"architecture (all tasks shared, {names[0]} vs {names[1]}): " + ", ".join(parts)
+    return f"architecture (all tasks shared, {arm_1} vs {arm_2}): " + ", ".join(parts)
 
 
 def _transfer(a: StudyAnalysis) -> list[str]:

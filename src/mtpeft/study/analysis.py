@@ -179,7 +179,9 @@ def peft_vs_full(runs: StudyRuns) -> list[Comparison]:
     everything = runs.all_group
     comparisons = []
     for full in (a for a in runs.arms if a.is_full):
-        for arm in (a for a in runs.arms if a.model == full.model and not a.is_full):
+        for arm in runs.arms:
+            if arm.is_full or arm.model != full.model or not runs.same_task_settings(arm, full):
+                continue
             for task in (t for t in runs.tasks if t in runs.primary):
                 found = _compare(runs, arm, task, (arm, everything), (full, everything))
                 if found is not None:

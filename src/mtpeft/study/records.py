@@ -201,6 +201,21 @@ class StudyRuns:
             for r in self.finished
         ]
 
+    def same_task_settings(self, a: Arm, b: Arm) -> bool:
+        """Whether two arms trained the tasks they share with the same per-task settings (lengths, batches).
+
+        PEFT vs full fine-tuning and one model vs another compare like with like only then: a LoRA run at
+        512 tokens against full fine-tuning at 128 would credit the method with the longer inputs.
+        """
+        ours, theirs = self._arm_task_settings(a), self._arm_task_settings(b)
+        return all(ours[key] == theirs[key] for key in ours.keys() & theirs.keys())
+
+    def _arm_task_settings(self, arm: Arm) -> dict[tuple[str, str], Any]:
+        merged: dict[tuple[str, str], Any] = {}
+        for view in (v for v in self.views if v.arm == arm):
+            merged |= _task_settings(view.record)
+        return merged
+
     @cached_property
     def primary(self) -> dict[str, str]:
         """task -> its primary metric (from the task spec; else the first metric stored)."""
