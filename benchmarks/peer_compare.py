@@ -187,6 +187,24 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
             "peer",
             "one Trainer + peft run per task, group_by_length",
         ),
+        Setting(
+            "mtpeft-shared-no-dropout",
+            "mtpeft",
+            "length-grouped",
+            "dynamic",
+            "headline",
+            "mtpeft, one shared LoRA, backbone_dropout: 0",
+            dropout=0.0,
+        ),
+        Setting(
+            "trainer-grouped-sequential-no-dropout",
+            "trainer",
+            "length-grouped",
+            "dynamic",
+            "peer",
+            "one Trainer + peft run per task, group_by_length, the model's dropout set to 0",
+            dropout=0.0,
+        ),
     ),
 }
 
