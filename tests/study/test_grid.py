@@ -84,6 +84,13 @@ def test_task_overrides_cannot_rename_a_task():
         parse_study(data)
 
 
+def test_a_bad_task_override_is_located_at_the_method_not_the_base():
+    data = _study(methods=[{"name": "lora", "task_overrides": {"max_length": "huge"}}])
+    with pytest.raises(ConfigError) as err:
+        expand(parse_study(data))
+    assert err.value.field == "methods[lora].task_overrides.max_length"
+
+
 def test_workspace_override_moves_the_data_placeholder():
     spec = parse_study(_study(task_sets=["single"])).with_workspace("/elsewhere")
     run = expand(spec)[0]

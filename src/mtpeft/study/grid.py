@@ -93,6 +93,14 @@ def _cells(grid: Grid, labels: list[str]) -> Iterator[tuple[str, MethodChoice, G
     return itertools.product(grid.models, grid.methods, groups, grid.seeds)
 
 
+def _field_of(field: str | None, method: MethodChoice) -> str:
+    """Where in the study file a bad run config came from: a method's task_overrides, else the base."""
+    parts = (field or "").split(".")
+    if len(parts) == 3 and parts[0] == "tasks" and parts[2] in method.task_overrides:
+        return f"methods[{method.display}].task_overrides.{parts[2]}"
+    return f"base.{field}" if field else "base"
+
+
 def expand(spec: StudySpec) -> list[PlannedRun]:
     """Every run of the grid, once (a pair that is also `all`, or a repeated group, runs once)."""
     entries = {entry.label: entry for entry in spec.task_entries()}
@@ -105,7 +113,7 @@ def expand(spec: StudySpec) -> list[PlannedRun]:
             raise ConfigError(
                 f"the study's base config (with method {method.display!r}'s overrides) does not make a "
                 f"valid train config: {err.reason}",
-                field=f"base.{err.field}" if err.field else "base",
+                field=_field_of(err.field, method),
             ) from err
         key = run_key_of(config)
         planned.setdefault(key, PlannedRun(config, method.display, group, group_kind(group, labels), key))

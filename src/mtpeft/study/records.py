@@ -82,14 +82,20 @@ def _run_settings(record: RunRecord) -> dict[str, Any]:
     }
 
 
+def _entry_label(entry: dict[str, Any]) -> str:
+    """A stored task entry's name in the run: its alias, else the task's own name."""
+    from mtpeft.tasks.registry import task_label
+
+    return entry.get("name") or task_label(entry["task"])
+
+
 def _task_settings(record: RunRecord) -> dict[tuple[str, str], Any]:
     """(task label, field) -> value for the per-task settings of the run's tasks."""
     from mtpeft.config import TaskEntry
-    from mtpeft.tasks.registry import task_label
 
     settings: dict[tuple[str, str], Any] = {}
     for entry in record.config.get("tasks", []):
-        label = entry.get("name") or task_label(entry["task"])
+        label = _entry_label(entry)
         for name, field in TaskEntry.model_fields.items():
             if name not in _TASK_PLACEMENT_FIELDS:
                 settings[(label, name)] = entry.get(name, field.get_default(call_default_factory=True))
@@ -167,10 +173,9 @@ def formulation(config: dict[str, Any]) -> str:
 
 def _primary_metric(record: RunRecord, task: str, split: str) -> str | None:
     from mtpeft.tasks import get_task
-    from mtpeft.tasks.registry import task_label
 
     for entry in record.config.get("tasks", []):
-        label = entry.get("name") or task_label(entry["task"])
+        label = _entry_label(entry)
         if label == task:
             try:
                 return get_task(entry["task"]).primary
