@@ -118,6 +118,9 @@ class Setting:
     # The backbone's own dropout (hidden and attention) while training; None keeps the model's. Headline
     # rows are compared with the best peer of the same dropout, so a setting is never credited with it.
     dropout: float | None = None
+    # mtpeft's `batch_tokens`: each task's batches filled to the positions of `batch_size` examples at
+    # max length (every input counted), so no batch is larger than the fixed-size setting's largest.
+    token_budget: bool = False
 
 
 SETTINGS: dict[str, tuple[Setting, ...]] = {
@@ -157,6 +160,16 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
             "peer",
             "Trainer + peft, group_by_length, the model's dropout set to 0",
             dropout=0.0,
+        ),
+        Setting(
+            "mtpeft-no-dropout-token-budget",
+            "mtpeft",
+            "length-grouped",
+            "dynamic",
+            "headline",
+            "mtpeft train, backbone_dropout: 0, batch_tokens: batch size x max length",
+            dropout=0.0,
+            token_budget=True,
         ),
         Setting(
             "mtpeft-pad-to-max",
@@ -204,6 +217,16 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
             "peer",
             "one Trainer + peft run per task, group_by_length, the model's dropout set to 0",
             dropout=0.0,
+        ),
+        Setting(
+            "mtpeft-shared-no-dropout-token-budget",
+            "mtpeft",
+            "length-grouped",
+            "dynamic",
+            "headline",
+            "mtpeft, one shared LoRA, backbone_dropout: 0, batch_tokens: batch size x max length",
+            dropout=0.0,
+            token_budget=True,
         ),
     ),
 }
@@ -432,7 +455,10 @@ def mtpeft_config(bench: Bench, case: str, setting: Setting, max_length: int, st
             "method": "lora",
             "method_options": {"r": bench.lora_r, "alpha": bench.lora_alpha, "dropout": bench.lora_dropout},
             "pooling": bench.pooling,
-            "tasks": [task_entry(bench, ref, max_length) for ref in bench.tasks(case)],
+            "tasks": [
+                task_entry(bench, ref, max_length, token_budget=setting.token_budget)
+                for ref in bench.tasks(case)
+            ],
             "schedule": "round-robin",
             "loss_weighting": "equal",
             "lr": bench.lr,
@@ -452,8 +478,8 @@ def mtpeft_config(bench: Bench, case: str, setting: Setting, max_length: int, st
     )
 
 
-def task_entry(bench: Bench, ref: TaskRef, max_length: int) -> dict[str, Any]:
-    return {
+def task_entry(bench: Bench, ref: TaskRef, max_length: int, *, token_budget: bool = False) -> dict[str, Any]:
+    entry = {
         "task": ref.task,
         "name": ref.name,
         "data": str(Path(bench.data) / ref.folder),
@@ -463,6 +489,20 @@ def task_entry(bench: Bench, ref: TaskRef, max_length: int) -> dict[str, Any]:
         "max_train_examples": bench.train_examples,
         "max_eval_examples": bench.valid_examples,
     }
+    if token_budget:
+        entry["batch_tokens"] = bench.batch_size * widest_example(entry)
+    return entry
+
+
+def widest_example(entry: dict[str, Any]) -> int:
+    """Positions of the task's longest possible example: each input role at its own max length."""
+    from mtpeft.config import TaskEntry
+    from mtpeft.tasks import get_task
+    from mtpeft.tasks.kinds import kind_of
+    from mtpeft.tasks.kinds.base import MAX_LENGTH_FIELD
+
+    task = TaskEntry(**entry)
+    return sum(getattr(task, MAX_LENGTH_FIELD[role]) for role in kind_of(get_task(task.task)).inputs)
 
 
 def load_examples(bench: Bench, ref: TaskRef, max_length: int, split: str) -> list[Any]:

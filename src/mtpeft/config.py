@@ -32,6 +32,13 @@ class TaskEntry(BaseModel):
         default=None, min_length=1, description="Alias, to train one task kind on two datasets."
     )
     batch_size: int = Field(default=8, ge=1)
+    batch_tokens: int | None = Field(
+        default=None,
+        ge=16,
+        description="Fill each training batch to this many padded token positions (every input of an "
+        "example counted; at least 2 examples a batch) instead of batch_size examples: short code gets "
+        "larger batches. null: batch_size examples.",
+    )
     eval_batch_size: int = Field(default=32, ge=1)
     max_length: int = Field(default=256, ge=8, description="Max tokens of code (each snippet for pairs).")
     max_query_length: int = Field(default=64, ge=4, description="Max tokens of a retrieval query.")
@@ -75,6 +82,7 @@ _KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {
 }
 # The same, for each task entry's fields (tasks trained through the LM came later).
 _ENTRY_KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "batch_tokens": None,
     "valid_from_train": None,
     "formulation": None,
     "max_target_length": 128,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mtpeft.data.example import Example
-from mtpeft.modeling.inputs import TaskFeatures, collate, eval_batches
+from mtpeft.modeling.inputs import TaskFeatures, collate, eval_batches, padded_widths
 from mtpeft.tasks.spec import TaskKind, TaskSpec
 from mtpeft.training.batching import TaskBatcher
 
@@ -59,3 +59,79 @@ def test_eval_batches_see_every_example_once():
     feats = _features([4, 9, 1, 7, 3])
     seen = [i for b in eval_batches(feats, 2) for i in b]
     assert sorted(seen) == [0, 1, 2, 3, 4]
+
+
+def _budget_batcher(widths: list[tuple[int, ...]], budget: int, *, grouping: bool = True) -> TaskBatcher:
+    lengths = [sum(w) for w in widths]
+    return TaskBatcher(lengths, 8, seed=1, length_grouping=grouping, batch_tokens=budget, widths=widths)
+
+
+def test_a_token_budget_gives_short_code_larger_batches_and_keeps_every_batch_under_it():
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 250) for _ in range(600)]
+    feats = _features(lengths)
+    batcher = _budget_batcher(padded_widths(feats), 1024)
+    batches = [batcher.next() for _ in range(len(batcher))]
+    positions = [collate(feats, b, pad_id=0)["num_positions"] for b in batches]
+    assert all(p <= 1024 for p in positions)  # every one holds at least two examples of at most 250
+    sizes = {len(b): max(lengths[i] for i in b) for b in batches}
+    assert max(sizes) >= 4 * min(sizes)  # batches of short code hold several times more examples
+    assert sizes[max(sizes)] < sizes[min(sizes)]
+    # The budget is used: on average batches fill most of it (length grouping keeps padding low).
+    assert sum(positions) / len(positions) > 0.8 * 1024
+
+
+def test_a_token_budget_counts_every_input_of_a_pair_as_padded():
+    widths = [(10, 50)] * 3 + [(40, 5)] * 3  # two snippets, each padded to its own longest in the batch
+    batcher = _budget_batcher(widths, 200, grouping=False)
+    for batch in batcher.batches_for_epoch(0):
+        snippet_a = max(widths[i][0] for i in batch)
+        snippet_b = max(widths[i][1] for i in batch)
+        assert len(batch) == 2 or len(batch) * (snippet_a + snippet_b) <= 200
+
+
+def test_a_budget_smaller_than_two_examples_still_batches_two():
+    # A contrastive task needs an in-batch negative: never a batch of one, even when one exceeds it.
+    batcher = _budget_batcher([(300,)] * 10, 64)
+    assert all(len(b) == 2 for b in batcher.batches_for_epoch(0))
+
+
+def test_token_budget_epochs_cover_every_example_and_resume_exactly():
+    widths = [(n,) for n in [3, 90, 17, 44, 8, 120, 61, 5, 33, 77] * 20]
+    batcher = _budget_batcher(widths, 256)
+    epoch = batcher.batches_for_epoch(0)
+    covered = sorted(i for b in epoch for i in b)
+    assert len(covered) == len(set(covered))
+    assert len(covered) >= len(widths) - max(len(b) for b in epoch)  # only a short last batch waits
+    assert len(batcher) == len(epoch)
+    for _ in range(len(batcher) + 3):  # into the second epoch
+        batcher.next()
+    saved = dict(batcher.cursor.__dict__)
+    upcoming = [batcher.next() for _ in range(5)]
+    fresh = _budget_batcher(widths, 256)
+    fresh.restore(saved)
+    assert [fresh.next() for _ in range(5)] == upcoming
+
+
+def test_padded_widths_follow_pad_to_when_padding_is_not_dynamic():
+    feats = _features([3, 5, 2])
+    assert padded_widths(feats) == [(3,), (5,), (2,)]
+    assert padded_widths(feats, pad_to=16) == [(16,)] * 3
+
+
+def test_batch_tokens_is_checked_where_it_is_set_and_leaves_old_run_keys_alone():
+    import pytest
+
+    from mtpeft.config import TrainConfig, validate_config
+    from mtpeft.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        validate_config({"tasks": [{"task": "vulnerability"}, {"task": "clone", "batch_tokens": 0}]})
+    assert err.value.field == "tasks.1.batch_tokens"
+    plain = [{"task": "vulnerability"}]
+    unset = [{"task": "vulnerability", "batch_tokens": None}]
+    assert TrainConfig(tasks=plain).run_key() == TrainConfig(tasks=unset).run_key()
+    budget = [{"task": "vulnerability", "batch_tokens": 2048}]
+    assert TrainConfig(tasks=plain).run_key() != TrainConfig(tasks=budget).run_key()

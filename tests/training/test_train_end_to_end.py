@@ -108,3 +108,18 @@ def test_killed_run_resumes_to_one_finished_run(fixture_data, tmp_path):
     steps = [entry["step"] for entry in log]
     # Steps 9-13 ran twice (before the kill and after resuming from the step-8 checkpoint), none skipped.
     assert sorted(set(steps)) == list(range(1, 25)) and steps.count(10) == 2
+
+
+def test_a_token_budget_trains_every_task_on_larger_batches_of_its_short_code(fixture_data, tmp_path):
+    plain = _config(fixture_data, tmp_path / "a", max_steps=4)
+    fixed = run_training(validate_config(plain), progress=False)[0]
+    config = _config(fixture_data, tmp_path / "b", max_steps=4)
+    for entry in config["tasks"]:
+        entry["batch_tokens"] = 1024
+    budget = run_training(validate_config(config), progress=False)[0]
+    assert fixed.cost["samples"] == 4 * 4 * 8  # steps x tasks x batch_size
+    # Fixture snippets are short: a 1024-position budget packs more of them into each task's batch,
+    # while no batch computes more positions than its budget.
+    assert budget.cost["samples"] > 2 * fixed.cost["samples"]
+    assert budget.cost["padded_tokens"] <= 4 * 4 * 1024
+    assert budget.run_id != fixed.run_id

@@ -118,6 +118,22 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return move(batch)
 
 
+def padded_widths(features: TaskFeatures, *, pad_to: int | None = None) -> list[tuple[int, ...]]:
+    """Per example, the width each of its inputs takes in a batch before padding to the batch's longest
+    (`pad_to`: every code input is that wide): what a token budget counts (training/batching.py).
+    A decoder's row is prompt + target; an encoder-decoder's are the prompt and the target apart.
+    Packed rows are counted as unpacked ones, an upper bound."""
+    if features.lm is not None:
+        lm = features.lm
+        if lm.lm_head == "seq2seq":
+            return [(len(p), len(t)) for p, t in zip(lm.prompts, lm.targets, strict=True)]
+        return [(len(p) + len(t),) for p, t in zip(lm.prompts, lm.targets, strict=True)]
+    roles = list(features.sequences.values())
+    if pad_to is not None:
+        return [(pad_to,) * len(roles)] * len(features)
+    return [tuple(len(seqs[i]) for seqs in roles) for i in range(len(features))]
+
+
 def eval_batches(features: TaskFeatures, batch_size: int) -> Iterator[list[int]]:
     """Evaluation order: sorted by length (fast), every example exactly once."""
     order = sorted(range(len(features)), key=lambda i: -features.lengths[i])
