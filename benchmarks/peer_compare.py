@@ -520,10 +520,12 @@ def load_examples(bench: Bench, ref: TaskRef, max_length: int, split: str) -> li
 @dataclass
 class MtpeftProbe:
     """Measures a `run_training` call from the outside by wrapping MultiTaskTrainer methods (restored after):
-    the trainer instance, the token counter hook, the training-step window and validation time."""
+    the trainer instance and its optimiser, the token counter hook, the training-step window and
+    validation time."""
 
     counter: TokenCounter = field(default_factory=TokenCounter)
     trainer: Any = None
+    optimizer: Any = None
     first_step: float | None = None
     last_step_end: float | None = None
     validate_s: float = 0.0
@@ -536,6 +538,11 @@ class MtpeftProbe:
         probe = self
         original_train, original_step = MultiTaskTrainer.train, MultiTaskTrainer._step
         original_validate, original_forward = MultiTaskTrainer._validate, MultiTaskModel.forward
+        original_optimizer = MultiTaskTrainer._optimizer
+
+        def optimizer(trainer: Any) -> Any:
+            probe.optimizer = original_optimizer(trainer)
+            return probe.optimizer
 
         def train(trainer: Any, *, resume: bool) -> Any:
             probe.trainer = trainer
@@ -567,11 +574,13 @@ class MtpeftProbe:
 
         MultiTaskTrainer.train, MultiTaskTrainer._step = train, step
         MultiTaskTrainer._validate, MultiTaskModel.forward = validate, forward
+        MultiTaskTrainer._optimizer = optimizer
         try:
             yield self
         finally:
             MultiTaskTrainer.train, MultiTaskTrainer._step = original_train, original_step
             MultiTaskTrainer._validate, MultiTaskModel.forward = original_validate, original_forward
+            MultiTaskTrainer._optimizer = original_optimizer
 
     @property
     def train_steps_s(self) -> float:
@@ -617,7 +626,7 @@ def run_mtpeft(bench: Bench, case: str, setting: Setting, max_length: int, steps
             "tokens_per_s": cost["tokens_per_s"],
             "validation_s": probe.validate_s,
             "valid_metrics": result.metrics.get("valid", {}),
-            "optimizer": "torch.optim.AdamW (defaults: foreach off on CPU)",
+            "optimizer": optimizer_label(probe.optimizer),
         },
     }
 
@@ -843,10 +852,22 @@ def train_one_with_trainer(
         "model": model,
         "tokenizer": tokenizer,
         # Trainer's optimiser is accelerate's wrapper; the torch optimiser inside is what runs.
-        "optimizer": f"{type(getattr(trainer.optimizer, 'optimizer', trainer.optimizer)).__name__} "
-        f"(optim={args.optim})",
+        "optimizer": f"{optimizer_label(trainer.optimizer)} (optim={args.optim})",
         "own_eval": own_eval,
     }
+
+
+def optimizer_label(optimizer: Any) -> str:
+    """The torch optimiser and the kernel path it takes (fused, foreach or the per-tensor loop)."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
+    defaults = inner.defaults
+    if defaults.get("fused"):
+        path = "fused"
+    elif defaults.get("foreach") is None:
+        path = "torch's default: foreach on CUDA, per-tensor loop on CPU"
+    else:
+        path = "foreach" if defaults["foreach"] else "per-tensor loop"
+    return f"{type(inner).__name__} ({path})"
 
 
 # ---- profile: where mtpeft's time goes ----------------------------------------------------------------

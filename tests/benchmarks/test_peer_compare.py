@@ -84,6 +84,9 @@ def test_every_setting_is_measured_and_comparable(tmp_path: Path) -> None:
     # The benchmark's hook counts what mtpeft's own cost meter counts.
     for name in ("mtpeft", "mtpeft-pad-to-max"):
         assert single[name]["tokens"] == single[name]["pipeline_own"]["tokens"]
+    # Each run names the optimiser kernel it trained with: mtpeft the fused AdamW, Trainer its own choice.
+    assert single["mtpeft"]["pipeline_own"]["optimizer"] == "AdamW (fused)"
+    assert "optim=" in single["trainer-grouped"]["pipeline_own"]["optimizer"]
     # Same model and LoRA targets in both pipelines, so one FLOPs formula fits both.
     assert len({json.dumps(r["model_shape"], sort_keys=True) for r in runs.values()}) == 1
 

@@ -193,6 +193,7 @@ class MultiTaskTrainer:
             length_grouping=self.config.length_grouping,
             batch_tokens=entry.batch_tokens,
             widths=padded_widths(features, pad_to=pad_to) if entry.batch_tokens else None,
+            role_lengths=padded_widths(features),
         )
 
     def _shared_parameters(self) -> list[torch.nn.Parameter]:
