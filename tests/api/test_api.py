@@ -93,9 +93,10 @@ def test_compare_gives_the_clone_labels_and_probabilities_of_mtpeft_evaluate(run
     lines = (layout.predictions_dir(run_dir, "test") / "clone.predictions.txt").read_text().splitlines()
     official = {tuple(line.split("\t")[:2]): line.split("\t")[2] for line in lines}
     assert [a["label"] for a in answers] == [official[(e.id, e.id_b)] for e in pairs]
-    assert set(official.values()) == {"0", "1"}
     probabilities = [[a["probabilities"][label] for label in ("0", "1")] for a in answers]
     np.testing.assert_allclose(probabilities, evaluated["clone"]["probs"], atol=1e-5, rtol=0)
+    # Each label is the likelier class (whichever classes this tiny model happens to predict).
+    assert [a["label"] for a in answers] == [("0", "1")[int(np.argmax(p))] for p in probabilities]
 
 
 def test_embed_gives_the_code_search_vectors_of_mtpeft_evaluate(run, run_dir, evaluated):
