@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from peer_compare import machine_info  # this script's folder is on sys.path when run as a script
 
 from mtpeft.config import TrainConfig
 from mtpeft.modeling.build import build_model
@@ -69,9 +69,8 @@ def main() -> None:
     report = {
         "model": args.model,
         "repeats": args.repeats,
-        "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine_info(),
         "rows": rows,
     }
     out = args.out or RESULTS / f"optimizer_step-{args.model}.json"
