@@ -157,3 +157,17 @@ def test_dry_run_on_an_empty_store_says_time_is_unknown(spec, tmp_path):
     result = CliRunner().invoke(app, ["study", str(_write_yaml(spec, tmp_path / "s.yaml")), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "training time unknown" in result.output and "no finished run of that model" in result.output
+
+
+def test_a_bad_loss_weighting_option_stops_the_study_before_any_run(spec, tmp_path):
+    from mtpeft.cli.main import app
+
+    broken = spec.model_copy(
+        update={"base": spec.base | {"loss_weighting": "famo", "loss_weighting_options": {"gama": 1}}}
+    )
+    study_file = _write_yaml(broken, tmp_path / "study.yaml")
+    result = CliRunner().invoke(app, ["study", str(study_file)], env={"COLUMNS": "200"})
+    err = result.exception  # `mtpeft` (cli.main.main) prints it as one `error:` line, exit code 2
+    assert isinstance(err, ConfigError) and err.path == str(study_file), result.output
+    assert err.field == "base.loss_weighting_options.gama" and "gamma, lr" in str(err)
+    assert not Path(store_path(broken)).exists() or RunStore(store_path(broken)).list_runs() == []

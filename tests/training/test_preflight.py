@@ -117,6 +117,16 @@ BROKEN = {
     "model-folder-without-config": (lambda t, d: {"model": str(d)}, "model", "holds no config.json"),
     "model-not-a-hub-id": (lambda t, d: {"model": "my model!"}, "model", "hub id like 'org/name'"),
     "unknown-method": (lambda t, d: {"method": "lorra"}, "method", "unknown PEFT method"),
+    "unknown-loss-weighting-option": (
+        lambda t, d: {"loss_weighting": "famo", "loss_weighting_options": {"gama": 0.1}},
+        "loss_weighting_options.gama",
+        "its options: gamma, lr",
+    ),
+    "bad-loss-weighting-value": (
+        lambda t, d: {"loss_weighting": "gradnorm", "loss_weighting_options": {"alpha": -1}},
+        "loss_weighting_options.alpha",
+        "must be a number >= 0",
+    ),
     "workspace-is-a-file": (lambda t, d: {"workspace": str(d / "train.jsonl")}, "workspace", "is a file"),
     "workspace-under-a-file": (
         lambda t, d: {"workspace": str(d / "train.jsonl" / "ws")},

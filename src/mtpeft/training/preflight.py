@@ -66,6 +66,9 @@ def preflight_study(
             check.model(model, field=f"{where}.models.{i}")
         for i, method in enumerate(grid.methods):
             check.method(method.name, field=f"{where}.methods.{i}.name")
+    if read_data:  # a real run (a dry run writes nothing, and stays torch-free)
+        for config in configs:
+            check.loss_weighting(config, field="base.loss_weighting_options")
     splits = list(dict.fromkeys([*TRAIN_SPLITS, *(s for c in configs for s in c.evaluate_splits)]))
     for i, entry in enumerate(spec.task_entries()):
         check.task(entry, splits, field=f"tasks.{i}")
@@ -92,6 +95,7 @@ class Preflight:
         self.workspace(config.workspace, field="workspace")
         self.model(config.model, field="model")
         self.method(config.method, field="method")
+        self.loss_weighting(config, field="loss_weighting_options")
         splits = list(dict.fromkeys([*TRAIN_SPLITS, *config.evaluate_splits]))
         for position, entry in enumerate(config.tasks):
             self.task(entry, splits, field=f"tasks.{position}")
@@ -191,6 +195,22 @@ class Preflight:
         from mtpeft.peft_methods import get_method
 
         self._guard(lambda: get_method(name), field=field)
+
+    def loss_weighting(self, config: TrainConfig, *, field: str) -> None:
+        """The weighting's options (names and values) before a run directory exists: the trainer would
+        refuse them only once the data and the model are loaded, leaving a failed run behind."""
+        options = config.loss_weighting_options
+        if not self._once("loss weighting", config.loss_weighting, repr(sorted(options.items()))):
+            return
+        from mtpeft.training.loss_weighting import LOSS_WEIGHTINGS
+        from mtpeft.training.loss_weighting.base import resolve_options
+
+        weighting = LOSS_WEIGHTINGS[config.loss_weighting]
+        try:
+            resolve_options(weighting.name, weighting.defaults, options)
+        except ConfigError as err:  # err.field is loss_weighting_options.<option>
+            option = (err.field or "").rpartition(".")[2]
+            raise self._error(err.reason, f"{field}.{option}" if option else field) from err
 
     # ---- tasks and data ----------------------------------------------------------------------------
     def task(self, entry: TaskEntry, splits: list[str], *, field: str) -> None:
