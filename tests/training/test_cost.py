@@ -43,6 +43,20 @@ def test_full_fine_tuning_flops_are_six_n_per_token():
     assert peft < 6 * N * 10  # a frozen backbone skips its own weight gradients
 
 
+def test_forward_only_passes_add_two_n_per_position_and_survive_a_resume():
+    meter = _meter()
+    meter.add_forward_only(positions=torch.tensor(250))
+    report = meter.report(stored_bytes=0, full_model_bytes=0)
+    assert report["forward_only_positions"] == 250 and report["padded_tokens"] == 600  # trained ones apart
+    assert report["train_flops_estimate"] == pytest.approx((4 * N + 2 * 10_000) * 600 + 2 * N * 250)
+    restored = CostMeter(trainable_params=10_000, backbone_params=N)
+    restored.load_state_dict(json.loads(json.dumps(meter.state_dict())))
+    assert restored.flops_estimate() == pytest.approx(report["train_flops_estimate"])
+    old_checkpoint = {k: v for k, v in meter.state_dict().items() if k != "forward_only_positions"}
+    restored.load_state_dict(old_checkpoint)  # written before the counter existed: none counted
+    assert restored.forward_only_positions == 0
+
+
 def test_wall_time_adds_up_across_stops_and_a_resume():
     meter = _meter()
     meter.start()

@@ -78,6 +78,10 @@ def test_trains_and_a_resumed_run_continues_with_the_same_weighting_state(weight
     assert [e["step"] for e in _steps(resumed.run_dir)].count(5) == 2  # steps 5-6 ran again
     assert _steps(resumed.run_dir)[-1]["loss_weights"] == steps[-1]["loss_weights"]
     assert resumed.metrics["valid"] == reference.metrics["valid"]
+    # FAMO scores each batch of a step again once the step is applied: those forwards count in the cost.
+    cost = reference.cost
+    assert cost["forward_only_positions"] == (cost["padded_tokens"] if weighting == "famo" else 0)
+    assert resumed.cost["forward_only_positions"] == cost["forward_only_positions"]  # kept by the checkpoint
     conflict = [
         RunStore(ws / "mtpeft.sqlite").get(r.run_id).details["grad_conflict"]
         for ws, r in ((tmp_path / "reference", reference), (stopped, resumed))

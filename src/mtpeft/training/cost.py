@@ -9,6 +9,8 @@ position the model computed, padding included, since padding costs the same work
   (~2·N) but computes weight gradients only for the trainable parameters (~2·trainable):
   4·N + 2·trainable per position.
 Attention's sequence-length term and the heads' own cost are left out (small at these lengths and sizes).
+Forward-only passes a step makes besides its training ones (FAMO scores the step's batches again once the
+step is applied) add ~2·N per position: the meter counts their positions apart.
 """
 
 from __future__ import annotations
@@ -19,13 +21,25 @@ from typing import Any
 import psutil
 import torch
 
-_STATE_KEYS = ("wall_time_s", "tokens", "padded_tokens", "samples", "tokens_by_task", "peak_memory_bytes")
+_STATE_KEYS = (
+    "wall_time_s",
+    "tokens",
+    "padded_tokens",
+    "forward_only_positions",
+    "samples",
+    "tokens_by_task",
+    "peak_memory_bytes",
+)
 
 
-def train_flops_estimate(*, backbone_params: int, trainable_params: int, positions: int) -> float:
+def train_flops_estimate(
+    *, backbone_params: int, trainable_params: int, positions: int, forward_only_positions: int = 0
+) -> float:
+    """`positions`: trained (forward and backward); `forward_only_positions`: scored without a backward."""
+    forward_only = 2.0 * backbone_params * forward_only_positions
     if trainable_params >= backbone_params:  # full fine-tuning: every weight gets a gradient
-        return 6.0 * backbone_params * positions
-    return (4.0 * backbone_params + 2.0 * trainable_params) * positions
+        return 6.0 * backbone_params * positions + forward_only
+    return (4.0 * backbone_params + 2.0 * trainable_params) * positions + forward_only
 
 
 class CostMeter:
@@ -40,6 +54,7 @@ class CostMeter:
         self.wall_time_s = 0.0  # closed segments only; elapsed() adds the open one
         self.tokens = 0
         self.padded_tokens = 0
+        self.forward_only_positions = 0
         self.samples = 0
         self.tokens_by_task: dict[str, int] = {}
         self.peak_memory_bytes = 0
@@ -70,6 +85,19 @@ class CostMeter:
         self.samples += int(samples)
         self.tokens_by_task[task] = self.tokens_by_task.get(task, 0) + tokens
 
+    def add_forward_only(self, *, positions: int) -> None:
+        """A forward pass of the training loop with no backward (e.g. FAMO's loss after the step)."""
+        self.forward_only_positions += int(positions)
+
+    def flops_estimate(self) -> float:
+        """train_flops_estimate of everything counted so far."""
+        return train_flops_estimate(
+            backbone_params=self.backbone_params,
+            trainable_params=self.trainable_params,
+            positions=self.padded_tokens,
+            forward_only_positions=self.forward_only_positions,
+        )
+
     def sample_memory(self) -> None:
         """Keep the peak: allocator peak on GPU, resident set size (sampled) on CPU."""
         if self.device.type == "cuda":
@@ -92,11 +120,8 @@ class CostMeter:
             "tokens": self.tokens,
             "padded_tokens": self.padded_tokens,
             "padding_fraction": _padding_fraction(self.tokens, self.padded_tokens),
-            "train_flops_estimate": train_flops_estimate(
-                backbone_params=self.backbone_params,
-                trainable_params=self.trainable_params,
-                positions=self.padded_tokens,
-            ),
+            "forward_only_positions": self.forward_only_positions,
+            "train_flops_estimate": self.flops_estimate(),
             "wall_time_s": wall,
             "peak_memory_bytes": self.peak_memory_bytes,
             "samples": self.samples,
@@ -116,6 +141,7 @@ class CostMeter:
         self.wall_time_s = float(state.get("wall_time_s", 0.0))
         self.tokens = int(state.get("tokens", 0))
         self.padded_tokens = int(state.get("padded_tokens", 0))
+        self.forward_only_positions = int(state.get("forward_only_positions", 0))  # absent before it existed
         self.samples = int(state.get("samples", 0))
         self.tokens_by_task = {k: int(v) for k, v in state.get("tokens_by_task", {}).items()}
         self.peak_memory_bytes = int(state.get("peak_memory_bytes", 0))
@@ -133,6 +159,7 @@ _SUMMED = (
     "full_model_bytes",
     "tokens",
     "padded_tokens",
+    "forward_only_positions",
     "train_flops_estimate",
     "wall_time_s",
     "samples",

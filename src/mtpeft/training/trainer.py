@@ -33,7 +33,7 @@ from mtpeft.modeling.build import build_model, save_deployable
 from mtpeft.modeling.inputs import Batch, TaskFeatures, collate, padded_widths, to_device
 from mtpeft.modeling.task_data import RunTask, resolve_tasks
 from mtpeft.training.batching import TaskBatcher
-from mtpeft.training.cost import CostMeter, train_flops_estimate
+from mtpeft.training.cost import CostMeter
 from mtpeft.training.grad_conflict import ConflictLog, TaskGradients
 from mtpeft.training.loss_weighting import LossWeighting, StepLosses, build_weighting
 from mtpeft.training.sampling import build_schedule
@@ -98,11 +98,7 @@ def _compute_so_far(meter: CostMeter) -> dict[str, float]:
     return {
         "tokens": meter.tokens,
         "padded_tokens": meter.padded_tokens,
-        "train_flops_estimate": train_flops_estimate(
-            backbone_params=meter.backbone_params,
-            trainable_params=meter.trainable_params,
-            positions=meter.padded_tokens,
-        ),
+        "train_flops_estimate": meter.flops_estimate(),
         "wall_time_s": meter.elapsed(),
     }
 
@@ -357,7 +353,7 @@ class MultiTaskTrainer:
                 "here and keeps no checkpoint of it)",
             )
         scheduler.step()
-        after = self._losses_after(model, kept, counts) if kept else None
+        after = self._losses_after(model, kept, counts, meter) if kept else None
         norms = gradients.norms() if gradients is not None else None
         weighting.after_step(StepLosses(before=losses, after=after, grad_norms=norms))
         if gradients is not None and self.conflict is not None and self.conflict.due(step):
@@ -386,10 +382,13 @@ class MultiTaskTrainer:
         return None
 
     @torch.no_grad()
-    def _losses_after(self, model, kept: list[tuple[str, Batch]], counts: dict[str, int]) -> dict[str, float]:
+    def _losses_after(
+        self, model, kept: list[tuple[str, Batch]], counts: dict[str, int], meter: CostMeter
+    ) -> dict[str, float]:
         """Each task's loss on the step's own batches, with the step applied (same mode as training)."""
         after: dict[str, float] = {}
         for task, batch in kept:
+            meter.add_forward_only(positions=batch["num_positions"])
             with self.accelerator.autocast():
                 value = float(model(task, batch))
             after[task] = after.get(task, 0.0) + value / counts[task]
