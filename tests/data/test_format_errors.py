@@ -57,6 +57,12 @@ CASES = {  # one case per block: a table reads better unformatted
     "wrong-type": Broken(
         "vulnerability", {"train.jsonl": devign(0) + devign(1) + devign(2, func=5)},
         file="train.jsonl", line=3, field="func", says="must be a string, got a JSON number"),
+    "token-list-holding-a-number": Broken(
+        "vulnerability", {"train.jsonl": devign(0) + devign(1, func=["int", 5, ";"])},
+        file="train.jsonl", line=2, field="func", says="a list of strings, got a list holding a JSON number"),
+    "empty-token-list": Broken(
+        "vulnerability", {"train.jsonl": devign(0) + devign(1, func=[])},
+        file="train.jsonl", line=2, field="func", says="is empty"),
     "label-outside-label-set": Broken(
         "vulnerability", {"train.jsonl": devign(0, target=2)},
         file="train.jsonl", line=1, field="target", says="label 2 is not in the label set ['0', '1']"),

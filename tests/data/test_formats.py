@@ -146,6 +146,25 @@ def test_codesearchnet_retrieval_and_generation_read_the_same_file_differently(t
     assert search.meta == {"url": "u/3", "func_name": "add"}
 
 
+def test_token_list_fields_are_joined_with_spaces_as_codexglue_does(tmp_path):
+    # CodeXGLUE code-to-text trains on ' '.join(code_tokens) -> ' '.join(docstring_tokens), not on the
+    # raw code and the whole docstring: a task YAML mapping those fields gets exactly that.
+    record = _csn_record(3, "u/3") | {
+        "docstring": "Adds two numbers.\n\n:param a: the first\n:param b: the second",
+        "docstring_tokens": ["Adds", "two", "numbers", "."],
+        "code_tokens": ["int", "add", "(", "int", "a", ",", "int", "b", ")"],
+    }
+    write_jsonl(tmp_path / "test.jsonl", [record])
+    summarization = get_task("summarization")
+    tokens = summarization.model_copy(
+        update={"fields": {"code": "code_tokens", "target": "docstring_tokens"}}
+    )
+    (example,) = load_split(tokens, tmp_path, "test")
+    assert (example.code, example.target) == ("int add ( int a , int b )", "Adds two numbers .")
+    (raw,) = load_split(summarization, tmp_path, "test")
+    assert raw.target == record["docstring"]  # the default stays the docstring's text
+
+
 def test_codesearchnet_reads_gzip_and_falls_back_to_url_as_id(tmp_path):
     lines = "".join(json.dumps(_csn_record(None, f"github.com/x/{i}")) + "\n" for i in range(2))
     (tmp_path / "valid.jsonl.gz").write_bytes(gzip.compress(lines.encode()))

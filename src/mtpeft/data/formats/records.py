@@ -52,7 +52,17 @@ def require_field(record: dict, name: str, at: Location, role: str) -> object:
 
 
 def require_text(record: dict, name: str, at: Location, role: str) -> str:
+    """The field's text; a list of strings (a token list: CodeSearchNet's `code_tokens`,
+    `docstring_tokens`) is joined with single spaces, as CodeXGLUE's own scripts join them."""
     value = require_field(record, name, at, role)
+    if isinstance(value, list):
+        odd = [token for token in value if not isinstance(token, str)]
+        if odd:
+            raise at.error(
+                f"must be a string or a list of strings, got a list holding a JSON {json_type(odd[0])}",
+                field=name,
+            )
+        value = " ".join(value)
     if not isinstance(value, str):
         raise at.error(f"must be a string, got a JSON {json_type(value)}", field=name)
     if not value.strip():
