@@ -177,3 +177,10 @@ def test_smollm2_gguf_is_converted_once_then_loaded_from_the_cache(monkeypatch, 
     assert cached_s < converted_s / 3
     texts = ["def add(a, b):\n    return a + b"]
     torch.testing.assert_close(hidden_states(cached, texts), hidden_states(backbone, texts))
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-llama"])
+def test_backbones_attend_with_pytorchs_scaled_dot_product_attention(name):
+    # The speed of training on CPU rests on it: with dropout 0 it takes the fused kernel instead of
+    # materialising every T x T attention matrix (README, Training speed).
+    assert load_backbone(name).model.config._attn_implementation == "sdpa"
