@@ -59,7 +59,8 @@ there and low in MFU means the machine is busy computing padding).
     .venv/bin/python benchmarks/peer_compare.py --lengths 128:100 --cases single --profile
 
 Writes benchmarks/results/peer_compare-<model>.json (or --out) and prints a Markdown table.
-`--profile` adds a torch.profiler breakdown of one mtpeft run (single task, first length) by phase.
+`--profile [SETTING]` adds a torch.profiler breakdown by phase of one mtpeft run at the first length (the
+first case's plain mtpeft setting, or SETTING); `--profile-only` runs just that.
 """
 
 from __future__ import annotations
@@ -940,13 +941,33 @@ def phase_ranges() -> Iterator[list[str]]:
             setattr(owner, attribute, original)
 
 
-def run_profile(bench: Bench, setting: Setting, max_length: int, steps: int, work: Path) -> dict[str, Any]:
-    """One mtpeft single-task run under torch.profiler; time by phase (seconds, % of the run) and top ops."""
+def profile_target(requested: str | None, cases: list[str]) -> tuple[str, str] | None:
+    """(case, setting) that --profile names: a setting of any case (its case found here), or with no
+    name the first selected case's plain mtpeft setting. None without --profile."""
+    if requested is None:
+        return None
+    if not requested:
+        case = cases[0]
+        return case, next(s.name for s in SETTINGS[case] if s.pipeline == "mtpeft")
+    for case, settings in SETTINGS.items():
+        for setting in settings:
+            if setting.name == requested:
+                if setting.pipeline != "mtpeft":
+                    raise SystemExit(f"--profile {requested}: only mtpeft settings are profiled")
+                return case, setting.name
+    known = sorted(s.name for settings in SETTINGS.values() for s in settings if s.pipeline == "mtpeft")
+    raise SystemExit(f"--profile {requested}: unknown setting; mtpeft settings: {', '.join(known)}")
+
+
+def run_profile(
+    bench: Bench, case: str, setting: Setting, max_length: int, steps: int, work: Path
+) -> dict[str, Any]:
+    """One mtpeft run under torch.profiler; time by phase (seconds, % of the run) and top ops."""
     from torch.profiler import ProfilerActivity, profile
 
     from mtpeft.training.run import run_training
 
-    config = mtpeft_config(bench, "single", setting, max_length, steps, work)
+    config = mtpeft_config(bench, case, setting, max_length, steps, work)
     started = time.perf_counter()
     with phase_ranges() as missing, profile(activities=[ProfilerActivity.CPU]) as prof:
         run_training(config, progress=False)
@@ -962,6 +983,7 @@ def run_profile(bench: Bench, setting: Setting, max_length: int, steps: int, wor
         phase["ms_per_step"] = 1000 * phase["seconds"] / steps
     top = sorted((e for e in events if e.key not in labels), key=lambda e: -e.self_cpu_time_total)[:15]
     return {
+        "case": case,
         "setting": setting.name,
         "max_length": max_length,
         "steps": steps,
@@ -1049,7 +1071,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     max_length, steps = job["max_length"], job["steps"]
     with tempfile.TemporaryDirectory(prefix="peer-compare-") as tmp:
         if job.get("profile"):
-            return {"profile": run_profile(bench, setting, max_length, steps, Path(tmp))}
+            return {"profile": run_profile(bench, job["case"], setting, max_length, steps, Path(tmp))}
         runner = run_mtpeft if setting.pipeline == "mtpeft" else run_trainer
         raw = runner(bench, job["case"], setting, max_length, steps, Path(tmp))
     counter: TokenCounter = raw.pop("counter")
@@ -1432,7 +1454,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run settings in this process (faster start; peak RSS is then the process's)",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="also profile one mtpeft run (single, 1st length)"
+        "--profile",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="SETTING",
+        help="also profile one mtpeft run at the first length: SETTING (any case's), else the first "
+        "case's plain mtpeft setting",
+    )
+    parser.add_argument(
+        "--profile-only", action="store_true", help="with --profile: no comparison runs, only the profile"
     )
     parser.add_argument("--profile-steps", type=int, default=None, help="steps of the profiled run")
     parser.add_argument("--out", type=Path, default=None)
@@ -1468,7 +1499,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         pooling=args.pooling,
         threads=args.threads,
     )
-    jobs = plan(cases, args.lengths, args.repeats, only)
+    profiled = profile_target(args.profile, cases)
+    if args.profile_only and profiled is None:
+        raise SystemExit("--profile-only needs --profile")
+    jobs = [] if args.profile_only else plan(cases, args.lengths, args.repeats, only)
     out = args.out or RESULTS / f"peer_compare-{args.model}.json"
     started = time.perf_counter()
     load_at_start = load_average()
@@ -1488,18 +1522,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 print(f"{label} FAILED: {err}", file=sys.stderr, flush=True)
         profile = None
-        if args.profile and "single" in cases:
+        if profiled is not None:
             length = next(iter(args.lengths))
             job = {
-                "case": "single",
-                "setting": "mtpeft",
+                "case": profiled[0],
+                "setting": profiled[1],
                 "max_length": length,
                 "repeat": 0,
                 "profile": True,
                 "steps": args.profile_steps or args.lengths[length],
                 "bench": asdict(bench),
             }
-            print(f"profile: single mtpeft @ {length} ...", file=sys.stderr, flush=True)
+            print(f"profile: {profiled[0]} {profiled[1]} @ {length} ...", file=sys.stderr, flush=True)
             profile = run_parent(job, args.isolate, Path(scratch), len(jobs))["profile"]
     limits_end = limits_job(bench, shape, list(args.lengths), args.bench_seconds)
     limits = best_limits(limits_start, limits_end)
@@ -1541,6 +1575,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n| phase (profiled mtpeft run) | seconds | % |\n|---|---|---|")
         for phase in profile["phases"]:
             print(f"| {phase['phase']} | {phase['seconds']:.2f} | {phase['percent']:.1f}% |")
+        print("\n| op (self time) | calls | seconds | % of the run |\n|---|---|---|---|")
+        for op in profile["top_ops_by_self_time"][:10]:
+            print(f"| {op['op']} | {op['calls']} | {op['self_s']:.2f} | {op['percent_of_run']:.1f}% |")
     print(f"\n-> {out} ({report['wall_s']:.0f} s)")
     return 1 if any("error" in r for r in results) else 0
 

@@ -112,6 +112,25 @@ def test_a_setting_runs_in_its_own_process(tmp_path: Path) -> None:
     assert run["child_process_s"] > run["total_s"]
 
 
+def test_profile_only_profiles_the_named_multi_task_setting(tmp_path: Path) -> None:
+    report, stdout = _run(tmp_path, "--profile", "mtpeft-shared-no-dropout", "--profile-only", "--no-isolate")
+    assert report["runs"] == [] and report["summary"] == []
+    profile = report["profile"]
+    assert (profile["case"], profile["setting"], profile["steps"]) == ("multi", "mtpeft-shared-no-dropout", 2)
+    phases = {p["phase"]: p["seconds"] for p in profile["phases"]}
+    assert phases["forward + loss"] > 0 and phases["backward"] > 0
+    assert profile["top_ops_by_self_time"] and "| forward + loss |" in stdout
+
+
+def test_profile_names_only_mtpeft_settings() -> None:
+    assert pc.profile_target(None, ["single"]) is None
+    assert pc.profile_target("", ["multi", "single"]) == ("multi", "mtpeft-shared")
+    assert pc.profile_target("mtpeft-no-dropout", ["multi"]) == ("single", "mtpeft-no-dropout")
+    for bad, says in (("trainer-grouped", "only mtpeft settings"), ("mtpef", "unknown setting")):
+        with pytest.raises(SystemExit, match=says):
+            pc.profile_target(bad, ["single"])
+
+
 def test_flops_formula_counts_lora_backward_and_real_attention() -> None:
     shape = pc.ModelShape(
         layers=2, hidden=4, intermediate=16, heads=2, frozen_matmul_params=100, trainable_matmul_params=10
