@@ -11,6 +11,10 @@ Nothing about a single file is ever fatal: a file that cannot be used is listed 
 - parse errors over more than ``max_error_ratio`` of the file's bytes. Below that threshold the file
   is kept: tree-sitter recovers locally, and C with unexpanded macros often has a few errors.
 
+- anything else that goes wrong on one file (an error in a walker, memory): the file is skipped with
+  ``failure_reason``; syntax trees are walked without recursion (languages/base.py ``walk``), so
+  nesting depth alone never gets here.
+
 Files whose extension belongs to no registered language are not "skipped": they are simply not
 source code for this scan. Empty files are read and yield no units.
 
@@ -91,9 +95,23 @@ def extract_tree(
             result.files += 1
         except SkipFile as reason:
             result.skipped.append(SkippedFile(rel, str(reason)))
+        except Exception as exc:  # a limit or a bug met on ONE file costs that file only, not the scan
+            parsers.pop(spec.name, None)  # a fresh parser for the next file, whatever state this one is in
+            result.skipped.append(SkippedFile(rel, failure_reason(exc)))
     result.skipped.sort(key=lambda s: s.path)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One short line for a file whose extraction failed unexpectedly (the scan goes on without it)."""
+    if isinstance(exc, MemoryError):
+        return "not extracted: out of memory on this file"
+    if isinstance(exc, RecursionError):
+        return "not extracted: nested too deeply"
+    detail = " ".join(str(exc).split())
+    detail = detail if len(detail) <= 100 else detail[:99] + "\u2026"
+    return f"not extracted: {type(exc).__name__}{': ' + detail if detail else ''} (please report this file)"
 
 
 def _check_languages(languages: Collection[str] | None) -> None:

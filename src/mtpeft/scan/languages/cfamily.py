@@ -14,10 +14,21 @@ Check ``START_TEST``, and Catch2/doctest ``TEST_CASE``/``SCENARIO`` (named by th
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from tree_sitter import Node
 
-from mtpeft.scan.languages.base import FileContext, Found, field_text, squash
+from mtpeft.scan.languages.base import (
+    Enter,
+    FileContext,
+    Found,
+    Scope,
+    enter,
+    field_text,
+    qualified,
+    squash,
+    walk,
+)
 
 TEST_MACROS = frozenset({"TEST", "TEST_F", "TEST_P", "TYPED_TEST", "TYPED_TEST_P", "Test", "START_TEST"})
 STRING_TEST_MACROS = frozenset({"TEST_CASE", "SCENARIO", "TEST_CASE_METHOD", "TEMPLATE_TEST_CASE"})
@@ -45,49 +56,57 @@ _DECLARATOR_WRAPPERS = {
 }
 
 
+@dataclass(frozen=True)
+class _State:
+    scope: Scope | None
+    in_class: bool
+
+
 def extract(root: Node, ctx: FileContext) -> Iterator[Found]:
-    yield from _walk(root, (), False, ctx)
+    def visit(child: Node, following: Node | None, state: _State) -> Found | Enter[_State] | None:
+        return _visit(child, following, state, ctx)
+
+    return walk(root, _State(None, False), visit)
 
 
-def _walk(node: Node, scope: tuple[str, ...], in_class: bool, ctx: FileContext) -> Iterator[Found]:
-    children = node.named_children
-    for index, child in enumerate(children):
-        kind = child.type
-        if kind == "function_definition":
-            found = _function(child, scope, in_class, ctx)
-            if found is not None:
-                yield found
-        elif kind in _TRANSPARENT:
-            yield from _walk(child.child_by_field_name("body") or child, scope, in_class, ctx)
-        elif kind == "namespace_definition":
-            yield from _namespace(child, scope, ctx)
-        elif kind in _CLASSES:
-            yield from _class(child, scope, ctx)
-        elif kind in ("declaration", "field_declaration", "type_definition"):
-            spec = child.child_by_field_name("type")
-            if spec is not None and spec.type in _CLASSES:
-                yield from _class(spec, scope, ctx)
-        elif kind == "expression_statement":
-            found = _string_test(child, children[index + 1] if index + 1 < len(children) else None, ctx)
-            if found is not None:
-                yield found
+def _visit(
+    child: Node, following: Node | None, state: _State, ctx: FileContext
+) -> Found | Enter[_State] | None:
+    kind = child.type
+    if kind == "function_definition":
+        return _function(child, state.scope, state.in_class, ctx)
+    if kind in _TRANSPARENT:
+        return Enter(child.child_by_field_name("body") or child, state)
+    if kind == "namespace_definition":
+        return _namespace(child, state.scope, ctx)
+    if kind in _CLASSES:
+        return _class(child, state.scope, ctx)
+    if kind in ("declaration", "field_declaration", "type_definition"):
+        spec = child.child_by_field_name("type")
+        if spec is not None and spec.type in _CLASSES:
+            return _class(spec, state.scope, ctx)
+    elif kind == "expression_statement":
+        return _string_test(child, following, ctx)
+    return None
 
 
-def _namespace(node: Node, scope: tuple[str, ...], ctx: FileContext) -> Iterator[Found]:
+def _namespace(node: Node, scope: Scope | None, ctx: FileContext) -> Enter[_State] | None:
     name = squash(field_text(node, "name", ctx))  # "" for an anonymous namespace; "a::b" for nested ones
     body = node.child_by_field_name("body")
-    if body is not None:
-        yield from _walk(body, (*scope, name) if name else scope, False, ctx)
+    if body is None:
+        return None
+    return Enter(body, _State(enter(scope, name) if name else scope, False))
 
 
-def _class(node: Node, scope: tuple[str, ...], ctx: FileContext) -> Iterator[Found]:
+def _class(node: Node, scope: Scope | None, ctx: FileContext) -> Enter[_State] | None:
     body = node.child_by_field_name("body")
-    if body is not None:
-        name = squash(field_text(node, "name", ctx)) or "<anonymous>"
-        yield from _walk(body, (*scope, name), True, ctx)
+    if body is None:
+        return None
+    name = squash(field_text(node, "name", ctx)) or "<anonymous>"
+    return Enter(body, _State(enter(scope, name), True))
 
 
-def _function(node: Node, scope: tuple[str, ...], in_class: bool, ctx: FileContext) -> Found | None:
+def _function(node: Node, scope: Scope | None, in_class: bool, ctx: FileContext) -> Found | None:
     declarator = _function_declarator(node.child_by_field_name("declarator"))
     if declarator is None or node.child_by_field_name("body") is None:
         return None
@@ -95,9 +114,9 @@ def _function(node: Node, scope: tuple[str, ...], in_class: bool, ctx: FileConte
     name = squash(ctx.text(name_node)) or "<unnamed>"
     if name in TEST_MACROS and node.child_by_field_name("type") is None:
         return Found(node, _macro_test_name(declarator, ctx) or name, "test")
-    qualified = name_node is not None and name_node.type == "qualified_identifier"
-    kind = "method" if in_class or qualified else "function"
-    return Found(node, "::".join((*scope, name)), kind)
+    out_of_line = name_node is not None and name_node.type == "qualified_identifier"
+    kind = "method" if in_class or out_of_line else "function"
+    return Found(node, qualified(scope, name, "::"), kind)
 
 
 def _function_declarator(node: Node | None) -> Node | None:

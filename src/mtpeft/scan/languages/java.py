@@ -11,10 +11,21 @@ path already says where the class is.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from tree_sitter import Node
 
-from mtpeft.scan.languages.base import FileContext, Found, LanguageSpec, field_text
+from mtpeft.scan.languages.base import (
+    Enter,
+    FileContext,
+    Found,
+    LanguageSpec,
+    Scope,
+    enter,
+    field_text,
+    qualified,
+    walk,
+)
 
 TEST_ANNOTATIONS = frozenset(
     {"Test", "ParameterizedTest", "RepeatedTest", "TestFactory", "TestTemplate", "Theory", "Property"}
@@ -38,40 +49,48 @@ _BODIES = {
 _METHODS = {"method_declaration", "constructor_declaration", "compact_constructor_declaration"}
 
 
+@dataclass(frozen=True)
+class _State:
+    scope: Scope | None
+    junit3: bool  # inside a class that extends ...TestCase: its test* methods are tests
+
+
 def extract(root: Node, ctx: FileContext) -> Iterator[Found]:
-    yield from _members(root, (), False, ctx)
+    def visit(child: Node, _following: Node | None, state: _State) -> Found | Enter[_State] | None:
+        return _visit(child, state, ctx)
+
+    return walk(root, _State(None, False), visit)
 
 
-def _members(node: Node, scope: tuple[str, ...], junit3: bool, ctx: FileContext) -> Iterator[Found]:
-    for child in node.named_children:
-        if child.type in _TYPE_DECLARATIONS:
-            yield from _type(child, scope, ctx)
-        elif child.type in _BODIES:
-            yield from _members(child, scope, junit3, ctx)
-        elif child.type == "enum_constant" and (body := child.child_by_field_name("body")) is not None:
-            yield from _members(body, (*scope, field_text(child, "name", ctx)), False, ctx)
-        elif child.type in _METHODS and child.child_by_field_name("body") is not None:
-            yield _method(child, scope, junit3, ctx)
+def _visit(child: Node, state: _State, ctx: FileContext) -> Found | Enter[_State] | None:
+    if child.type in _TYPE_DECLARATIONS:
+        return _type(child, state.scope, ctx)
+    if child.type in _BODIES:
+        return Enter(child, state)
+    if child.type == "enum_constant" and (body := child.child_by_field_name("body")) is not None:
+        return Enter(body, _State(enter(state.scope, field_text(child, "name", ctx)), False))
+    if child.type in _METHODS and child.child_by_field_name("body") is not None:
+        return _method(child, state, ctx)
+    return None
 
 
-def _type(node: Node, scope: tuple[str, ...], ctx: FileContext) -> Iterator[Found]:
+def _type(node: Node, scope: Scope | None, ctx: FileContext) -> Enter[_State] | None:
     name = field_text(node, "name", ctx)
     superclass = field_text(node, "superclass", ctx)  # "extends TestCase" or ""
     junit3 = superclass.rstrip().endswith("TestCase")
     body = node.child_by_field_name("body")
-    if body is not None:
-        yield from _members(body, (*scope, name), junit3, ctx)
+    return Enter(body, _State(enter(scope, name), junit3)) if body is not None else None
 
 
-def _method(node: Node, scope: tuple[str, ...], junit3: bool, ctx: FileContext) -> Found:
+def _method(node: Node, state: _State, ctx: FileContext) -> Found:
     if node.type == "method_declaration":
         name = field_text(node, "name", ctx)
     else:  # constructors take the class name
-        name = scope[-1] if scope else field_text(node, "name", ctx)
+        name = state.scope.name if state.scope is not None else field_text(node, "name", ctx)
     is_test = _has_test_annotation(node, ctx) or (
-        junit3 and node.type == "method_declaration" and name.startswith("test")
+        state.junit3 and node.type == "method_declaration" and name.startswith("test")
     )
-    return Found(node, ".".join((*scope, name)), "test" if is_test else "method")
+    return Found(node, qualified(state.scope, name, "."), "test" if is_test else "method")
 
 
 def _has_test_annotation(node: Node, ctx: FileContext) -> bool:

@@ -16,7 +16,17 @@ from dataclasses import dataclass
 
 from tree_sitter import Node
 
-from mtpeft.scan.languages.base import FileContext, Found, LanguageSpec, field_text
+from mtpeft.scan.languages.base import (
+    Enter,
+    FileContext,
+    Found,
+    LanguageSpec,
+    Scope,
+    enter,
+    field_text,
+    qualified,
+    walk,
+)
 
 # Statements whose blocks can hold module- or class-level definitions (`if sys.platform == ...: def f`).
 _COMPOUND = {
@@ -36,8 +46,8 @@ _COMPOUND = {
 
 
 @dataclass(frozen=True)
-class _Scope:
-    names: tuple[str, ...] = ()
+class _State:
+    scope: Scope | None = None
     in_class: bool = False
     test_class: bool = False
 
@@ -47,55 +57,47 @@ def is_test_file(file_name: str) -> bool:
 
 
 def extract(root: Node, ctx: FileContext) -> Iterator[Found]:
-    test_classes: set[str] = set()  # names of test classes seen so far in this file
-    yield from _walk(root, _Scope(), ctx, test_classes, is_test_file(ctx.file_name))
+    test_classes: set[str] = set()  # names of test classes seen so far in this file (source order)
+    test_file = is_test_file(ctx.file_name)
 
-
-def _walk(
-    node: Node, scope: _Scope, ctx: FileContext, test_classes: set[str], test_file: bool
-) -> Iterator[Found]:
-    for child in node.named_children:
+    def visit(child: Node, _following: Node | None, state: _State) -> Found | Enter[_State] | None:
         definition = (
             child.child_by_field_name("definition") if child.type == "decorated_definition" else child
         )
         if definition is None:
-            continue
+            return None
         if definition.type == "function_definition":
-            yield _function(child, definition, scope, ctx, test_file)
-        elif definition.type == "class_definition":
-            yield from _class(definition, scope, ctx, test_classes, test_file)
-        elif definition.type in _COMPOUND:
-            yield from _walk(definition, scope, ctx, test_classes, test_file)
+            return _function(child, definition, state, ctx, test_file)
+        if definition.type == "class_definition":
+            return _class(definition, state, ctx, test_classes)
+        if definition.type in _COMPOUND:
+            return Enter(definition, state)
+        return None
+
+    return walk(root, _State(), visit)
 
 
-def _function(outer: Node, definition: Node, scope: _Scope, ctx: FileContext, test_file: bool) -> Found:
+def _function(outer: Node, definition: Node, state: _State, ctx: FileContext, test_file: bool) -> Found:
     name = field_text(definition, "name", ctx)
     starts_test = name.startswith("test")
-    if scope.in_class:
-        kind = (
-            "test" if starts_test and (scope.test_class or (test_file and _pytest_class(scope))) else "method"
-        )
+    if state.in_class:
+        pytest_class = state.scope is not None and state.scope.name.startswith("Test")
+        kind = "test" if starts_test and (state.test_class or (test_file and pytest_class)) else "method"
     else:
-        kind = "test" if starts_test and test_file and not scope.names else "function"
-    return Found(outer, ".".join((*scope.names, name)), kind)
+        kind = "test" if starts_test and test_file and state.scope is None else "function"
+    return Found(outer, qualified(state.scope, name, "."), kind)
 
 
-def _pytest_class(scope: _Scope) -> bool:
-    return bool(scope.names) and scope.names[-1].startswith("Test")
-
-
-def _class(
-    definition: Node, scope: _Scope, ctx: FileContext, test_classes: set[str], test_file: bool
-) -> Iterator[Found]:
+def _class(definition: Node, state: _State, ctx: FileContext, test_classes: set[str]) -> Enter[_State] | None:
     name = field_text(definition, "name", ctx)
     bases = _base_names(definition, ctx)
     is_test = any(b.endswith("TestCase") or b in test_classes for b in bases)
     if is_test:
         test_classes.add(name)
     body = definition.child_by_field_name("body")
-    if body is not None:
-        inner = _Scope((*scope.names, name), in_class=True, test_class=is_test)
-        yield from _walk(body, inner, ctx, test_classes, test_file)
+    if body is None:
+        return None
+    return Enter(body, _State(enter(state.scope, name), in_class=True, test_class=is_test))
 
 
 def _base_names(definition: Node, ctx: FileContext) -> list[str]:
