@@ -104,9 +104,8 @@ def search(
     run = load(run_dir, device=device)
     hits = run.search(query, k, index=loaded)
     if fmt == "json":
-        typer.echo(
-            json.dumps({"query": query, "root": str(loaded.root), "hits": [_hit_json(h) for h in hits]})
-        )
+        root = _readable(str(loaded.root))
+        typer.echo(json.dumps({"query": query, "root": root, "hits": [_hit_json(h) for h in hits]}))
     else:
         _print_hits(hits, loaded)
 
@@ -131,7 +130,7 @@ def _hit_json(hit: Hit) -> dict[str, object]:
     return {
         "rank": hit.rank,
         "score": round(hit.score, 6),
-        "path": hit.path,
+        "path": _readable(hit.path),  # a file name's undecodable bytes as \\xNN, as scan's json has them
         "line": hit.start_line,
         "end_line": hit.end_line,
         "name": hit.name,
@@ -141,12 +140,26 @@ def _hit_json(hit: Hit) -> dict[str, object]:
 
 
 def _print_hits(hits: list[Hit], loaded: SearchIndex) -> None:
-    """Plain text (names and paths come from the user's code: nothing is interpreted as markup)."""
+    """Plain text, never markup; names and paths come from the user's code, so a terminal control
+    (`ESC[2J` in a file name) or an undecodable byte is shown as `\\xNN`, never sent raw."""
     if not hits:
         typer.echo("no results")
         return
-    width = max(len(h.location) for h in hits)
+    locations = [_shown(h.location) for h in hits]
+    width = max(map(len, locations))
     typer.echo(f"{'rank':>4}  {'score':>6}  {'location':<{width}}  name", err=False)
-    for h in hits:
-        typer.echo(f"{h.rank:>4}  {h.score:>6.3f}  {h.location:<{width}}  {h.name} ({h.kind})")
-    typer.echo(f"(paths relative to {loaded.root})", err=True)
+    for h, location in zip(hits, locations, strict=True):
+        typer.echo(f"{h.rank:>4}  {h.score:>6.3f}  {location:<{width}}  {_shown(h.name)} ({_shown(h.kind)})")
+    typer.echo(f"(paths relative to {_shown(loaded.root)})", err=True)
+
+
+def _shown(text: object) -> str:
+    from mtpeft.report.console import printable
+
+    return printable(_readable(str(text)))
+
+
+def _readable(text: str) -> str:
+    from mtpeft.scan.units import readable as escaped  # imported when used: `mtpeft --help` stays light
+
+    return escaped(text)

@@ -5,6 +5,10 @@ model is the run loaded by `mtpeft.load` (it implements scan's Analyzer). Progre
 the report to stdout or --out, and the closing counts (files, skipped files, truncated functions,
 findings) to stderr unless the table on stdout already ends with them.
 
+--out is written through mtpeft.outputs.atomic_output (the old report stays until the new one is
+complete) and checked before the model loads: its folder must exist, and it may not be a file the
+scan reads. Paths and names from the tree are escaped wherever they reach the terminal.
+
 Exit status: 0 when the scan ran, findings or not (a scan is a report, not a verdict); with
 --fail-on LEVEL, 1 when any finding or clone pair is at LEVEL or above (for CI); 2 for an error.
 """
@@ -76,6 +80,8 @@ def scan(
     from mtpeft.scan import ReportOptions
 
     thresholds = _checked_options(path, fmt, threshold, fail_on)  # before the model loads: fail fast
+    if out is not None:
+        _check_out(out, path)
     result = _scan(
         path,
         run_dir,
@@ -93,14 +99,42 @@ def scan(
     _write(result, fmt, out, options)
     if out is not None or fmt != "table":  # the table already ends with these lines
         for line in result.summary():
-            typer.echo(line, err=True)
+            typer.echo(_shown(line), err=True)
     if out is not None:
-        typer.echo(f"{fmt} report written to {out}", err=True)
+        typer.echo(f"{fmt} report written to {_shown(out)}", err=True)
     if fail_on is not None:
         reached = _count_at_or_above(result, thresholds, fail_on)
         if reached:
             typer.echo(f"{reached} result(s) at level {fail_on} or above (--fail-on {fail_on})", err=True)
             raise typer.Exit(1)
+
+
+def _shown(text: object) -> str:
+    """User text (paths, notes) for the terminal: control characters and undecodable bytes as \\xNN."""
+    from mtpeft.report.console import printable
+    from mtpeft.scan.units import readable
+
+    return printable(readable(str(text)))
+
+
+def _check_out(out: Path, scanned: Path) -> None:
+    """Refuse an --out that cannot be written or would replace a scanned file, before hours of scanning."""
+    from mtpeft.outputs import refuse_overwriting_inputs
+    from mtpeft.scan.languages import language_for
+
+    if out.is_dir():
+        raise InputError(f"--out {_shown(out)} is a folder; give a file name for the report")
+    if not out.parent.is_dir():
+        folder = _shown(out.parent)
+        raise InputError(f"--out {_shown(out)}: the folder {folder} does not exist; create it first")
+    if scanned.is_dir():
+        inside = out.resolve().is_relative_to(scanned.resolve())
+        if inside and out.exists() and language_for(out.name) is not None:
+            raise InputError(
+                f"--out {_shown(out)} is a source file of the tree being scanned; write the report elsewhere"
+            )
+    else:
+        refuse_overwriting_inputs(out, [scanned])
 
 
 def _names(values: list[str]) -> list[str]:
@@ -115,7 +149,7 @@ def _checked_options(path: Path, fmt: str, threshold: str | None, fail_on: str |
     if fail_on is not None and fail_on not in LEVELS:
         raise InputError(f"--fail-on {fail_on!r}: choose one of {', '.join(LEVELS)}")
     if not path.exists():
-        raise InputError(f"{path}: no such file or folder to scan")
+        raise InputError(f"{_shown(path)}: no such file or folder to scan")
     try:
         return Thresholds.parse(threshold) if threshold else Thresholds()
     except ValueError as err:
@@ -139,7 +173,7 @@ def _scan(
     from mtpeft.scan import scan_tree
 
     if progress:
-        typer.echo(f"loading {run_dir} ...", err=True)
+        typer.echo(f"loading {_shown(run_dir)} ...", err=True)
     run = load(run_dir, device=device, batch_size=batch_size)
     try:
         with run.reusing_encodings():  # the clone search re-reads units the analysis encoded
@@ -169,7 +203,7 @@ def _write(result: ScanResult, fmt: str, out: Path | None, options: object) -> N
     try:
         save_report(result, fmt, out, options)  # type: ignore[arg-type]
     except OSError as err:
-        raise InputError(f"--out {out}: cannot write the report ({err.strerror})") from None
+        raise InputError(f"--out {_shown(out)}: cannot write the report ({err.strerror or err})") from None
 
 
 def _count_at_or_above(result: ScanResult, thresholds: Thresholds, level: str) -> int:

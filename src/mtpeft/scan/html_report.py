@@ -1,7 +1,9 @@
 """The HTML report: one self-contained page (inline CSS, no script, no external resource).
 
 Everything from the scanned tree is escaped by jinja2's autoescape, so a function named
-``<script>`` or a path with ``&`` shows as text.
+``<script>`` or a path with ``&`` shows as text. The page then has its control characters and the
+undecodable bytes of file names shown as ``\\xNN`` (the template itself holds neither), so any file
+name can be written as UTF-8.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from typing import Any, TextIO
 from jinja2 import Environment
 
 from mtpeft import __version__
+from mtpeft.report.console import printable
 from mtpeft.scan.clones import ClonePair
 from mtpeft.scan.result import Finding, ScanResult, Thresholds
+from mtpeft.scan.units import readable
 
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
@@ -90,7 +94,7 @@ _ENV = Environment(autoescape=True, keep_trailing_newline=True)
 def render_html(result: ScanResult, thresholds: Thresholds | None = None) -> str:
     thresholds = thresholds or Thresholds()
     findings = result.findings(thresholds)
-    return _ENV.from_string(_TEMPLATE).render(
+    page = _ENV.from_string(_TEMPLATE).render(
         root=str(result.root),
         version=__version__,
         info=sorted(result.info.items()),
@@ -101,6 +105,7 @@ def render_html(result: ScanResult, thresholds: Thresholds | None = None) -> str
         clones=[_clone_row(result, p, thresholds) for p in result.clone_pairs],
         skipped=result.skipped,
     )
+    return printable(readable(page))
 
 
 def write_html(result: ScanResult, out: TextIO, thresholds: Thresholds | None = None) -> None:

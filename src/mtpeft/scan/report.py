@@ -1,7 +1,9 @@
 """Output formats of a scan, in a registry: ``FORMATS[name](result, out, options)``.
 
-table  rich table for a terminal; every user-supplied string (paths, names) is a ``rich.text.Text``,
-       so ``[red]`` in a file name or ``:smile:`` in a function name is printed as written.
+table  rich table for a terminal; every user-supplied string (paths, names, reasons) goes through
+       :func:`_shown`: a ``rich.text.Text`` (so ``[red]`` in a file name or ``:smile:`` in a function
+       name is printed as written) with terminal controls as ``\\xNN`` (so ``ESC[2J`` in a name
+       cannot clear the screen) and undecodable file-name bytes as ``\\xNN`` (units.readable).
 json   the stable schema below, for scripts.
 sarif  SARIF 2.1.0 (sarif.py).
 html   one self-contained page, findings grouped by file (html_report.py).
@@ -32,13 +34,19 @@ JSON schema, version ``mtpeft.scan/1`` (fields are only ever added within a vers
       "notes": ["..."]
     }
 
+Paths hold file names as the file system has them: bytes that are not UTF-8 are shown as ``\\xNN``
+(units.readable), in every format; the SARIF URIs carry the exact bytes, percent-encoded.
+
+``save_report`` writes through ``mtpeft.outputs.atomic_output``: the file named is replaced only
+once the whole report is written, so a failure leaves the previous report (or no file), never a
+truncated one.
+
 ``probability`` is always that of the positive class (finding) or of the predicted label
 (``answers[*].probability``); ``level`` follows result.Thresholds.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,10 +57,13 @@ from rich.table import Table
 from rich.text import Text
 
 from mtpeft import __version__
+from mtpeft.outputs import atomic_output
+from mtpeft.report.console import printable
 from mtpeft.scan.analyzer import positive_probability
 from mtpeft.scan.html_report import write_html
 from mtpeft.scan.result import ScanResult, Thresholds
 from mtpeft.scan.sarif import write_sarif
+from mtpeft.scan.units import json_text, readable
 
 JSON_SCHEMA_VERSION = "mtpeft.scan/1"
 
@@ -76,7 +87,8 @@ def write_report(result: ScanResult, fmt: str, out: TextIO, options: ReportOptio
 def save_report(
     result: ScanResult, fmt: str, path: str | os.PathLike[str], options: ReportOptions | None = None
 ) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as out:
+    # Atomic: the report is complete before it replaces anything at `path`.
+    with atomic_output(path) as out:
         write_report(result, fmt, out, options)
 
 
@@ -181,14 +193,18 @@ def _summary_json(result: ScanResult) -> dict[str, int]:
 
 
 def write_json(result: ScanResult, out: TextIO, options: ReportOptions) -> None:
-    json.dump(to_json(result, options), out, indent=2, ensure_ascii=False)
-    out.write("\n")
+    out.write(json_text(to_json(result, options)) + "\n")
 
 
 # ----------------------------------------------------------------------------------------- table
 
 _LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "note": "cyan"}
 _RANK = {"error": 0, "warning": 1, "note": 2}
+
+
+def _shown(text: object, style: str = "") -> Text:
+    """User text for the terminal, shown as written: never markup, never a control sequence."""
+    return Text(printable(readable(str(text))), style=style)
 
 
 def write_table(result: ScanResult, out: TextIO, options: ReportOptions) -> None:
@@ -205,9 +221,9 @@ def write_table(result: ScanResult, out: TextIO, options: ReportOptions) -> None
             table.add_row(
                 Text(f.level, style=_LEVEL_STYLE[f.level]),
                 Text(f"{f.probability:.2f}"),
-                Text(f.task.name),
-                Text(f.unit.location),
-                Text(f"{f.unit.name} ({f.unit.kind})"),
+                _shown(f.task.name),
+                _shown(f.unit.location),
+                _shown(f"{f.unit.name} ({f.unit.kind})"),
             )
         console.print(table)
     else:
@@ -215,7 +231,7 @@ def write_table(result: ScanResult, out: TextIO, options: ReportOptions) -> None
     _clone_table(console, result, options)
     _skipped_table(console, result)
     for line in result.summary():
-        console.print(Text(line))
+        console.print(_shown(line))  # notes may quote names
 
 
 def _clone_table(console: Console, result: ScanResult, options: ReportOptions) -> None:
@@ -231,8 +247,8 @@ def _clone_table(console: Console, result: ScanResult, options: ReportOptions) -
             Text(level, style=_LEVEL_STYLE[level]),
             Text(f"{p.similarity:.2f}"),
             Text("exact" if p.exact else f"{p.probability:.2f}"),
-            Text(f"{a.name} {a.location}"),
-            Text(f"{b.name} {b.location}"),
+            _shown(f"{a.name} {a.location}"),
+            _shown(f"{b.name} {b.location}"),
         )
     console.print(table)
 
@@ -244,7 +260,7 @@ def _skipped_table(console: Console, result: ScanResult) -> None:
     table.add_column("path")
     table.add_column("reason")
     for s in result.skipped:
-        table.add_row(Text(s.path), Text(s.reason))
+        table.add_row(_shown(s.path), _shown(s.reason))
     console.print(table)
 
 

@@ -6,9 +6,10 @@
   duplicates have their own rule, ``mtpeft/exact-duplicate``.
 - ``level`` comes from result.Thresholds on the positive-class probability (error >= 0.9,
   warning >= 0.7, note >= 0.5 by default); the probability is in the message and in ``properties``.
-- Locations are relative URIs under ``uriBaseId`` ``%SRCROOT%`` (the scanned folder, also given as
-  an absolute ``file:`` URI in ``originalUriBaseIds``) with 1-based lines and code-point columns
-  (``columnKind: unicodeCodePoints``; ``endColumn`` is exclusive, as SARIF defines it).
+- Locations are relative URIs (the path's bytes percent-encoded, :func:`path_uri`) under
+  ``uriBaseId`` ``%SRCROOT%`` (the scanned folder, also given as an absolute ``file:`` URI in
+  ``originalUriBaseIds``) with 1-based lines and code-point columns (``columnKind:
+  unicodeCodePoints``; ``endColumn`` is exclusive, as SARIF defines it).
 - ``partialFingerprints["mtpeft/v1"]`` hashes the rule, the path, the qualified name and the
   normalised code (units.normalise_code) of the unit, so an unchanged function keeps its
   fingerprint when lines are inserted above it, and a re-scan does not duplicate its alert.
@@ -19,7 +20,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import re
 from collections import Counter
 from typing import Any, TextIO
@@ -29,7 +30,7 @@ from mtpeft import __version__
 from mtpeft.scan.analyzer import PER_UNIT_KINDS, TaskSpec
 from mtpeft.scan.clones import ClonePair
 from mtpeft.scan.result import Finding, ScanResult, Thresholds, count_phrase
-from mtpeft.scan.units import CodeUnit, normalise_code
+from mtpeft.scan.units import CodeUnit, json_text, normalise_code
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA_URI = (
@@ -95,8 +96,7 @@ def to_sarif(
 
 
 def write_sarif(result: ScanResult, out: TextIO, thresholds: Thresholds | None = None) -> None:
-    json.dump(to_sarif(result, thresholds), out, indent=2, ensure_ascii=False)
-    out.write("\n")
+    out.write(json_text(to_sarif(result, thresholds)) + "\n")  # file names' bad bytes as \\xNN in texts
 
 
 # ------------------------------------------------------------------------------------------ rules
@@ -235,7 +235,16 @@ def _location(unit: CodeUnit) -> dict[str, Any]:
 
 
 def _artifact(path: str) -> dict[str, Any]:
-    return {"uri": quote(path, safe="/"), "uriBaseId": SRCROOT}
+    return {"uri": path_uri(path), "uriBaseId": SRCROOT}
+
+
+def path_uri(path: str) -> str:
+    """A relative path as a URI reference: its file-system bytes percent-encoded (RFC 3986).
+
+    From the bytes, not the text: a name that is not UTF-8 (``bad\\xff.py``) becomes ``bad%FF.py``,
+    which names that very file, where encoding the text would fail on its surrogate escapes.
+    """
+    return quote(os.fsencode(path), safe="/")
 
 
 def _identity(unit: CodeUnit) -> str:
@@ -244,7 +253,9 @@ def _identity(unit: CodeUnit) -> str:
 
 def _fingerprint(rid: str, units: list[CodeUnit], occurrences: Counter[str]) -> str:
     """Stable across re-scans while path, name and code are unchanged; unique within one log."""
-    base = hashlib.sha256("\0\0".join([rid, *map(_identity, units)]).encode("utf-8")).hexdigest()[:32]
+    # surrogateescape: a path's undecodable bytes are hashed as the bytes they are.
+    identity = "\0\0".join([rid, *map(_identity, units)]).encode("utf-8", "surrogateescape")
+    base = hashlib.sha256(identity).hexdigest()[:32]
     occurrences[base] += 1  # identical twins in one file (same name, same code) still get distinct prints
     return f"{base}:{occurrences[base]}"
 
