@@ -170,3 +170,17 @@ def test_index_never_overwrites_a_folder_that_is_not_an_index(run_dir, tree, tmp
     assert rebuilt.code == 0 and "indexed 11 units from 3 files with task 'code-search'" in rebuilt.err
     again = mtpeft_cli("index", tree, "--run", run_dir, "--out", tmp_path / "fresh", "--no-progress")
     assert again.code == 0 and len(load_index(tmp_path / "fresh")) == 11  # an index is replaced whole
+
+
+def test_search_prints_control_characters_in_paths_and_names_escaped(run_dir, tmp_path, mtpeft_cli):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "\x1b[2Jclear.py").write_text("def merge_pending_files(a):\n    return a\n")
+    (tree / "[bold]x[red].cpp").write_text('TEST_CASE("\x1b]0;title\x07") {\n  REQUIRE(merge(1));\n}\n')
+    index = tmp_path / "idx"
+    assert mtpeft_cli("index", tree, "--run", run_dir, "--out", index, "--no-progress").code == 0
+    done = mtpeft_cli("search", "merge the pending files .", "--index", index, "-k", "2")
+    assert done.code == 0, done.err
+    assert not any(c in done.out + done.err for c in "\x1b\x07")  # nothing reaches the terminal raw
+    assert "\\x1b[2Jclear.py:1" in done.out and "[bold]x[red].cpp:1" in done.out
+    assert "\\x1b]0;title\\x07 (test)" in done.out

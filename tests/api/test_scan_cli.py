@@ -110,3 +110,47 @@ def test_scanning_a_missing_path_or_with_a_missing_run_says_so(run_dir, tree, tm
     assert missing.code == 2 and "no such file or folder to scan" in missing.err
     no_run = mtpeft_cli("scan", tree, "--run", tmp_path / "no-run")
     assert no_run.code == 2 and "no such run directory" in no_run.err
+
+
+def test_every_hostile_file_of_issue_24_at_once_gives_a_valid_sarif_and_exit_0(run_dir, tmp_path, mtpeft_cli):
+    """A non-UTF-8 file name, the issue's four deep files and names with terminal controls and markup,
+    in one tree, through a real run: a schema-valid SARIF naming every file, and exit 0."""
+    import os
+    from urllib.parse import unquote_to_bytes
+
+    eval_py = b"def f(x):\n    return eval(x)\n"
+    files = {
+        b"bad\xff\xfename.py": eval_py,
+        b"\x1b[2Jclear.py": eval_py,
+        b"\x1b]0;title\x07.py": eval_py,
+        b"[bold]x[red].py": eval_py,
+        b"deep_if.c": b"#if 1\n" * 1000 + b"int inner(void) { return 0; }\n" + b"#endif\n" * 1000,
+        b"Deep.java": b"".join(b"class C%d { " % i for i in range(500)) + b"void inner() {}" + b"}" * 500,
+        b"deep_ns.cpp": b"".join(b"namespace n%d { " % i for i in range(1000))
+        + b"int inner() { return 0; }"
+        + b"}" * 1000,
+        b"deep.py": b"".join(b" " * i + b"class C%d:\n" % i for i in range(600))
+        + b" " * 600
+        + b"def inner(self):\n"
+        + b" " * 601
+        + b"pass\n",
+    }
+    root = os.path.join(os.fsencode(tmp_path), b"hostile")
+    os.makedirs(root)
+    for name, data in files.items():
+        with open(os.path.join(root, name), "wb") as out:
+            out.write(data)
+    report = tmp_path / "r.sarif"
+    done = mtpeft_cli(
+        "scan", os.fsdecode(root), "--run", run_dir, "--format", "sarif", "--out", report,
+        "--threshold", "0,0,0", "--no-progress",
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    log = json.loads(report.read_bytes().decode("utf-8"))
+    jsonschema.Draft4Validator(json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))).validate(log)
+    located = {
+        unquote_to_bytes(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"])
+        for r in log["runs"][0]["results"]
+    }
+    assert located == set(files)  # every file analysed, none skipped, each named by its exact bytes
+    assert "0 files skipped" in done.err and "\x1b" not in done.err

@@ -80,7 +80,7 @@ HOSTILE_NAMES: dict[bytes, str] = {
     b"\x1b]0;title\x07.py": VULNERABLE,  # sets the terminal's title
     b"cr\rline.py": VULNERABLE,  # overwrites the line
     "c1-\x9b2J.py".encode(): VULNERABLE,  # U+009B: CSI on terminals that read C1 controls
-    b"[bold]markup[/bold].py": VULNERABLE,  # rich markup
+    b"[bold]markup[red].py": VULNERABLE,  # rich markup
     b"names.cpp": b'TEST_CASE("\x1b[2J wipes [red]x[/red]") {\n  REQUIRE(eval(1));\n}\n',
 }
 
@@ -365,7 +365,7 @@ def test_table_output_sends_no_control_character_and_no_markup(
         "\\x1b]0;title\\x07.py:1",
         "cr\\x0dline.py:1",
         "c1-\\x9b2J.py:1",
-        "[bold]markup[/bold].py:1",  # literally, brackets and all
+        "[bold]markup[red].py:1",  # literally, brackets and all
         "bad\\xff\\xfename.py:1",
     ):
         assert shown in done.out.replace("\n", ""), shown
@@ -382,7 +382,7 @@ def test_json_and_html_carry_no_raw_control_character(tmp_path: Path, scan: Call
     assert scan(tree, "--format", "html", "--out", report).code == 0
     page = report.read_text(encoding="utf-8")
     assert not any(c in page for c in CONTROLS)
-    assert "\\x1b[2Jclear.py" in page and "[bold]markup[/bold].py" in page
+    assert "\\x1b[2Jclear.py" in page and "[bold]markup[red].py" in page
 
 
 def test_extract_tree_lists_hostile_names_without_failing(hostile_tree: Path) -> None:
