@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtpeft.index import SearchIndexError, load_index
-from mtpeft.index import store
+from mtpeft.index import SearchIndexError, load_index, store
 from mtpeft.index.store import check_target, write_index
 
 UNIT = {"path": "app.py", "name": "f", "kind": "function", "language": "python", "start_line": 1,
