@@ -12,6 +12,10 @@ non-string, invalid Unicode) is reported on stderr with its line number and fiel
 (--on-error stop) the lines before it are answered and the command stops with exit status 2; with
 --on-error skip it is left out of the output and the rest is answered (exit status 0, the count of
 skipped lines on stderr).
+
+--out FILE is written through a temporary file renamed over FILE at the end (mtpeft/outputs.py): a crash
+or Ctrl-C leaves an existing FILE as it was, and an --out that is the input (any spelling, a link, the
+file stdin is redirected from) is refused before anything is read.
 """
 
 from __future__ import annotations
