@@ -184,3 +184,25 @@ def test_search_prints_control_characters_in_paths_and_names_escaped(run_dir, tm
     assert not any(c in done.out + done.err for c in "\x1b\x07")  # nothing reaches the terminal raw
     assert "\\x1b[2Jclear.py:1" in done.out and "[bold]x[red].cpp:1" in done.out
     assert "\\x1b]0;title\\x07 (test)" in done.out
+
+
+def test_index_out_holding_the_source_and_a_foreign_manifest_json_is_refused(run_dir, tmp_path, mtpeft_cli):
+    """The issue's reproduction: `mtpeft index p/src --out p` used to leave p with only the index files."""
+    p = tmp_path / "p"
+    (p / "src").mkdir(parents=True)
+    (p / "manifest.json").write_text("{}\n")
+    (p / "src" / "app.py").write_text("def f():\n    return 1\n")
+    done = mtpeft_cli("index", p / "src", "--run", run_dir, "--out", p, "--no-progress")
+    assert done.code == 2 and str(p) in done.err and "holds the source being indexed" in done.err
+    assert "Traceback" not in done.err
+    assert (p / "manifest.json").read_text() == "{}\n" and (p / "src" / "app.py").is_file()
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["p"]  # no scratch folder left beside it
+
+
+def test_index_refuses_to_replace_an_index_that_holds_a_user_file(run_dir, tree, tmp_path, mtpeft_cli):
+    out = tmp_path / "idx"
+    assert mtpeft_cli("index", tree, "--run", run_dir, "--out", out, "--no-progress").code == 0
+    (out / "todo.md").write_text("mine")
+    done = mtpeft_cli("index", tree, "--run", run_dir, "--out", out, "--no-progress")
+    assert done.code == 2 and "it holds todo.md, which an index never does" in done.err
+    assert (out / "todo.md").read_text() == "mine" and len(load_index(out)) == 11

@@ -129,3 +129,76 @@ def test_stdin_is_answered_batch_by_batch_not_after_it_closes(run_dir: Path):
             process.wait(timeout=60)
             watchdog.cancel()
     assert process.returncode == 0
+
+
+def test_predict_refuses_to_write_over_its_input(run_dir, mtpeft_cli, tmp_path, monkeypatch):
+    """The issue's reproduction: `predict RUN in.jsonl --out in.jsonl` used to empty in.jsonl and exit 0."""
+    monkeypatch.chdir(tmp_path)
+    Path("in.jsonl").write_bytes(_lines({"code": SAFE}, {"code": VULNERABLE}))
+    before = Path("in.jsonl").read_bytes()
+    done = mtpeft_cli("predict", run_dir, "in.jsonl", "--out", "in.jsonl")
+    assert done.code == 2 and "--out 'in.jsonl' is the input 'in.jsonl'" in done.err
+    assert "Traceback" not in done.err and "answered" not in done.err
+    assert Path("in.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize("spelling", ["dotdot", "symlink", "hardlink"])
+def test_predict_refuses_its_input_by_any_spelling_or_link(run_dir, mtpeft_cli, tmp_path, spelling):
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(_lines({"code": SAFE}))
+    (tmp_path / "x").mkdir()
+    out = {
+        "dotdot": tmp_path / "x" / ".." / "in.jsonl",
+        "symlink": tmp_path / "s",
+        "hardlink": tmp_path / "h",
+    }
+    if spelling == "symlink":
+        out["symlink"].symlink_to(source)
+    if spelling == "hardlink":
+        os.link(source, out["hardlink"])
+    done = mtpeft_cli("predict", run_dir, source, "--out", out[spelling])
+    assert done.code == 2 and "is the input" in done.err
+    assert source.read_bytes() == _lines({"code": SAFE})
+
+
+def test_predict_refuses_an_out_that_is_the_file_behind_stdin(run_dir: Path, tmp_path):
+    """`mtpeft predict RUN - --out in.jsonl < in.jsonl`: the same loss, through a redirection."""
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(_lines({"code": SAFE}))
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    cli = [sys.executable, "-m", "mtpeft.cli.main", "predict", str(run_dir), "-", "--out", str(source)]
+    with source.open("rb") as stdin:
+        done = subprocess.run(cli, stdin=stdin, capture_output=True, env=env, timeout=120)
+    assert done.returncode == 2 and b"is the input '<stdin>'" in done.stderr
+    assert source.read_bytes() == _lines({"code": SAFE})
+
+
+def test_an_interrupted_predict_leaves_the_previous_out_intact(run_dir, mtpeft_cli, tmp_path, monkeypatch):
+    from mtpeft.cli import predict_cmd
+
+    source, out = tmp_path / "in.jsonl", tmp_path / "answers.jsonl"
+    source.write_bytes(_lines({"code": SAFE}, {"code": VULNERABLE}, {"code": SAFE}))
+    out.write_text("yesterday's answers\n")
+    real_answer, calls = predict_cmd._answer, []
+
+    def dies_on_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C (or a crash) after the first batch was written
+        return real_answer(*args, **kwargs)
+
+    monkeypatch.setattr(predict_cmd, "_answer", dies_on_the_second_batch)
+    done = mtpeft_cli("predict", run_dir, source, "--out", out, "--batch-size", "1")
+    assert done.code == 130 and len(calls) == 2  # Ctrl-C: the conventional 128 + SIGINT
+    assert out.read_text() == "yesterday's answers\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["answers.jsonl", "in.jsonl"]  # no temporary file
+
+
+def test_a_stopping_bad_line_keeps_the_answers_before_it_in_out(run_dir, mtpeft_cli, tmp_path):
+    source, out = tmp_path / "in.jsonl", tmp_path / "answers.jsonl"
+    source.write_bytes(_lines({"code": SAFE}, "{not json", {"code": SAFE}))
+    done = mtpeft_cli("predict", run_dir, source, "--out", out)
+    assert done.code == 2 and "line 2: not JSON" in done.err
+    assert [r["id"] for r in _rows(out.read_text())] == [1]
+    missing = mtpeft_cli("predict", run_dir, source, "--out", tmp_path / "no" / "such" / "out.jsonl")
+    assert missing.code == 2 and "does not exist; create it first" in missing.err

@@ -181,3 +181,25 @@ def test_files_score_against_the_original_test_data(shared_data, tmp_path):
     subset.write_text("".join((shared_data / "tlcodesum" / "test.jsonl").read_text().splitlines(True)[:300]))
     expected = compute_metrics(["mrr"], ranks=ranks_from_scores(scores))["mrr"]
     assert _advtest_mrr(subset, path) == pytest.approx(expected, abs=0.01)
+
+
+def test_a_prediction_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A crash while the next evaluation writes its files leaves the previous prediction file readable."""
+    from mtpeft.evaluation import predictions
+
+    task = get_task("vulnerability")
+    examples, y_pred = _labelled(40, 1)
+    path = write_predictions(task, examples, {"y_pred": y_pred}, tmp_path)
+    before = path.read_text()
+
+    def lines_then_crash(values):
+        for number, value in enumerate(values):
+            if number == 20:
+                raise KeyboardInterrupt
+            yield value
+
+    real = predictions._write_lines
+    monkeypatch.setattr(predictions, "_write_lines", lambda p, lines: real(p, lines_then_crash(lines)))
+    with pytest.raises(KeyboardInterrupt):
+        write_predictions(task, examples, {"y_pred": [1 - y for y in y_pred]}, tmp_path)
+    assert path.read_text() == before and not list(tmp_path.glob(".*.tmp"))

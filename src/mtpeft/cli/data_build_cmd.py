@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mtpeft.errors import MtpeftError
+from mtpeft.outputs import check_output, refuse_overwriting_inputs, write_text
 
 console = Console()
 
@@ -115,12 +117,32 @@ def inspect_command(
     from mtpeft.tasks import get_task
 
     with _one_line_errors():
-        report = inspect_task(get_task(task), path, tokenizer=tokenizer)
+        spec = get_task(task)
+        if json_out is not None:  # before the data is read: --json must not be one of the data files
+            _check_json_out(json_out, path if path is not None else spec.data)
+        report = inspect_task(spec, path, tokenizer=tokenizer)
     print_report(report)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        with _one_line_errors():
+            write_text(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
         console.print(f"report written to {_user(str(json_out))}")
+
+
+def _check_json_out(json_out: Path, data: str | Path | None) -> None:
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(json_out, option="--json")
+    if data is not None:  # no data folder at all: inspect_task says so
+        refuse_overwriting_inputs(json_out, _files_under(Path(data)), option="--json")
+
+
+def _files_under(data: Path) -> Iterator[Path]:
+    """Every file of the data folder (or the file itself): the splits a format reads are among them."""
+    if not data.is_dir():
+        yield data
+        return
+    for folder, _, names in os.walk(data):
+        for name in names:
+            yield Path(folder) / name
 
 
 def build_default_command(

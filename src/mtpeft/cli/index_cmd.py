@@ -33,7 +33,10 @@ def index(
         ..., "--run", help="A trained run with a retrieval task (e.g. code-search)."
     ),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="Index folder to write (an existing index is replaced)."
+        ...,
+        "--out",
+        "-o",
+        help="Index folder to write: new, empty, or an index to replace (any other folder is refused).",
     ),
     task: str | None = typer.Option(
         None, "--task", help="The retrieval task to embed with (default: the first)."
@@ -55,7 +58,7 @@ def index(
 
     if not path.exists():
         raise InputError(f"{path}: no such file or folder to index")
-    check_target(out)  # before the model loads: never overwrite a folder that is not an index
+    check_target(out, path)  # before the model loads: never replace a folder that is not an index
     run = load(run_dir, device=device, batch_size=batch_size)
     languages = [name.strip() for value in languages for name in value.split(",") if name.strip()]
     try:

@@ -12,6 +12,10 @@ non-string, invalid Unicode) is reported on stderr with its line number and fiel
 (--on-error stop) the lines before it are answered and the command stops with exit status 2; with
 --on-error skip it is left out of the output and the rest is answered (exit status 0, the count of
 skipped lines on stderr).
+
+--out FILE is written through a temporary file renamed over FILE at the end (mtpeft/outputs.py): a crash
+or Ctrl-C leaves an existing FILE as it was, and an --out that is the input (any spelling, a link, the
+file stdin is redirected from) is refused before anything is read.
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ def predict(
     """
     if on_error not in ON_ERROR:
         raise InputError(f"--on-error {on_error!r}: choose stop or skip")
+    if out is not None:  # before anything is opened: `--out in.jsonl` would empty the input
+        _check_output(out, input_path)
     with _opened_input(input_path) as stream:  # a missing file fails before the model loads
         from mtpeft.api import load
 
@@ -93,14 +99,31 @@ def predict(
         single, pairs = _tasks(run, [t.strip() for item in tasks for t in item.split(",") if t.strip()])
         with _opened_output(out) as sink:
             try:
-                answered, skipped = _stream(
+                answered, skipped, stopped = _stream(
                     stream, input_path, sink, run, single, pairs, batch_size, on_error, probabilities
                 )
             except BrokenPipeError:  # `mtpeft predict ... | head`: the reader has all it wanted
                 _silence_stdout()
                 return
+    if stopped is not None:  # raised only now, so --out keeps the answers to the lines before it
+        raise stopped
     note = f", skipped {skipped} bad line{'s' * (skipped != 1)}" if skipped else ""
     typer.echo(f"answered {answered} line{'s' * (answered != 1)}{note}", err=True)
+
+
+def _check_output(out: Path, input_path: str) -> None:
+    """A writable --out that is not the input, by any spelling or link (stdin redirected from it too)."""
+    from mtpeft.outputs import check_output, refuse_overwriting_inputs
+
+    check_output(out)
+    if input_path != STDIN:
+        refuse_overwriting_inputs(out, [input_path])
+        return
+    try:
+        stdin = sys.stdin.fileno()
+    except (OSError, ValueError):  # stdin replaced by an in-memory stream (tests, embedding): no file
+        return
+    refuse_overwriting_inputs(out, [stdin], names=["<stdin>"])  # `- --out in.jsonl < in.jsonl`
 
 
 def _tasks(run: Run, names: list[str]) -> tuple[list[str], list[str]]:
@@ -140,7 +163,12 @@ def _stream(
     batch_size: int,
     on_error: str,
     probabilities: bool,
-) -> tuple[int, int]:
+) -> tuple[int, int, DataError | None]:
+    """(lines answered, lines skipped, the bad line that stopped it under --on-error stop).
+
+    The stopping error is returned, not raised, so that the caller keeps the answers written so far:
+    an exception inside the output's `with` would (rightly) throw away a half-written --out file.
+    """
     where = "<stdin>" if name == STDIN else name
     answered = skipped = 0
     batch: list[Request] = []
@@ -152,14 +180,14 @@ def _stream(
         except DataError as err:
             if on_error == "stop":
                 answered += _answer(batch, run, single, pairs, sink, probabilities)
-                raise
+                return answered, skipped, err
             typer.echo(f"skipped: {err}", err=True)
             skipped += 1
         if len(batch) >= batch_size:
             answered += _answer(batch, run, single, pairs, sink, probabilities)
             batch = []
     answered += _answer(batch, run, single, pairs, sink, probabilities)
-    return answered, skipped
+    return answered, skipped, None
 
 
 def _parse(raw: bytes, number: int, where: str, single: list[str], pairs: list[str]) -> Request:
@@ -258,10 +286,12 @@ def _opened_input(name: str) -> Iterator[IO[bytes]]:
 
 @contextmanager
 def _opened_output(path: Path | None) -> Iterator[IO[str]]:
+    from mtpeft.outputs import atomic_output
+
     if path is None:
         yield sys.stdout
         return
-    with path.open("w", encoding="utf-8", newline="\n") as sink:
+    with atomic_output(path) as sink:  # a crash or Ctrl-C leaves an existing --out as it was
         yield sink
 
 

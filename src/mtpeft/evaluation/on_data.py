@@ -29,6 +29,8 @@ from mtpeft.data.example import Example
 from mtpeft.data.formats.base import load_split
 from mtpeft.errors import ConfigError, DataError, MtpeftError
 from mtpeft.modeling.task_data import RunTask, subsample
+from mtpeft.outputs import write_text
+from mtpeft.paths import task_file
 from mtpeft.store import EvaluationRecord, RunNotFound, RunStore
 from mtpeft.store.sqlite import TFIDF_SKIPPED
 from mtpeft.tasks.spec import TaskSpec
@@ -193,7 +195,7 @@ def _score(run: RunInfo, item: Prepared, trained, device, *, baselines: bool, pr
     interval = bootstrap_ci([metric], result.per_example, n=BOOTSTRAP_RESAMPLES)[metric]
     out_dir = layout.evaluation_dir(run.run_dir, task.name, request.path, request.split).resolve()
     write_predictions(task.spec, features.examples, result.outputs, out_dir)
-    (out_dir / f"{task.spec.name}.per_example.json").write_text(json.dumps(result.per_example), "utf-8")
+    write_text(task_file(out_dir, task.spec.name, "per_example.json"), json.dumps(result.per_example))
     scores, notes = data_baselines(run, task, features.examples) if baselines else ({}, [])
     record = EvaluationRecord(
         run_id=run.run_id or "",
@@ -217,7 +219,7 @@ def _score(run: RunInfo, item: Prepared, trained, device, *, baselines: bool, pr
 def _write_evaluation_file(record: EvaluationRecord) -> None:
     """evaluation.json beside the prediction files: the evaluation as the store holds it."""
     path = Path(record.predictions_dir) / layout.EVALUATION_FILE
-    path.write_text(json.dumps(asdict(record), indent=2), encoding="utf-8")
+    write_text(path, json.dumps(asdict(record), indent=2))
 
 
 def data_baselines(

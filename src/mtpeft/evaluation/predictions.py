@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from mtpeft.data.example import Example
+from mtpeft.outputs import atomic_output
 from mtpeft.paths import task_file
 from mtpeft.tasks.kinds import kind_of
 from mtpeft.tasks.spec import TaskKind, TaskSpec
@@ -40,7 +41,9 @@ Writer = Callable[[TaskSpec, list[Example], Outputs, Path], Path]
 
 # ---- helpers -----------------------------------------------------------------------------------------
 def _write_lines(path: Path, lines: Iterable[str]) -> Path:
-    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    # Through a temporary file: an official evaluator never reads a half-written predictions file.
+    with atomic_output(path) as out:
+        out.writelines(f"{line}\n" for line in lines)
     return path
 
 

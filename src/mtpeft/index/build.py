@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mtpeft.errors import InputError
-from mtpeft.index.store import SearchIndex, load_index, write_index
+from mtpeft.index.store import SearchIndex, check_target, load_index, write_index
 from mtpeft.scan.extract import ExtractOptions, extract_tree
 from mtpeft.scan.units import CodeUnit, SkippedFile
 
@@ -48,6 +48,7 @@ def build_index(
     """Extract every function, method and test under `root`, embed it with the run's retrieval task
     (`task`, or its first), and write the index to `out` (see index/store.py)."""
     started = time.perf_counter()
+    check_target(Path(out), Path(root))  # before the work: never replace the user's folder or sources
     if not run.retrieval_tasks:
         raise InputError(
             f"run {run.run_dir} has no retrieval task (kind retrieval, e.g. code-search), so it has no "
@@ -77,7 +78,8 @@ def build_index(
         "files_skipped": len(extraction.skipped),
         "truncated": truncated,
     }
-    directory = write_index(Path(out), manifest, vectors, [_unit_record(u) for u in units])
+    records = [_unit_record(u) for u in units]
+    directory = write_index(Path(out), manifest, vectors, records, source=Path(root))
     seconds = time.perf_counter() - started
     return IndexBuild(load_index(directory), extraction.files, extraction.skipped, truncated, limit, seconds)
 

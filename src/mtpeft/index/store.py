@@ -12,10 +12,13 @@ Torch-free: numpy and json only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import stat
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,8 @@ FORMAT = "mtpeft.index/1"
 MANIFEST = "manifest.json"
 VECTORS = "vectors.npy"
 UNITS = "units.jsonl"
+INDEX_FILES = (MANIFEST, VECTORS, UNITS)  # all an index folder ever holds
+_MANIFEST_LIMIT = 1 << 20  # ours are a few kB; a bigger file of that name is someone else's
 UNIT_FIELDS = ("path", "name", "kind", "language", "start_line", "end_line", "hash")
 _REBUILD = "rebuild it with `mtpeft index PATH --run RUN_DIR --out DIR`"
 
@@ -161,18 +166,37 @@ def run_fingerprint(run_dir: Path) -> str:
 
 
 def write_index(
-    directory: Path, manifest: dict[str, Any], vectors: np.ndarray, units: list[dict[str, Any]]
+    directory: Path,
+    manifest: dict[str, Any],
+    vectors: np.ndarray,
+    units: list[dict[str, Any]],
+    *,
+    source: Path | None = None,
 ) -> Path:
     """Write the index whole or not at all: into a scratch folder beside it, then swapped in.
 
-    An existing index at `directory` is replaced; any other existing, non-empty folder is refused
-    (never deleted).
+    An existing index at `directory` is replaced; any other folder that is not empty is refused, never
+    deleted (see check_target). A crash before the swap leaves the old index as it was. `source`, the
+    tree indexed (default: the manifest's root), is never inside the folder replaced.
     """
-    directory = Path(directory)
-    check_target(directory)
-    scratch = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
+    directory = _real(Path(directory))
+    source = Path(source) if source is not None else Path(manifest["root"])
+    check_target(directory, source)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        _write_files(scratch, manifest, vectors, units)
+        check_target(directory, source)  # again: the build took a while, and the folder may have changed
+        _swap_in(scratch, directory)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)  # our own scratch folder: nothing of the user's in it
+        raise
+    return directory
+
+
+def _write_files(
+    scratch: Path, manifest: dict[str, Any], vectors: np.ndarray, units: list[dict[str, Any]]
+) -> None:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     np.save(scratch / VECTORS, vectors)
     (scratch / UNITS).write_text("".join(json.dumps(u, ensure_ascii=False) + "\n" for u in units), "utf-8")
@@ -183,23 +207,91 @@ def write_index(
         "files": {name: _file_sha256(scratch / name) for name in (VECTORS, UNITS)},
     }
     (scratch / MANIFEST).write_text(json.dumps(full, indent=2), encoding="utf-8")  # last: marks it complete
-    old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-    if directory.exists():
-        directory.rename(old)
-    scratch.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
-    return directory
 
 
-def check_target(directory: Path) -> None:
-    if directory.is_file():
-        raise SearchIndexError("is a file; --out needs a folder for the index", path=directory)
-    if directory.is_dir() and any(directory.iterdir()) and not (directory / MANIFEST).is_file():
+def _swap_in(scratch: Path, directory: Path) -> None:
+    """Rename the new index into place; the old one (checked to be only an index) goes after.
+
+    The old folder is emptied by name (the index's own files, then rmdir), never with a recursive
+    delete: if anything else appeared in it since the check, it stays, beside the new index.
+    """
+    if not directory.exists():
+        scratch.rename(directory)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
+    old.rmdir()  # only its unique name is wanted
+    directory.rename(old)
+    try:
+        scratch.rename(directory)
+    except BaseException:
+        old.rename(directory)  # put the old index back
+        raise
+    for name in INDEX_FILES:
+        (old / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something not ours arrived meanwhile: keep it, in that folder
+        old.rmdir()
+
+
+def check_target(directory: Path, source: Path | None = None) -> None:
+    """Refuse an --out that writing the index would destroy: a file, the source tree itself or a folder
+    holding it, or a folder that is not provably an mtpeft index (ours: a manifest of our format and
+    nothing but the index's own files). A path that does not exist or an empty folder is fine."""
+    shown = Path(directory)
+    directory = _real(shown)
+    if source is not None:
+        _check_not_over_source(shown, directory, _real(Path(source)))
+    if directory.exists() and not directory.is_dir():
         raise SearchIndexError(
-            "exists and is not an mtpeft index (no manifest.json); not overwriting it",
-            path=directory,
+            "is a file; --out needs a folder for the index",
+            path=shown,
             hint="choose a new or empty folder for --out",
         )
+    if directory.is_dir():
+        reason = _not_an_index(directory)
+        if reason is not None:
+            raise SearchIndexError(
+                f"exists and is not an mtpeft index ({reason}); not overwriting it",
+                path=shown,
+                hint="choose a new or empty folder for --out, or move the folder away yourself",
+            )
+
+
+def _check_not_over_source(shown: Path, directory: Path, source: Path) -> None:
+    if directory == source or directory in source.parents:
+        raise SearchIndexError(
+            f"holds the source being indexed ({source}): replacing it with the index would delete your code",
+            path=shown,
+            hint="choose a new folder for --out, e.g. beside the source tree or a new folder inside it",
+        )
+
+
+def _not_an_index(directory: Path) -> str | None:
+    """Why `directory` is not an index we may replace; None when it is one (or is empty)."""
+    entries = {entry.name: entry for entry in directory.iterdir()}
+    if not entries:
+        return None
+    others = sorted(name for name in entries if name not in INDEX_FILES)
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        return f"it holds {shown}, which an index never does"
+    odd = [name for name, entry in entries.items() if not stat.S_ISREG(entry.lstat().st_mode)]
+    if odd:
+        return f"{', '.join(sorted(odd))} is not a plain file"
+    if MANIFEST not in entries:
+        return f"no {MANIFEST}"
+    try:
+        with entries[MANIFEST].open("rb") as stream:
+            found = json.loads(stream.read(_MANIFEST_LIMIT + 1)).get("format")
+    except (OSError, ValueError, AttributeError, RecursionError):  # unreadable, too big, not an object
+        return f"its {MANIFEST} is not an index manifest"
+    if found != FORMAT:
+        return f"its {MANIFEST} is not an index manifest (format {found!r}, not {FORMAT!r})"
+    return None
+
+
+def _real(path: Path) -> Path:
+    # The folder a link points to is the one replaced, and compared with the source tree.
+    return Path(os.path.realpath(path))
 
 
 # ---- reading ----------------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mtpeft.errors import ConfigError
+from mtpeft.errors import ConfigError, InputError
 from mtpeft.layout import RUNS_DIR, per_example_path, store_path
+from mtpeft.outputs import atomic_output, refuse_overwriting_inputs, write_bytes, write_text
 from mtpeft.paths import safe_filename
 from mtpeft.report import plots
 from mtpeft.report.compute import budget_section, compute_section
@@ -817,7 +818,7 @@ def _unfiled_prompting(record: RunRecord) -> bool:
 def write_csv(records: list[RunRecord], path: Path) -> None:
     """One row per run x split x task x metric (a run with no metrics still gets one row)."""
     head = ["run_id", "name", "study", "status", "model", "method", "method_options", "tasks", "seed"]
-    with path.open("w", newline="", encoding="utf-8") as out:
+    with atomic_output(path, newline="") as out:  # the csv module writes its own line ends
         writer = csv.writer(out)
         writer.writerow([*head, "split", "task", "metric", "value"])
         for r in records:
@@ -843,6 +844,7 @@ def build_report(
     from mtpeft.report.html import render_html
     from mtpeft.report.markdown import render_markdown
 
+    _check_out_dir(out_dir)  # before the analysis: a typo fails at once
     records, study, store_path = load_records(Path(workspace), study)
     analysis = analyse(records, study=study, split=split)
     evaluations = tuple(RunStore(store_path).list_evaluations([r.run_id for r in records]))
@@ -852,14 +854,21 @@ def build_report(
     figure_dir = out_dir / "figures"
     figure_dir.mkdir(exist_ok=True)
     figures = []
-    for figure in document.figures():
-        path = figure_dir / f"{figure.name}.png"
-        path.write_bytes(figure.png)
+    markdown, html, csv_path = out_dir / "report.md", out_dir / "report.html", out_dir / "runs.csv"
+    drawn = document.figures()
+    written = [figure_dir / f"{figure.name}.png" for figure in drawn]
+    for path in [markdown, html, csv_path, *written]:  # e.g. a report.html linked to the store
+        refuse_overwriting_inputs(path, [store_path])
+    # Each file is replaced whole: a crash part-way never leaves a half-written file, old or new.
+    for figure, path in zip(drawn, written, strict=True):
+        write_bytes(path, figure.png)
         figures.append(path)
-    markdown = out_dir / "report.md"
-    markdown.write_text(render_markdown(document, figure_dir="figures"), encoding="utf-8")
-    html = out_dir / "report.html"
-    html.write_text(render_html(document), encoding="utf-8")
-    csv_path = out_dir / "runs.csv"
+    write_text(markdown, render_markdown(document, figure_dir="figures"))
+    write_text(html, render_html(document))
     write_csv(records, csv_path)
     return ReportFiles(markdown, html, csv_path, figures)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: is a file; the report needs a folder (it writes several files)")

@@ -17,6 +17,7 @@ from mtpeft.data.default_suite.splits import SPLITS, by_split
 from mtpeft.data.default_suite.tasks import DEFAULT_SIZES, TASK_BUILDERS, SuiteContext, TaskResult
 from mtpeft.data.inspect import normalise_code
 from mtpeft.errors import ConfigError
+from mtpeft.outputs import write_text
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def build_default(
         results[name] = builder(context, out / name)
         elapsed = time.perf_counter() - task_started
         log.info("%s built in %.1f s: %s %s", name, elapsed, results[name].counts, results[name].volatile)
-    (out / "SOURCE.md").write_text(_source_md(seed, max_per_task, results), encoding="utf-8")
+    write_text(out / "SOURCE.md", _source_md(seed, max_per_task, results))
     return {name: result.counts for name, result in results.items()}
 
 

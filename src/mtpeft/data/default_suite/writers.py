@@ -11,11 +11,12 @@ from typing import Any
 
 from mtpeft.data.default_suite.sources import Function
 from mtpeft.data.inspect import regex_tokens
+from mtpeft.outputs import atomic_output
 
 
 def _write_lines(path: Path, lines: Iterable[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="\n") as out:
+    with atomic_output(path) as out:  # a build stopped part-way leaves no truncated split file
         for line in lines:
             out.write(line + "\n")
 
