@@ -178,13 +178,10 @@ class Preflight:
         if not self._once("workspace", workspace):
             return
         path = Path(workspace)
-        if "\0" in workspace:  # the one character no POSIX path holds; pathlib's exists() says False
-            raise self._error(
-                f"workspace {workspace!r} holds a NUL character (\\0), which no file path can; remove it",
-                field,
-            )
+        problem = _path_problem(workspace)
+        if problem is not None:
+            raise self._error(f"workspace {workspace!r} cannot be a folder: {problem}", field)
         try:
-            os.fsencode(workspace)  # a lone surrogate (from YAML "\udcff") has no bytes either
             existing = _nearest_existing(path)
         except (OSError, ValueError) as err:
             raise self._error(f"workspace {workspace!r} is not a usable path: {err}", field) from err
@@ -367,6 +364,25 @@ def sequence_lengths(entry: TaskEntry, model: Any) -> list[tuple[str, int, str]]
 def _identity(task: str) -> str:
     """A task reference as a key: YAML paths by absolute path (two spellings, one file)."""
     return os.path.abspath(task) if is_task_file(task) else task
+
+
+def _path_problem(text: str) -> str | None:
+    """Why no file system can hold the path `text` (pathlib's exists() says False to each of these,
+    so they would pass as "not created yet" and fail at the first write)."""
+    if "\0" in text:
+        return "it holds a NUL character (\\0), which no file path can; remove it"
+    try:
+        parts = [os.fsencode(part) for part in Path(text).parts]
+    except UnicodeError:
+        return "it holds characters with no file-name encoding"
+    try:
+        longest = os.pathconf(_nearest_existing(Path(text).absolute()), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255  # POSIX file systems' usual NAME_MAX
+    too_long = next((part for part in parts if len(part) > longest), None)
+    if too_long is not None:
+        return f"a folder name of {len(too_long)} bytes is longer than the {longest} this disk allows"
+    return None
 
 
 def _nearest_existing(path: Path) -> Path:
