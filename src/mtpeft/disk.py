@@ -36,10 +36,9 @@ def is_disk_full(err: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno in _NO_SPACE_ERRNOS:
             return True
-        if isinstance(current, (RuntimeError, OSError)) or type(current).__module__.startswith("sqlite3"):
-            text = str(current).lower()
-            if any(words in text for words in _NO_SPACE_WORDS):
-                return True
+        # Any type: safetensors raises its own SafetensorError("... No space left on device (os error 28)").
+        if any(words in str(current).lower() for words in _NO_SPACE_WORDS):
+            return True
         current = current.__cause__ or current.__context__
     return False
 

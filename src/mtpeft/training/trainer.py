@@ -299,6 +299,10 @@ class MultiTaskTrainer:
         except TrainingDiverged as err:
             _log_event(log, err.step if err.step is not None else state.step, "diverged", str(err))
             raise
+        except BaseException:  # closed on any failure too: an open handle keeps a full disk's mount busy
+            bar.close()
+            log.close()
+            raise
         meter.stop()
         bar.close()
         log.close()
