@@ -74,6 +74,14 @@ class DamagedFiles(MtpeftError):
     """A saved directory (a checkpoint, a run's best/) does not match its manifest."""
 
 
+class DamagedStore(DamagedFiles):
+    """The results store (mtpeft.sqlite) is not a readable SQLite database."""
+
+
+class DiskFull(MtpeftError):
+    """A write failed for want of space: says how much is needed and what is left half-written (nothing)."""
+
+
 class RunLocked(MtpeftError):
     """Another process is training the same run (same directory) right now."""
 

@@ -7,8 +7,10 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from mtpeft.config import TrainConfig, load_config, with_absolute_paths
+from mtpeft.errors import DamagedFiles
 from mtpeft.manifest import has_manifest
 from mtpeft.paths import inside, safe_filename, task_file
 
@@ -77,6 +79,46 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
         if p.is_dir() and _CHECKPOINT_NAME.fullmatch(p.name)
     ]
     return sorted(found, key=lambda p: int(p.name.removeprefix("step-")), reverse=True)
+
+
+def read_run_file(run_dir: Path) -> dict[str, Any] | None:
+    """RUN_DIR/run.json ({"run_id": ..., ...}); None when there is none; DamagedFiles when it is there
+    but not that (truncated, `null`, a list, no run id), naming the file and what to do."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.exists():
+        return None
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+        problem = None if isinstance(content, dict) else f"a JSON {type(content).__name__}, not an object"
+        if problem is None and not (isinstance(content.get("run_id"), str) and content["run_id"]):
+            problem = "names no run_id"
+    except (OSError, ValueError) as err:  # ValueError: JSON and UTF-8 errors
+        problem = f"unreadable: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    if problem is not None:
+        raise DamagedFiles(
+            f"{path} is damaged ({problem}), so the run it belongs to is unknown; train the run again "
+            "without --resume (it starts from step 0), or restore the file from a backup"
+        )
+    return content
+
+
+# What a run directory holds, by kind: a resume writes into each, so each must be what it should be.
+_RUN_DIR_FOLDERS = (CHECKPOINTS_DIR, BEST_DIR)
+_RUN_DIR_FILES = (RUN_FILE, CONFIG_FILE, TRAIN_LOG)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse, with one message, a run directory whose parts are of the wrong kind (`checkpoints` a file,
+    `train.log` a folder): resuming would write into them and fail with an OS error halfway."""
+    for name, wanted in [*((n, "folder") for n in _RUN_DIR_FOLDERS), *((n, "file") for n in _RUN_DIR_FILES)]:
+        path = Path(run_dir) / name
+        if not path.exists() or (path.is_dir() if wanted == "folder" else path.is_file()):
+            continue
+        raise DamagedFiles(
+            f"{path} should be a {wanted} written by mtpeft but is not; move it out of the way and run "
+            "`mtpeft train CONFIG --resume` again (a missing checkpoints folder resumes from step 0), "
+            "or train again without --resume"
+        )
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

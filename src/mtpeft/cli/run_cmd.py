@@ -85,8 +85,6 @@ def _evaluate(
     if data or max_examples is not None:
         _evaluate_on_data(run_dir, data, split, max_examples, baselines=baselines, progress=progress)
         return
-    import json
-
     from mtpeft import layout
     from mtpeft.evaluation.run_eval import evaluate_run
     from mtpeft.modeling.build import read_heads_meta
@@ -96,9 +94,9 @@ def _evaluate(
     read_heads_meta(run_dir / layout.BEST_DIR)  # one clear error when there is no trained model
     metrics, base = evaluate_run(run_dir, split, baselines=baselines, progress=progress)
     store_path = layout.store_path(run_dir.resolve().parent.parent)  # workspace/runs/<run>
-    if store_path.exists():
-        run_id = json.loads((run_dir / layout.RUN_FILE).read_text())["run_id"]
-        RunStore(store_path).update_metrics(run_id, split, metrics)
+    run_file = layout.read_run_file(run_dir) if store_path.exists() else None
+    if run_file is not None:
+        RunStore(store_path).update_metrics(run_file["run_id"], split, metrics)
     rows = [(t, next(iter(m)), {"model": m[next(iter(m))]}, base.get(t, {})) for t, m in metrics.items()]
     console.print(scores_table(f"{run_dir.name}: {split}", rows, ["model"]))  # escapes user text itself
     console.print(plain(f"prediction files: {layout.predictions_dir(run_dir, split)}"))

@@ -110,8 +110,8 @@ def open_run(run_dir: Path) -> RunInfo:
         name: RunTask(name=name, spec=TaskSpec.model_validate(spec), entry=entry)
         for (name, spec), entry in zip(saved, config.tasks, strict=True)
     }
-    run_file = run_dir / layout.RUN_FILE
-    run_id = json.loads(run_file.read_text(encoding="utf-8"))["run_id"] if run_file.is_file() else None
+    run_file = layout.read_run_file(run_dir)
+    run_id = run_file["run_id"] if run_file is not None else None
     return RunInfo(run_dir, run_id, config, tasks)
 
 

@@ -130,6 +130,16 @@ def save_deployable(model: MultiTaskModel, directory: Path, *, step: int, score:
     """Write `best/` whole or not at all: into a scratch folder first, renamed over the old one."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_deployable(model, tmp, step=step, score=score)
+    except BaseException:  # a full disk, Ctrl-C: no half-written best.tmp is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+
+
+def _write_deployable(model: MultiTaskModel, tmp: Path, *, step: int, score: float) -> None:
     model.backbone.save(tmp / layout.ADAPTER_DIR)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.heads.state_dict().items()}
     save_file(tensors, str(tmp / layout.HEADS_WEIGHTS))
@@ -145,8 +155,6 @@ def save_deployable(model: MultiTaskModel, directory: Path, *, step: int, score:
         meta["lm_tasks"] = {n: {"formulation": "instruct"} for n in model.lm_tasks}
     (tmp / layout.HEADS_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     write_manifest(tmp)  # last; loading verifies best/ against it
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
 
 
 def verify_best(run_dir: Path) -> None:
@@ -178,7 +186,7 @@ def read_heads_meta(best: Path) -> dict[str, Any]:
     if not path.is_file():
         missing = f"{layout.BEST_DIR}/{layout.HEADS_META}"
         raise ConfigError(f"holds no trained model (missing {missing}); train it first", path=best.parent)
-    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta = _parse_heads_meta(path)
     version = meta.get("format_version", 1)
     if version > HEADS_FORMAT_VERSION:
         raise ConfigError(
@@ -187,6 +195,47 @@ def read_heads_meta(best: Path) -> dict[str, Any]:
             path=path,
         )
     return meta
+
+
+def _parse_heads_meta(path: Path) -> dict[str, Any]:
+    """heads.json as training writes it, or DamagedFiles naming it. Usually the manifest has vouched
+    for its bytes already; a best/ without a manifest (older, or its manifest lost) has only this."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: JSON and UTF-8 errors
+        problem = f"unreadable: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    else:
+        problem = _heads_meta_problem(meta)
+    if problem is None:
+        return meta
+    raise DamagedFiles(
+        f"{path} is damaged ({problem}), so the run's trained heads cannot be loaded; retrain it "
+        "(mtpeft train CONFIG) or restore its best/ folder from a backup"
+    )
+
+
+def _heads_meta_problem(meta: Any) -> str | None:
+    if not isinstance(meta, dict):
+        return f"a JSON {type(meta).__name__}, not an object"
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return f"format_version {version!r} is not a positive whole number"
+    if not isinstance(meta.get("tasks"), dict) or not meta["tasks"]:
+        return "no 'tasks' object"
+    for name, spec in meta["tasks"].items():
+        try:
+            TaskSpec.model_validate(spec)
+        except ValueError as err:  # pydantic's ValidationError is one
+            return f"task {name!r} is not a task declaration ({str(err).splitlines()[0]})"
+    if not isinstance(meta.get("pooling"), str):
+        return "no 'pooling' name"
+    for key in ("heads", "lm_tasks"):
+        if not isinstance(meta.get(key, {}), dict):
+            return f"'{key}' is not an object"
+    heads = meta.get("heads", {})
+    if not all(isinstance(h, dict) and isinstance(h.get("inputs"), list) for h in heads.values()):
+        return "a head without its list of inputs"
+    return None
 
 
 class SavedRun(NamedTuple):

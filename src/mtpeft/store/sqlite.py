@@ -31,7 +31,8 @@ from typing import Any
 
 import psutil
 
-from mtpeft.errors import MtpeftError, NonFiniteMetric
+from mtpeft.disk import disk_full, is_disk_full
+from mtpeft.errors import DamagedStore, MtpeftError, NonFiniteMetric
 
 # Schema migrations, applied in order to bring any older store up to date (a registry, not an if-chain).
 MIGRATIONS: dict[int, str] = {
@@ -190,21 +191,60 @@ class EvaluationRecord:
 class RunStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_file():
+            raise self._damaged("it is not a file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             _enable_wal(db)
             self._migrate(db)
+            # Damage SQLite only meets on the page it reads (a truncated file opens): found here, once,
+            # not by the finish_run at the end of hours of training. Milliseconds on a store of runs.
+            problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise self._damaged(problem)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection whose block is one transaction: committed on success, rolled back on error."""
-        db = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S)  # waits for other processes' writes
+        """A connection whose block is one transaction: committed on success, rolled back on error.
+
+        SQLite's own errors become one message: a damaged file, a full disk or a lock held too long."""
+        try:
+            db = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S)  # waits for other processes' writes
+        except sqlite3.Error as err:
+            raise self._store_error(err) from err
         db.row_factory = sqlite3.Row
         try:
             with db:
                 yield db
+        except sqlite3.Error as err:
+            raise self._store_error(err) from err
         finally:
             db.close()
+
+    def _store_error(self, err: sqlite3.Error) -> MtpeftError:
+        if is_disk_full(err):
+            return disk_full("the results store", self.path.parent, needed=None, then="run the command again")
+        if "locked" in str(err) or "busy" in str(err):
+            return MtpeftError(
+                f"{self.path}: the results store stayed locked by another process for {LOCK_TIMEOUT_S:g} s "
+                "(a study or report writing to it?); try again when it is done"
+            )
+        if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError):
+            return self._damaged(str(err))
+        if "unable to open" in str(err) or "readonly" in str(err):
+            return MtpeftError(
+                f"{self.path}: the results store cannot be opened or written ({err}); "
+                "check the folder's permissions, or choose another --workspace"
+            )
+        return self._damaged(str(err))
+
+    def _damaged(self, problem: str) -> DamagedStore:
+        return DamagedStore(
+            f"{self.path} is not a readable mtpeft results store (sqlite: {problem}). Move it aside "
+            f"(e.g. mv {self.path} {self.path}.damaged) and run the command again: a new, empty store is "
+            f"created, and the runs' directories in {self.path.parent / 'runs'} (their models, configs and "
+            "metrics files) are intact"
+        )
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")  # write lock first: processes opening a fresh store at once wait here

@@ -14,7 +14,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mtpeft.config import TaskEntry, TrainConfig
 from mtpeft.config_files import located
@@ -72,6 +72,10 @@ def preflight_study(
     splits = list(dict.fromkeys([*TRAIN_SPLITS, *(s for c in configs for s in c.evaluate_splits)]))
     for i, entry in enumerate(spec.task_entries()):
         check.task(entry, splits, field=f"tasks.{i}")
+    if read_data:  # reads the models' configs (transformers): not for a torch-free dry run
+        fields = {entry.label: f"tasks.{i}" for i, entry in enumerate(spec.task_entries())}
+        for config in configs:
+            check.model_limits(config, fields, "base.")
     for config in configs:
         check.run_dirs(config, field="name")
 
@@ -84,6 +88,7 @@ class Preflight:
         self.source = source
         self.read_data = read_data
         self._done: set[tuple[str, ...]] = set()
+        self._model_configs: dict[str, Any] = {}  # model name -> its transformers config, read once
 
     def _once(self, *key: str) -> bool:
         if key in self._done:
@@ -100,6 +105,7 @@ class Preflight:
         for position, entry in enumerate(config.tasks):
             self.task(entry, splits, field=f"tasks.{position}")
         self.language_model(config)
+        self.model_limits(config, {e.label: f"tasks.{i}" for i, e in enumerate(config.tasks)}, "")
         self.run_dirs(config, field="name")
 
     def language_model(self, config: TrainConfig) -> None:
@@ -119,6 +125,42 @@ class Preflight:
                     f"tasks.{position}",
                 )
 
+    def model_limits(self, config: TrainConfig, task_fields: dict[str, str], prefix: str) -> None:
+        """Lengths and sizes the model cannot take, refused before the run instead of failing at its
+        first long batch (a position table too short) or allocating gigabytes (retrieval_dim).
+        `task_fields`: each task's place in the file (tasks.N); `prefix`: where run-wide fields sit."""
+        from mtpeft.models.limits import hidden_size, model_config, retrieval_dim_limit
+
+        if config.model not in self._model_configs:
+            self._model_configs[config.model] = model_config(config.model)
+        model = self._model_configs[config.model]
+        limit_dim = retrieval_dim_limit(hidden_size(model) if model is not None else None)
+        if config.retrieval_dim > limit_dim:
+            raise self._error(
+                f"retrieval_dim {config.retrieval_dim} is more than {config.model!r} can use: the allowed "
+                f"range is 8 to {limit_dim} (a projection of its hidden vectors spans at most its hidden "
+                "size; larger only costs memory)",
+                f"{prefix}retrieval_dim",
+            )
+        if model is not None:
+            for entry in config.tasks:
+                self._lengths_fit(config.model, model, entry, task_fields.get(entry.label, "tasks"))
+
+    def _lengths_fit(self, name: str, model: Any, entry: TaskEntry, field: str) -> None:
+        from mtpeft.models.limits import position_limit
+
+        limit = position_limit(model)
+        if limit is None:
+            return
+        for length_field, tokens, what in sequence_lengths(entry, model):
+            if tokens > limit:
+                raise self._error(
+                    f"{length_field} {getattr(entry, length_field)} lets {what} reach {tokens} tokens, more "
+                    f"than model {name!r} takes (its position table holds {limit}); lower {length_field} "
+                    f"so that they stay within {limit}",
+                    f"{field}.{length_field}",
+                )
+
     def run_dirs(self, config: TrainConfig, *, field: str) -> None:
         """Every run directory the config makes lies inside its workspace."""
         for run in run_configs(config):
@@ -136,6 +178,9 @@ class Preflight:
         if not self._once("workspace", workspace):
             return
         path = Path(workspace)
+        problem = _path_problem(workspace)
+        if problem is not None:
+            raise self._error(f"workspace {workspace!r} cannot be a folder: {problem}", field)
         try:
             existing = _nearest_existing(path)
         except (OSError, ValueError) as err:
@@ -294,9 +339,50 @@ def _check_spec(spec: TaskSpec) -> None:
             )
 
 
+def sequence_lengths(entry: TaskEntry, model: Any) -> list[tuple[str, int, str]]:
+    """(length field, the longest sequence it lets into the model, which sequence) for a task: in the
+    heads formulation each input is its own sequence; through a decoder's LM head the prompt's code and
+    the answer form one row (the prompt's own words come on top: the trainer checks the real rows); an
+    encoder-decoder reads the prompt and writes the answer apart."""
+    from mtpeft.tasks.kinds.base import LABEL_WORD_TOKENS, MAX_LENGTH_FIELD
+
+    spec = get_task(entry.task)
+    kind = kind_of(spec)
+    fields = dict.fromkeys(MAX_LENGTH_FIELD[role] for role in kind.inputs)
+    if kind.formulation(spec, entry.formulation) != "instruct":
+        return [(f, getattr(entry, f), "one input") for f in fields]
+    code = sum(getattr(entry, MAX_LENGTH_FIELD[role]) for role in kind.inputs)
+    answer_field = None if kind.labelled else "max_target_length"
+    answer = LABEL_WORD_TOKENS if kind.labelled else entry.max_target_length
+    if getattr(model.get_text_config(), "is_encoder_decoder", False):
+        prompt = [("max_length", code, "the prompt's code")]
+        return prompt + ([(answer_field, answer, "the answer")] if answer_field else [])
+    rows = [("max_length", code + answer, "a row of code and answer")]
+    return rows + ([(answer_field, code + answer, "a row of code and answer")] if answer_field else [])
+
+
 def _identity(task: str) -> str:
     """A task reference as a key: YAML paths by absolute path (two spellings, one file)."""
     return os.path.abspath(task) if is_task_file(task) else task
+
+
+def _path_problem(text: str) -> str | None:
+    """Why no file system can hold the path `text` (pathlib's exists() says False to each of these,
+    so they would pass as "not created yet" and fail at the first write)."""
+    if "\0" in text:
+        return "it holds a NUL character (\\0), which no file path can; remove it"
+    try:
+        parts = [os.fsencode(part) for part in Path(text).parts]
+    except UnicodeError:
+        return "it holds characters with no file-name encoding"
+    try:
+        longest = os.pathconf(_nearest_existing(Path(text).absolute()), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255  # POSIX file systems' usual NAME_MAX
+    too_long = next((part for part in parts if len(part) > longest), None)
+    if too_long is not None:
+        return f"a folder name of {len(too_long)} bytes is longer than the {longest} this disk allows"
+    return None
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -25,13 +25,15 @@ from transformers import get_linear_schedule_with_warmup
 
 from mtpeft import layout
 from mtpeft.config import TrainConfig
-from mtpeft.errors import MtpeftError, TrainingDiverged
+from mtpeft.disk import disk_full, folder_bytes, is_disk_full
+from mtpeft.errors import ConfigError, MtpeftError, TrainingDiverged
 from mtpeft.evaluation.evaluate import evaluate_task
 from mtpeft.layout import BEST_DIR, STATE_FILE, checkpoint_dirs
 from mtpeft.manifest import MANIFEST_FILE, manifest_problem, write_manifest
 from mtpeft.modeling.build import build_model, save_deployable
 from mtpeft.modeling.inputs import Batch, TaskFeatures, collate, padded_widths, to_device
 from mtpeft.modeling.task_data import RunTask, resolve_tasks
+from mtpeft.models.limits import position_limit
 from mtpeft.training.batching import TaskBatcher
 from mtpeft.training.cost import CostMeter
 from mtpeft.training.grad_conflict import ConflictLog, TaskGradients
@@ -91,6 +93,16 @@ def _fault_injection() -> None:
         target = os.environ.get(variable)
         if target and int(target) == _STEPS_IN_PROCESS:
             os.kill(os.getpid(), sig)
+
+
+def _longest_row(features: TaskFeatures) -> int:
+    """The most tokens one sequence of the task puts through the backbone: a decoder's prompt + answer
+    row, an encoder-decoder's prompt (T5-style models have no position table to overflow), an input."""
+    if features.lm is not None:
+        if features.lm.lm_head == "causal":
+            return max(features.lengths, default=0)
+        return max(map(len, features.lm.prompts), default=0)
+    return max((len(row) for rows in features.sequences.values() for row in rows), default=0)
 
 
 def _compute_so_far(meter: CostMeter) -> dict[str, float]:
@@ -177,7 +189,26 @@ class MultiTaskTrainer:
             if self.config.curve_test
             else {}
         )
+        self._check_lengths()
         self.batchers = {n: self._batcher(n, f) for n, f in self.train_features.items()}
+
+    def _check_lengths(self) -> None:
+        """The real rows against the model's position table (the preflight checked the length fields;
+        a prompt's own words and a model whose config it could not read come only now): one message
+        naming the field, not an index error at the first long batch."""
+        limit = position_limit(self.backbone.model.config)
+        if limit is None:
+            return
+        splits = (self.train_features, self.valid_features, self.curve_test_features)
+        for position, entry in enumerate(self.config.tasks):
+            longest = max(_longest_row(split[entry.label]) for split in splits if entry.label in split)
+            if longest > limit:
+                raise ConfigError(
+                    f"task {entry.label!r} has rows of {longest} tokens (its code cut to max_length "
+                    f"{entry.max_length}, with its prompt and answer), more than model {self.config.model!r} "
+                    f"takes (its position table holds {limit}); lower max_length",
+                    field=f"tasks.{position}.max_length",
+                )
 
     def _batcher(self, task: str, features: TaskFeatures) -> TaskBatcher:
         entry = self.tasks[task].entry
@@ -267,6 +298,10 @@ class MultiTaskTrainer:
                 _fault_injection()
         except TrainingDiverged as err:
             _log_event(log, err.step if err.step is not None else state.step, "diverged", str(err))
+            raise
+        except BaseException:  # closed on any failure too: an open handle keeps a full disk's mount busy
+            bar.close()
+            log.close()
             raise
         meter.stop()
         bar.close()
@@ -495,12 +530,35 @@ class MultiTaskTrainer:
         final = self.run_dir / layout.CHECKPOINTS_DIR / f"step-{state.step:07d}"
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        self.accelerator.save_state(str(tmp))
-        state.save(tmp)
-        write_manifest(tmp)  # last: a checkpoint exists under its final name only once complete
+        try:
+            self.accelerator.save_state(str(tmp))
+            state.save(tmp)
+            write_manifest(tmp)  # last: a checkpoint exists under its final name only once complete
+        except BaseException as err:  # Ctrl-C too: a half-written checkpoint is never left behind
+            shutil.rmtree(tmp, ignore_errors=True)  # first: it frees the space the store write needs
+            if isinstance(err, Exception) and is_disk_full(err):
+                raise disk_full(
+                    f"checkpoint {final.name} of run {self.config.name}",
+                    final.parent,
+                    needed=self.checkpoint_bytes(),
+                    then="continue the run from its last checkpoint: mtpeft train CONFIG --resume",
+                ) from err
+            raise
         shutil.rmtree(final, ignore_errors=True)  # a damaged one we fell back from, now redone
         tmp.rename(final)
         self._prune_checkpoints(final)
+
+    def checkpoint_bytes(self) -> int:
+        """A checkpoint's size: the newest one on disk, else the model's tensors plus AdamW's two
+        moments of each trainable one (what accelerate's save_state writes, less a few small files)."""
+        existing = checkpoint_dirs(self.run_dir)
+        if existing:
+            return folder_bytes(existing[0])
+        model = self.accelerator.unwrap_model(self.model)
+        tensors = [*model.parameters(), *model.buffers()]
+        weights = sum(t.numel() * t.element_size() for t in tensors)
+        moments = sum(2 * p.numel() * 4 for p in model.parameters() if p.requires_grad)
+        return weights + moments
 
     def _prune_checkpoints(self, final: Path) -> None:
         """Keep `final` and the newest older checkpoint; drop the rest (older ones, leftover `.tmp`
