@@ -7,6 +7,7 @@ Torch-free: vectors are made up; the CLI with a trained run is in tests/api/test
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,13 @@ def test_the_format_marker_is_what_makes_a_folder_ours(tmp_path):
     (out / "manifest.json").write_text(json.dumps(manifest | {"format": "mtpeft.index/0"}))
     with pytest.raises(SearchIndexError, match="format 'mtpeft.index/0'"):
         check_target(out)
+
+
+def test_a_file_name_that_is_not_utf8_is_indexed_and_loads_back_as_the_same_name(tmp_path):
+    root = tmp_path / "src"
+    root.mkdir()
+    name = os.fsdecode(b"bad\xff\xfename.py")  # what os.walk gives for such a name
+    unit = UNIT | {"path": name}
+    write_index(tmp_path / "idx", _manifest(root), np.eye(1, 4, dtype=np.float32), [unit], source=root)
+    index = load_index(tmp_path / "idx")
+    assert index.units[0]["path"] == name

@@ -199,7 +199,9 @@ def _write_files(
 ) -> None:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     np.save(scratch / VECTORS, vectors)
-    (scratch / UNITS).write_text("".join(json.dumps(u, ensure_ascii=False) + "\n" for u in units), "utf-8")
+    # ASCII escapes: a file name that is not UTF-8 reaches here as lone surrogates (os.fsdecode), which
+    # \uXXXX keeps exactly (and loads back to the same name) where UTF-8 text could not hold them.
+    (scratch / UNITS).write_text("".join(json.dumps(u) + "\n" for u in units), "utf-8")
     full = manifest | {
         "format": FORMAT,
         "count": len(units),
