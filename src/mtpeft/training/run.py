@@ -1,10 +1,22 @@
-"""Run orchestration: run directories, the store, single-mode groups, train-then-evaluate."""
+"""Run orchestration: run directories, the store, single-mode groups, train-then-evaluate.
+
+With several processes (`torchrun`, `accelerate launch`) every process trains and evaluates its share,
+but only the main one (rank 0) holds the run lock, writes the store, the run directory and the logs:
+one run, one store row, whatever the number of processes. It tells the others what to do (resume or
+not, the result) through the process group.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import sys
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +28,7 @@ from mtpeft.config import TrainConfig, with_absolute_paths
 from mtpeft.errors import MtpeftError
 from mtpeft.evaluation.run_eval import evaluate_run
 from mtpeft.layout import RUN_FILE, run_dir_for, split_single
+from mtpeft.modeling.distributed import Shard, broadcast_object, cpu_only
 from mtpeft.store import RunStore
 from mtpeft.training.preflight import preflight
 from mtpeft.training.run_lock import run_lock
@@ -47,32 +60,154 @@ def run_training(
     Nothing is written (no store row, no run directory) until the preflight has passed.
     """
     preflight(config, source=source)
-    store = store_for(config)
-    if config.mode == "multi":
-        return [_run_one(config, store, group_id=None, resume=resume, progress=progress)]
-    group_id = uuid.uuid4().hex[:12]
-    return [
-        _run_one(sub, store, group_id=group_id, resume=resume, progress=progress)
-        for sub in split_single(config)
-    ]
+    shard = join_processes()
+    check_batches_divide(config, shard)
+    with _sigterm_as_interrupt(shard):
+        if shard.rank != 0:
+            return [_follow(sub, shard) for sub in _runs_of(config)]
+        store = store_for(config)
+        group_id = None if config.mode == "multi" else uuid.uuid4().hex[:12]
+        return [
+            _run_one(sub, store, group_id=group_id, resume=resume, progress=progress, shard=shard)
+            for sub in _runs_of(config)
+        ]
+
+
+@contextmanager
+def _sigterm_as_interrupt(shard: Shard) -> Iterator[None]:
+    """With several processes, a launcher stops the others with SIGTERM when one dies: take it as an
+    interruption (the run is recorded `interrupted` and resumes), not as a silent death that would
+    leave its store row `running`."""
+    if not shard.several or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _runs_of(config: TrainConfig) -> list[TrainConfig]:
+    return [config] if config.mode == "multi" else split_single(config)
+
+
+def join_processes() -> Shard:
+    """This process's place among those a launcher started (one, without a launcher).
+
+    `torchrun` and `accelerate launch` set WORLD_SIZE; accelerate's PartialState joins their process
+    group (gloo on CPUs, NCCL on GPUs), the one the trainer's Accelerator then uses. The main process
+    says how many there are, so that a launch that quietly started one process is seen at once."""
+    _refuse_single_process_launch()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        state = PartialState(cpu=cpu_only())
+        shard = Shard.current()
+        if shard.rank == 0:
+            print(
+                f"{shard.size} processes ({state.backend}); every batch is divided among them",
+                file=sys.stderr,
+                flush=True,
+            )
+        return shard
+    return Shard.current()
+
+
+def is_main_process() -> bool:
+    return Shard.current().rank == 0
+
+
+def _refuse_single_process_launch() -> None:
+    """`accelerate launch --cpu --num_processes N` starts ONE process unless MPI is set up (its simple
+    launcher), which is easy to take for a working N-process run: refuse it and say what works."""
+    if "WORLD_SIZE" in os.environ or os.environ.get("ACCELERATE_USE_CPU", "").lower() != "true":
+        return
+    asked = _launcher_processes()
+    if asked is not None and asked > 1:
+        raise MtpeftError(
+            f"accelerate launch was asked for {asked} processes on CPUs but started one (its CPU launcher "
+            "needs MPI). Use torchrun, which needs nothing more: torchrun --nproc_per_node "
+            f"{asked} -m mtpeft.cli.main train CONFIG (gloo is chosen for CPUs)"
+        )
+
+
+def _launcher_processes() -> int | None:
+    """--num_processes of the `accelerate launch` command that started this process, if it is one."""
+    import psutil
+
+    try:
+        words = psutil.Process().parent().cmdline()
+    except (psutil.Error, AttributeError):
+        return None
+    if not any(w.endswith("accelerate") for w in words) or "launch" not in words:
+        return None
+    for i, word in enumerate(words):
+        for flag in ("--num_processes", "--num-processes"):
+            if word == flag and i + 1 < len(words) and words[i + 1].isdigit():
+                return int(words[i + 1])
+            if word.startswith(flag + "=") and word.split("=", 1)[1].isdigit():
+                return int(word.split("=", 1)[1])
+    return None
+
+
+def check_batches_divide(config: TrainConfig, shard: Shard) -> None:
+    """Every process needs at least one example of every batch: refuse before anything is written."""
+    if not shard.several:
+        return
+    for index, entry in enumerate(config.tasks):
+        if entry.batch_tokens is None and entry.batch_size < shard.size:
+            raise MtpeftError(
+                f"tasks.{index}.batch_size is {entry.batch_size} but {shard.size} processes share each "
+                f"batch (the batch size is the global one, divided among them): set it to at least "
+                f"{shard.size}, or launch fewer processes"
+            )
 
 
 def _run_one(
-    config: TrainConfig, store: RunStore, *, group_id: str | None, resume: bool, progress: bool
+    config: TrainConfig, store: RunStore, *, group_id: str | None, resume: bool, progress: bool, shard: Shard
 ) -> RunResult:
     run_dir = run_dir_for(config)
     # Taken before the run's directory or store row is touched: a second process training the same
-    # run stops here (RunLocked) and changes nothing of the first one's run.
+    # run stops here (RunLocked) and changes nothing of the first one's run. With several processes
+    # only the main one takes it (if it cannot, it exits, and the launcher stops the others).
     with run_lock(run_dir, config.name):
-        return _run_locked(config, store, run_dir, group_id=group_id, resume=resume, progress=progress)
+        result = _run_locked(
+            config, store, run_dir, group_id=group_id, resume=resume, progress=progress, shard=shard
+        )
+    return broadcast_object(result)
+
+
+def _follow(config: TrainConfig, shard: Shard) -> RunResult:
+    """A process other than the main one: train and evaluate its share as the main one says."""
+    run_dir = run_dir_for(config)
+    plan = broadcast_object(None)
+    if plan["resume"] is not None:
+        trainer = MultiTaskTrainer(config, run_dir, progress=False)
+        trainer.train(resume=plan["resume"])
+        for split in config.evaluate_splits:
+            evaluate_run(run_dir, split, baselines=False, progress=False, shard=shard)
+    return broadcast_object(None)
 
 
 def _run_locked(
-    config: TrainConfig, store: RunStore, run_dir: Path, *, group_id: str | None, resume: bool, progress: bool
+    config: TrainConfig,
+    store: RunStore,
+    run_dir: Path,
+    *,
+    group_id: str | None,
+    resume: bool,
+    progress: bool,
+    shard: Shard,
 ) -> RunResult:
     previous = _read_run_file(run_dir) if resume else None
     if previous is not None and store.get(previous["run_id"]).status == "finished":
         record = store.get(previous["run_id"])
+        broadcast_object({"resume": None})  # nothing to train
         return RunResult(
             record.run_id, run_dir, config.name, record.tasks, record.metrics, record.baselines, record.cost
         )
@@ -102,6 +237,7 @@ def _run_locked(
         (run_dir / RUN_FILE).write_text(
             json.dumps({"run_id": run_id, "group_id": group_id}), encoding="utf-8"
         )
+    broadcast_object({"resume": previous is not None})  # the run directory is ready for everyone
     try:
         trainer = MultiTaskTrainer(config, run_dir, progress=progress)
         outcome = trainer.train(resume=previous is not None)
@@ -109,7 +245,7 @@ def _run_locked(
         baselines: dict[str, dict[str, dict[str, float]]] = {}
         for split in config.evaluate_splits:
             metrics[split], split_baselines = evaluate_run(
-                run_dir, split, baselines=config.baselines, progress=progress
+                run_dir, split, baselines=config.baselines, progress=progress, shard=shard
             )
             baselines = baselines or split_baselines
         quality = _data_quality(trainer)
@@ -132,12 +268,24 @@ def _run_locked(
     except KeyboardInterrupt:
         store.interrupt_run(run_id, "stopped by the user (KeyboardInterrupt)")
         raise
+    except _PEER_LOST as err:  # another process of the run died (killed, out of memory): resumable
+        store.interrupt_run(run_id, f"another process of the run stopped ({type(err).__name__})")
+        raise
     except Exception as err:
         store.fail_run(run_id, f"{type(err).__name__}: {err}")
         raise
     return RunResult(
         run_id, run_dir, config.name, [t.label for t in config.tasks], metrics, baselines, outcome.cost
     )
+
+
+def _peer_lost_errors() -> tuple[type[BaseException], ...]:
+    import torch.distributed as dist
+
+    return (dist.DistBackendError, dist.DistNetworkError)
+
+
+_PEER_LOST = _peer_lost_errors()
 
 
 def _read_run_file(run_dir: Path) -> dict[str, Any] | None:
