@@ -268,10 +268,10 @@ def _run_locked(
     except KeyboardInterrupt:
         store.interrupt_run(run_id, "stopped by the user (KeyboardInterrupt)")
         raise
-    except _PEER_LOST as err:  # another process of the run died (killed, out of memory): resumable
-        store.interrupt_run(run_id, f"another process of the run stopped ({type(err).__name__})")
-        raise
     except Exception as err:
+        if shard.several and _peer_lost(err):  # another process died (killed, out of memory): resumable
+            store.interrupt_run(run_id, f"another process of the run stopped ({_first_line(err)})")
+            raise
         store.fail_run(run_id, f"{type(err).__name__}: {err}")
         raise
     return RunResult(
@@ -279,13 +279,29 @@ def _run_locked(
     )
 
 
-def _peer_lost_errors() -> tuple[type[BaseException], ...]:
+def _peer_lost(err: Exception) -> bool:
+    """Whether `err` is a collective that failed because another process of the run is gone. gloo
+    says so only in its message ("Connection closed by peer"), NCCL and the store with their error
+    types; a sibling process that is no longer alive (same launcher) settles it on one machine."""
+    import psutil
     import torch.distributed as dist
 
-    return (dist.DistBackendError, dist.DistNetworkError)
+    if isinstance(err, dist.DistBackendError | dist.DistNetworkError):
+        return True
+    text = str(err).lower()
+    if "by peer" in text or "connection reset" in text or "broken pipe" in text:
+        return True
+    try:
+        siblings = psutil.Process().parent().children()
+    except (psutil.Error, AttributeError):
+        return False
+    alive = [p for p in siblings if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    return len(alive) < int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
-_PEER_LOST = _peer_lost_errors()
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
 
 
 def _read_run_file(run_dir: Path) -> dict[str, Any] | None:

@@ -113,7 +113,8 @@ def _trace_batch(step: int, task: str, shard: Shard, indices: list[int]) -> None
     path = os.environ.get("MTPEFT_TRACE_BATCHES")
     if path:
         with open(f"{path}.{shard.rank}", "a", encoding="utf-8") as out:
-            out.write(json.dumps({"step": step, "task": task, "rank": shard.rank, "indices": indices}) + "\n")
+            line = {"step": step, "task": task, "rank": shard.rank, "pid": os.getpid(), "indices": indices}
+            out.write(json.dumps(line) + "\n")
 
 
 def _compute_so_far(meter: CostMeter) -> dict[str, float]:
