@@ -29,7 +29,7 @@ def _train(
     from mtpeft.config_files import located
     from mtpeft.errors import ConfigError
     from mtpeft.report.console import console, markup_safe, plain, scores_table
-    from mtpeft.training.run import run_training
+    from mtpeft.training.run import is_main_process, run_training
 
     # Typed flags are set as values, not parsed as YAML (`--model 'a: b'` is a name, not a mapping).
     flags = {
@@ -43,6 +43,8 @@ def _train(
     cfg = load_config(config, list(set_), fields=flags)
     try:
         results = run_training(cfg, resume=resume, progress=progress, source=config)
+        if not is_main_process():
+            return  # the main process prints the results (every process holds them)
     except KeyboardInterrupt:
         console.print(
             f"[yellow]stopped; the run is recorded as interrupted. Continue it from its last checkpoint: "
@@ -90,9 +92,14 @@ def _evaluate(
     from mtpeft.modeling.build import read_heads_meta
     from mtpeft.report.console import console, plain, scores_table
     from mtpeft.store import RunStore
+    from mtpeft.training.run import join_processes
 
     read_heads_meta(run_dir / layout.BEST_DIR)  # one clear error when there is no trained model
-    metrics, base = evaluate_run(run_dir, split, baselines=baselines, progress=progress)
+    # Under torchrun / accelerate launch each process scores its share; the main one writes and prints.
+    shard = join_processes()
+    metrics, base = evaluate_run(run_dir, split, baselines=baselines, progress=progress, shard=shard)
+    if shard.rank != 0:
+        return
     store_path = layout.store_path(run_dir.resolve().parent.parent)  # workspace/runs/<run>
     run_file = layout.read_run_file(run_dir) if store_path.exists() else None
     if run_file is not None:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mtpeft.modeling.distributed import Shard, gather_objects
 from mtpeft.modeling.inputs import TaskFeatures, collate, eval_batches, to_device
 from mtpeft.tasks.kinds import TaskEvaluation, kind_of
 
@@ -22,12 +23,17 @@ def evaluate_task(
     batch_size: int,
     device: torch.device,
     progress: bool = False,
+    shard: Shard | None = None,
 ) -> TaskEvaluation:
+    """`shard`: with several processes, each predicts every P-th batch and the outputs are gathered,
+    each example once, before scoring (every process then holds the same metrics). All processes must
+    call it together; without `shard` (or with one process) the whole split is predicted here."""
+    shard = shard or Shard()
     was_training = model.training
     model.eval()
     collected: dict[str, list[Any]] = {}
     order: list[int] = []
-    batches = list(eval_batches(features, batch_size))
+    batches = list(eval_batches(features, batch_size))[shard.rank :: shard.size]
     for indices in tqdm(batches, desc=f"eval {task}", disable=not progress, leave=False):
         out = model.predict(task, to_device(collate(features, indices, pad_id, predict=True), device))
         for key, value in out.items():
@@ -35,10 +41,22 @@ def evaluate_task(
             collected.setdefault(key, []).append(value.float().cpu() if torch.is_tensor(value) else value)
         order.extend(indices)
     model.train(was_training)
+    if shard.several:
+        collected, order = _gathered(collected, order)
     inverse = np.argsort(order)  # back to example order
     stacked = {k: _in_order(v, inverse) for k, v in collected.items()}
     # How outputs become metrics (and prediction-file outputs) is the task kind's business.
     return kind_of(features.task).score(features.task, stacked, features.examples)
+
+
+def _gathered(collected: dict[str, list[Any]], order: list[int]) -> tuple[dict[str, list[Any]], list[int]]:
+    """Every process's outputs, concatenated: the batches were dealt out, each example to one process."""
+    everyone = gather_objects((collected, order))
+    merged: dict[str, list[Any]] = {}
+    for part, _ in everyone:
+        for key, values in part.items():
+            merged.setdefault(key, []).extend(values)
+    return merged, [i for _, part_order in everyone for i in part_order]
 
 
 def _in_order(parts: list[Any], inverse: np.ndarray) -> Any:

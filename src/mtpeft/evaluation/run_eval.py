@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -10,17 +11,28 @@ import torch
 from mtpeft import layout
 from mtpeft.evaluation.evaluate import evaluate_task
 from mtpeft.modeling.build import load_trained
+from mtpeft.modeling.distributed import Shard
 from mtpeft.modeling.task_data import RunTask, resolve_tasks
 
 
 def evaluate_run(
-    run_dir: Path, split: str = "test", *, baselines: bool = True, progress: bool = True
+    run_dir: Path,
+    split: str = "test",
+    *,
+    baselines: bool = True,
+    progress: bool = True,
+    shard: Shard | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[str, float]]]]:
-    """Per-task metrics (and baselines) on `split`; prediction files land in run_dir/predictions/split."""
+    """Per-task metrics (and baselines) on `split`; prediction files land in run_dir/predictions/split.
+
+    `shard`: with several processes, all call it together; each predicts its share, every process gets
+    the metrics, and only the main one writes files and scores the baselines."""
     from mtpeft.evaluation.baselines import run_baselines
     from mtpeft.evaluation.predictions import write_predictions
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    shard = shard or Shard()
+    writes = shard.rank == 0
+    device = _device()
     model, backbone, config = load_trained(run_dir, device)
     tasks: dict[str, RunTask] = resolve_tasks(config)
     out_dir = layout.predictions_dir(run_dir, split)
@@ -35,16 +47,28 @@ def evaluate_run(
             pad_id=backbone.tokenizer.pad_token_id,
             batch_size=task.entry.eval_batch_size,
             device=device,
-            progress=progress,
+            progress=progress and writes,
+            shard=shard,
         )
         metrics[name] = result.metrics
+        if not writes:
+            continue
         write_predictions(task.spec, features.examples, result.outputs, out_dir)
         per_example = layout.per_example_path(run_dir, split, name)
         per_example.write_text(json.dumps(result.per_example), encoding="utf-8")
         if baselines:
             train = task.examples("train", seed=config.seed)
             baseline_scores[name] = run_baselines(task.spec, train, features.examples, seed=config.seed)
+    if not writes:
+        return metrics, baseline_scores
     layout.metrics_path(run_dir, split).write_text(
         json.dumps({"metrics": metrics, "baselines": baseline_scores}, indent=2), encoding="utf-8"
     )
     return metrics, baseline_scores
+
+
+def _device() -> torch.device:
+    """This process's device: its own GPU under a launcher (LOCAL_RANK), else the first GPU, else CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

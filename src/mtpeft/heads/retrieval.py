@@ -1,7 +1,8 @@
 """Retrieval head (code search): projection, L2 normalisation, in-batch contrastive loss.
 
 Query and code vectors go through the same projection; within a batch every other code is a
-negative. Scores are cosine similarities times `scale` (1 / temperature), as in the study.
+negative, with several processes every other code of the global batch (gathered with its gradient).
+Scores are cosine similarities times `scale` (1 / temperature), as in the study.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from mtpeft.heads.base import TaskHead, Vectors
+from mtpeft.modeling.distributed import SHARD_RANK, SHARD_SIZES, gather_rows
 
 
 class RetrievalHead(TaskHead):
@@ -35,8 +37,14 @@ class RetrievalHead(TaskHead):
 
     def loss(self, vectors: Vectors, batch: Mapping[str, Any]) -> torch.Tensor:
         queries, codes = (self.project(vectors[role]) for role in self.inputs)
+        first = 0  # this process's first row among the global batch's candidates
+        if SHARD_SIZES in batch:  # several processes: every process's codes are negatives too
+            sizes, rank = batch[SHARD_SIZES], batch[SHARD_RANK]
+            codes = gather_rows(codes, sizes, rank)
+            first = sum(sizes[:rank])
         scores = queries @ codes.T * self.scale
-        return nn.functional.cross_entropy(scores, torch.arange(len(scores), device=scores.device))
+        targets = torch.arange(first, first + len(queries), device=scores.device)
+        return nn.functional.cross_entropy(scores, targets)
 
     def predict(self, vectors: Vectors) -> dict[str, torch.Tensor]:
         # Embeddings only: ranking needs every candidate of the split, done by the retrieval kind.

@@ -53,7 +53,7 @@ class TrainedRun(NamedTuple):
 
 
 def head_options(config: TrainConfig) -> dict[str, Any]:
-    return {"dim": config.retrieval_dim, "scale": config.retrieval_scale}
+    return {"dim": config.retrieval_dim, "scale": config.retrieval_scale, "dropout": config.head_dropout}
 
 
 def lm_task_entries(config: TrainConfig, tasks: dict[str, TaskSpec]) -> dict[str, TaskEntry]:

@@ -56,6 +56,7 @@ class TaskBatcher:
         batch_tokens: int | None = None,
         widths: Sequence[Sequence[int]] | None = None,
         role_lengths: Sequence[Sequence[int]] | None = None,
+        min_batch: int = 1,
     ) -> None:
         if batch_tokens is not None and widths is None:
             raise ValueError("a token budget needs each example's padded widths")
@@ -67,6 +68,8 @@ class TaskBatcher:
         self.widths = widths
         multi_input = role_lengths is not None and len(role_lengths) > 0 and len(role_lengths[0]) > 1
         self.role_lengths = role_lengths if multi_input else None
+        # Several processes share each batch: a token-budget batch then holds at least one example each.
+        self.min_budget_batch = max(MIN_BUDGET_BATCH, min_batch)
         self.cursor = BatchCursor()
         self._epoch_batches: list[list[int]] | None = None
         self._epoch_length: int | None = None
@@ -123,7 +126,7 @@ class TaskBatcher:
         if self.batch_tokens is None or not self.lengths:
             return self.batch_size
         typical = sorted(self.lengths)[len(self.lengths) // 2] or 1
-        return max(MIN_BUDGET_BATCH, self.batch_tokens // typical)
+        return max(self.min_budget_batch, self.batch_tokens // typical)
 
     def _fill_to_budget(self, order: list[int]) -> list[list[int]]:
         """Consecutive examples of `order`, each batch as many as fit in the budget (at least two)."""
@@ -134,7 +137,7 @@ class TaskBatcher:
         for index in order:
             widths = self.widths[index]
             grown = [max(a, b) for a, b in zip(longest, widths, strict=True)] if batch else list(widths)
-            if len(batch) >= MIN_BUDGET_BATCH and (len(batch) + 1) * sum(grown) > self.batch_tokens:
+            if len(batch) >= self.min_budget_batch and (len(batch) + 1) * sum(grown) > self.batch_tokens:
                 batches.append(batch)
                 batch, grown = [], list(widths)
             batch.append(index)

@@ -11,8 +11,11 @@ The heads are left out: each belongs to one task, so only the shared parameters 
 Gradient conflict (`grad_conflict_every: K`): every K steps, the cosine between each pair of tasks'
 gradients, averaged over the run; negative means the tasks pull the shared module apart. The study
 calls a pair "conflicting" below -0.05 and "aligned" above +0.05 (`CONFLICT_BAND`).
-Measured in one process: with several (`accelerate launch`), the last backward of a step all-reduces the
-accumulated gradients, so the trainer refuses these measurements there.
+With several processes (DDP), the backward passes before a step's last one accumulate each process's
+own gradient (`no_sync`) and the last one all-reduces the whole sum, so the deltas read off are this
+process's until the last; `synchronize` then averages the earlier tasks' gradients over the processes
+(one all-reduce) and takes the last task's as the all-reduced total less those: the same gradients one
+process would measure on the whole global batch.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class TaskGradients:
     def __init__(self, parameters: list[torch.nn.Parameter]) -> None:
         self.parameters = parameters
         self._previous: torch.Tensor | None = None
+        self._deltas: list[tuple[str, torch.Tensor]] = []  # per backward, in order
         self.by_task: dict[str, torch.Tensor] = {}  # flattened, float32; a task seen twice: the sum
 
     def _flat(self) -> torch.Tensor:
@@ -47,7 +51,27 @@ class TaskGradients:
         now = self._flat()
         delta = now if self._previous is None else now - self._previous
         self._previous = now
-        self.by_task[task] = delta if task not in self.by_task else self.by_task[task] + delta
+        self._deltas.append((task, delta))
+        self._sum_by_task()
+
+    def synchronize(self) -> None:
+        """With several processes, after the step's last backward (see the module's text)."""
+        from mtpeft.modeling.distributed import active, all_reduce_mean_
+
+        if not active() or len(self._deltas) < 2:
+            return
+        earlier = torch.stack([delta for _, delta in self._deltas[:-1]])
+        all_reduce_mean_(earlier)
+        assert self._previous is not None
+        last = self._previous - earlier.sum(0)  # `_previous`: the all-reduced total after the last backward
+        tasks = [task for task, _ in self._deltas]
+        self._deltas = [*zip(tasks[:-1], earlier.unbind(0), strict=True), (tasks[-1], last)]
+        self._sum_by_task()
+
+    def _sum_by_task(self) -> None:
+        self.by_task = {}
+        for task, delta in self._deltas:
+            self.by_task[task] = delta if task not in self.by_task else self.by_task[task] + delta
 
     def norms(self) -> dict[str, float]:
         return {task: float(vector.norm()) for task, vector in self.by_task.items()}

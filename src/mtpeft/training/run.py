@@ -1,11 +1,22 @@
-"""Run orchestration: run directories, the store, single-mode groups, train-then-evaluate."""
+"""Run orchestration: run directories, the store, single-mode groups, train-then-evaluate.
+
+With several processes (`torchrun`, `accelerate launch`) every process trains and evaluates its share,
+but only the main one (rank 0) holds the run lock, writes the store, the run directory and the logs:
+one run, one store row, whatever the number of processes. It tells the others what to do (resume or
+not, the result) through the process group.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import sys
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +29,7 @@ from mtpeft.disk import disk_full, folder_bytes, is_disk_full
 from mtpeft.errors import DiskFull, MtpeftError
 from mtpeft.evaluation.run_eval import evaluate_run
 from mtpeft.layout import RUN_FILE, check_run_dir, checkpoint_dirs, read_run_file, run_dir_for, split_single
+from mtpeft.modeling.distributed import Shard, broadcast_object, cpu_only
 from mtpeft.store import RunStore
 from mtpeft.training.preflight import preflight
 from mtpeft.training.run_lock import run_lock
@@ -49,34 +61,156 @@ def run_training(
     Nothing is written (no store row, no run directory) until the preflight has passed.
     """
     preflight(config, source=source)
-    store = store_for(config)
-    if config.mode == "multi":
-        return [_run_one(config, store, group_id=None, resume=resume, progress=progress)]
-    group_id = uuid.uuid4().hex[:12]
-    return [
-        _run_one(sub, store, group_id=group_id, resume=resume, progress=progress)
-        for sub in split_single(config)
-    ]
+    shard = join_processes()
+    check_batches_divide(config, shard)
+    with _sigterm_as_interrupt(shard):
+        if shard.rank != 0:
+            return [_follow(sub, shard) for sub in _runs_of(config)]
+        store = store_for(config)
+        group_id = None if config.mode == "multi" else uuid.uuid4().hex[:12]
+        return [
+            _run_one(sub, store, group_id=group_id, resume=resume, progress=progress, shard=shard)
+            for sub in _runs_of(config)
+        ]
+
+
+@contextmanager
+def _sigterm_as_interrupt(shard: Shard) -> Iterator[None]:
+    """With several processes, a launcher stops the others with SIGTERM when one dies: take it as an
+    interruption (the run is recorded `interrupted` and resumes), not as a silent death that would
+    leave its store row `running`."""
+    if not shard.several or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _runs_of(config: TrainConfig) -> list[TrainConfig]:
+    return [config] if config.mode == "multi" else split_single(config)
+
+
+def join_processes() -> Shard:
+    """This process's place among those a launcher started (one, without a launcher).
+
+    `torchrun` and `accelerate launch` set WORLD_SIZE; accelerate's PartialState joins their process
+    group (gloo on CPUs, NCCL on GPUs), the one the trainer's Accelerator then uses. The main process
+    says how many there are, so that a launch that quietly started one process is seen at once."""
+    _refuse_single_process_launch()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        state = PartialState(cpu=cpu_only())
+        shard = Shard.current()
+        if shard.rank == 0:
+            print(
+                f"{shard.size} processes ({state.backend}); every batch is divided among them",
+                file=sys.stderr,
+                flush=True,
+            )
+        return shard
+    return Shard.current()
+
+
+def is_main_process() -> bool:
+    return Shard.current().rank == 0
+
+
+def _refuse_single_process_launch() -> None:
+    """`accelerate launch --cpu --num_processes N` starts ONE process unless MPI is set up (its simple
+    launcher), which is easy to take for a working N-process run: refuse it and say what works."""
+    if "WORLD_SIZE" in os.environ or os.environ.get("ACCELERATE_USE_CPU", "").lower() != "true":
+        return
+    asked = _launcher_processes()
+    if asked is not None and asked > 1:
+        raise MtpeftError(
+            f"accelerate launch was asked for {asked} processes on CPUs but started one (its CPU launcher "
+            "needs MPI). Use torchrun, which needs nothing more: torchrun --nproc_per_node "
+            f"{asked} -m mtpeft.cli.main train CONFIG (gloo is chosen for CPUs)"
+        )
+
+
+def _launcher_processes() -> int | None:
+    """--num_processes of the `accelerate launch` command that started this process, if it is one."""
+    import psutil
+
+    try:
+        words = psutil.Process().parent().cmdline()
+    except (psutil.Error, AttributeError):
+        return None
+    if not any(w.endswith("accelerate") for w in words) or "launch" not in words:
+        return None
+    for i, word in enumerate(words):
+        for flag in ("--num_processes", "--num-processes"):
+            if word == flag and i + 1 < len(words) and words[i + 1].isdigit():
+                return int(words[i + 1])
+            if word.startswith(flag + "=") and word.split("=", 1)[1].isdigit():
+                return int(word.split("=", 1)[1])
+    return None
+
+
+def check_batches_divide(config: TrainConfig, shard: Shard) -> None:
+    """Every process needs at least one example of every batch: refuse before anything is written."""
+    if not shard.several:
+        return
+    for index, entry in enumerate(config.tasks):
+        if entry.batch_tokens is None and entry.batch_size < shard.size:
+            raise MtpeftError(
+                f"tasks.{index}.batch_size is {entry.batch_size} but {shard.size} processes share each "
+                f"batch (the batch size is the global one, divided among them): set it to at least "
+                f"{shard.size}, or launch fewer processes"
+            )
 
 
 def _run_one(
-    config: TrainConfig, store: RunStore, *, group_id: str | None, resume: bool, progress: bool
+    config: TrainConfig, store: RunStore, *, group_id: str | None, resume: bool, progress: bool, shard: Shard
 ) -> RunResult:
     run_dir = run_dir_for(config)
     # Taken before the run's directory or store row is touched: a second process training the same
-    # run stops here (RunLocked) and changes nothing of the first one's run.
+    # run stops here (RunLocked) and changes nothing of the first one's run. With several processes
+    # only the main one takes it (if it cannot, it exits, and the launcher stops the others).
     with run_lock(run_dir, config.name):
-        return _run_locked(config, store, run_dir, group_id=group_id, resume=resume, progress=progress)
+        result = _run_locked(
+            config, store, run_dir, group_id=group_id, resume=resume, progress=progress, shard=shard
+        )
+    return broadcast_object(result)
+
+
+def _follow(config: TrainConfig, shard: Shard) -> RunResult:
+    """A process other than the main one: train and evaluate its share as the main one says."""
+    run_dir = run_dir_for(config)
+    plan = broadcast_object(None)
+    if plan["resume"] is not None:
+        trainer = MultiTaskTrainer(config, run_dir, progress=False)
+        trainer.train(resume=plan["resume"])
+        for split in config.evaluate_splits:
+            evaluate_run(run_dir, split, baselines=False, progress=False, shard=shard)
+    return broadcast_object(None)
 
 
 def _run_locked(
-    config: TrainConfig, store: RunStore, run_dir: Path, *, group_id: str | None, resume: bool, progress: bool
+    config: TrainConfig,
+    store: RunStore,
+    run_dir: Path,
+    *,
+    group_id: str | None,
+    resume: bool,
+    progress: bool,
+    shard: Shard,
 ) -> RunResult:
     if resume:
         check_run_dir(run_dir)  # before the store is touched: a refused resume changes nothing
     previous = read_run_file(run_dir) if resume else None
     if previous is not None and store.get(previous["run_id"]).status == "finished":
         record = store.get(previous["run_id"])
+        broadcast_object({"resume": None})  # nothing to train
         return RunResult(
             record.run_id, run_dir, config.name, record.tasks, record.metrics, record.baselines, record.cost
         )
@@ -98,6 +232,7 @@ def _run_locked(
             config=config.hashable() | {"key": config.run_key()},
             run_dir=str(run_dir),
         )
+    broadcast_object({"resume": previous is not None})  # the run directory is ready for everyone
     try:
         if previous is None:  # inside the try: a failed write (a full disk) still ends the row
             _write_run_files(config, run_dir, run_id, group_id)
@@ -107,7 +242,7 @@ def _run_locked(
         baselines: dict[str, dict[str, dict[str, float]]] = {}
         for split in config.evaluate_splits:
             metrics[split], split_baselines = evaluate_run(
-                run_dir, split, baselines=config.baselines, progress=progress
+                run_dir, split, baselines=config.baselines, progress=progress, shard=shard
             )
             baselines = baselines or split_baselines
         quality = _data_quality(trainer)
@@ -133,6 +268,10 @@ def _run_locked(
         raise
     except Exception as err:
         _remove_partial_writes(run_dir)  # first: it frees the space a failed write took, for the store
+        if shard.several and _peer_lost(err):  # another process died (killed, out of memory): resumable
+            reason = f"another process of the run stopped ({_first_line(err)})"
+            _record_end(lambda: store.interrupt_run(run_id, reason), err)
+            raise
         error = _disk_full(err, config, run_dir) if is_disk_full(err) else err
         _record_end(lambda: store.fail_run(run_id, f"{type(error).__name__}: {error}"), error)
         if error is not err:
@@ -185,6 +324,31 @@ def _record_end(write: Callable[[], None], error: BaseException | None) -> None:
             return
         if isinstance(error, MtpeftError):
             error.args = (f"{error}; the store could not record it either ({store_error})",)
+
+
+def _peer_lost(err: Exception) -> bool:
+    """Whether `err` is a collective that failed because another process of the run is gone. gloo
+    says so only in its message ("Connection closed by peer"), NCCL and the store with their error
+    types; a sibling process that is no longer alive (same launcher) settles it on one machine."""
+    import psutil
+    import torch.distributed as dist
+
+    if isinstance(err, dist.DistBackendError | dist.DistNetworkError):
+        return True
+    text = str(err).lower()
+    if "by peer" in text or "connection reset" in text or "broken pipe" in text:
+        return True
+    try:
+        siblings = psutil.Process().parent().children()
+    except (psutil.Error, AttributeError):
+        return False
+    alive = [p for p in siblings if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    return len(alive) < int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
 
 
 def _data_quality(trainer: MultiTaskTrainer) -> dict[str, Any]:

@@ -33,6 +33,9 @@ class TokenLoss:
 
     name: str
     description: str
+    # Whether `prepare` divides by the step's token counts (made global with several processes, so
+    # that the processes' losses add up to the step's loss) rather than a per-batch mean.
+    global_norm: bool = False
 
     def prepare(self, tasks: list[str], batches: list[Batch]) -> list[Batch]:
         """The step's batches (task i's batch is batches[i]), with what `reduce` needs written into them."""
@@ -53,6 +56,7 @@ def _is_generative(batch: Batch) -> bool:
 class TaskTokenLoss(TokenLoss):
     name = "task-token"
     description = "each task's mean over its target tokens in the step (MFTCoder case3)"
+    global_norm = True
 
     def prepare(self, tasks: list[str], batches: list[Batch]) -> list[Batch]:
         counts = Counter(tasks)
@@ -71,6 +75,7 @@ class TaskTokenLoss(TokenLoss):
 class BatchTokenLoss(TokenLoss):
     name = "batch-token"
     description = "every target token of the step's generative batches weighs the same (MFTCoder case1)"
+    global_norm = True
 
     def prepare(self, tasks: list[str], batches: list[Batch]) -> list[Batch]:
         counts = Counter(tasks)

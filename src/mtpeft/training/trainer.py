@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -31,6 +31,16 @@ from mtpeft.evaluation.evaluate import evaluate_task
 from mtpeft.layout import BEST_DIR, STATE_FILE, checkpoint_dirs
 from mtpeft.manifest import MANIFEST_FILE, manifest_problem, write_manifest
 from mtpeft.modeling.build import build_model, save_deployable
+from mtpeft.modeling.distributed import (
+    LOSS_SHARE,
+    SHARD_RANK,
+    SHARD_SIZES,
+    Shard,
+    all_reduce_sum,
+    barrier,
+    cpu_only,
+    global_loss,
+)
 from mtpeft.modeling.inputs import Batch, TaskFeatures, collate, padded_widths, to_device
 from mtpeft.modeling.task_data import RunTask, resolve_tasks
 from mtpeft.models.limits import position_limit
@@ -85,9 +95,13 @@ _STEPS_IN_PROCESS = 0  # optimiser steps taken by this process, over every run i
 def _fault_injection() -> None:
     """Test hooks, counted in optimiser steps of this process (a study trains several runs in one):
     MTPEFT_KILL_AT_STEP=N SIGKILLs the process after step N, like an OOM kill;
-    MTPEFT_INTERRUPT_AT_STEP=N sends it SIGINT, like Ctrl-C."""
+    MTPEFT_INTERRUPT_AT_STEP=N sends it SIGINT, like Ctrl-C;
+    MTPEFT_FAULT_RANK=R: only the process of that rank (several processes)."""
     global _STEPS_IN_PROCESS
     _STEPS_IN_PROCESS += 1
+    rank = os.environ.get("MTPEFT_FAULT_RANK")
+    if rank is not None and rank != os.environ.get("RANK", "0"):
+        return
     faults = {"MTPEFT_KILL_AT_STEP": signal.SIGKILL, "MTPEFT_INTERRUPT_AT_STEP": signal.SIGINT}
     for variable, sig in faults.items():
         target = os.environ.get(variable)
@@ -103,6 +117,16 @@ def _longest_row(features: TaskFeatures) -> int:
             return max(features.lengths, default=0)
         return max(map(len, features.lm.prompts), default=0)
     return max((len(row) for rows in features.sequences.values() for row in rows), default=0)
+
+
+def _trace_batch(step: int, task: str, shard: Shard, indices: list[int]) -> None:
+    """Test hook: MTPEFT_TRACE_BATCHES=PATH appends each micro-batch's example indices, one JSON line
+    each, to PATH.<rank> (which examples each process trained on, to check that they divide the work)."""
+    path = os.environ.get("MTPEFT_TRACE_BATCHES")
+    if path:
+        with open(f"{path}.{shard.rank}", "a", encoding="utf-8") as out:
+            line = {"step": step, "task": task, "rank": shard.rank, "pid": os.getpid(), "indices": indices}
+            out.write(json.dumps(line) + "\n")
 
 
 def _compute_so_far(meter: CostMeter) -> dict[str, float]:
@@ -153,7 +177,17 @@ class MultiTaskTrainer:
         self.run_dir = run_dir
         self.progress = progress
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True)  # other tasks' heads idle
-        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp])
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            kwargs_handlers=[ddp],
+            cpu=cpu_only(),
+            # The batch is the global one, split among the processes: one scheduler step per optimiser
+            # step (without it accelerate steps the schedule once per process, as for P x the batch).
+            dataloader_config=DataLoaderConfiguration(split_batches=True),
+        )
+        # Each process takes its share of every global batch (modeling/distributed.py).
+        self.shard = Shard(self.accelerator.process_index, self.accelerator.num_processes)
+        self.main = self.accelerator.is_main_process  # the only one that writes files
         set_seed(config.seed)
         self.tasks: dict[str, RunTask] = resolve_tasks(config)
         built = build_model(
@@ -221,6 +255,7 @@ class MultiTaskTrainer:
             batch_tokens=entry.batch_tokens,
             widths=padded_widths(features, pad_to=pad_to) if entry.batch_tokens else None,
             role_lengths=padded_widths(features),
+            min_batch=self.shard.size,  # every process gets at least one example of every batch
         )
 
     def _shared_parameters(self) -> list[torch.nn.Parameter]:
@@ -251,7 +286,8 @@ class MultiTaskTrainer:
             optimizer, int(cfg.warmup_ratio * cfg.max_steps), cfg.max_steps
         )
         model, optimizer, scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
-        log = (self.run_dir / layout.TRAIN_LOG).open("a", encoding="utf-8")
+        # One writer: the other processes' lines would repeat the main one's.
+        log = (self.run_dir / layout.TRAIN_LOG if self.main else Path(os.devnull)).open("a", encoding="utf-8")
         state = TrainState()
         checkpoint = self._intact_checkpoint(log) if resume else None
         if checkpoint is not None:
@@ -274,7 +310,7 @@ class MultiTaskTrainer:
             total=cfg.max_steps,
             initial=state.step,
             desc=f"train {cfg.name}",
-            disable=not self.progress,
+            disable=not (self.progress and self.main),
             dynamic_ncols=True,
         )
         model.train()
@@ -306,6 +342,7 @@ class MultiTaskTrainer:
         meter.stop()
         bar.close()
         log.close()
+        barrier()  # best/ is complete before any process reads its size
         if state.best_step is None and not state.history:  # never validated (resumed after the last step)
             self._validate(state, meter, None)
         if state.best_step is None:
@@ -334,18 +371,16 @@ class MultiTaskTrainer:
         kept: list[tuple[str, Batch]] = []  # the step's batches, scored again after it (FAMO)
         losses: dict[str, float] = {}
         # All of the step's batches first (collating is cheap): a token loss normalises over the step.
-        batches = self.model.token_loss.prepare(step_tasks, [self._collate(task) for task in step_tasks])
+        batches = [self._collate(task, step) for task in step_tasks]
+        counted = self._global_counts(batches)
+        batches = self._prepare_token_loss(step_tasks, batches)
         for position, (task, batch) in enumerate(zip(step_tasks, batches, strict=True)):
-            meter.add_batch(
-                tokens=batch["num_tokens"],
-                padded_tokens=batch["num_positions"],
-                samples=len(batch["indices"]),
-                task=task,
-            )
+            tokens, positions, samples = counted[position]
+            meter.add_batch(tokens=tokens, padded_tokens=positions, samples=samples, task=task)
             batch = to_device(batch, self.accelerator.device)
             last = position == len(step_tasks) - 1
             with self.accelerator.autocast():
-                loss = model(task, batch)
+                loss = global_loss(model(task, batch), batch.get(LOSS_SHARE, 1.0), self.shard.size)
                 term = weighting.term(task, loss, len(counts)) / counts[task]
             value = loss.item()
             if not math.isfinite(value):  # before backward: nothing of this step reaches the weights
@@ -364,6 +399,8 @@ class MultiTaskTrainer:
             if weighting.needs_losses_after:
                 kept.append((task, batch))
             losses[task] = losses.get(task, 0.0) + value / counts[task]
+        if gradients is not None:
+            gradients.synchronize()  # several processes: each task's gradient of the global batch
         _scale_gradients(model, weighting.gradient_scale(losses))
         norm = self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
         # Stop, not skip: the checks sit before optimizer.step(), so the weights and AdamW's moments
@@ -402,12 +439,7 @@ class MultiTaskTrainer:
         weighting: LossWeighting = self.model.loss_weighting
         weighting.begin(epoch_steps=max(len(b) for b in self.batchers.values()))
         per_task_gradients = weighting.needs_gradient_norms or self.conflict is not None
-        if per_task_gradients and self.accelerator.num_processes > 1:
-            raise MtpeftError(
-                f"run {self.config.name}: per-task gradients (loss_weighting {self.config.loss_weighting}, "
-                "grad_conflict_every) are read between the tasks' backward passes, which several "
-                "processes all-reduce together; train this run in one process"
-            )
+        del per_task_gradients  # measured on several processes too (TaskGradients.synchronize)
 
     def _task_gradients(self, weighting: LossWeighting, step: int) -> TaskGradients | None:
         """A recorder of each task's gradient on the shared module, on steps that need one."""
@@ -423,9 +455,9 @@ class MultiTaskTrainer:
         """Each task's loss on the step's own batches, with the step applied (same mode as training)."""
         after: dict[str, float] = {}
         for task, batch in kept:
-            meter.add_forward_only(positions=batch["num_positions"])
+            meter.add_forward_only(positions=batch["num_positions"] * self.shard.size)  # about
             with self.accelerator.autocast():
-                value = float(model(task, batch))
+                value = float(global_loss(model(task, batch), batch.get(LOSS_SHARE, 1.0), self.shard.size))
             after[task] = after.get(task, 0.0) + value / counts[task]
         return after
 
@@ -433,13 +465,51 @@ class MultiTaskTrainer:
         if self.conflict is None:
             return None
         record = self.conflict.record()
-        (self.run_dir / layout.GRAD_CONFLICT_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        if self.main:
+            (self.run_dir / layout.GRAD_CONFLICT_FILE).write_text(
+                json.dumps(record, indent=1), encoding="utf-8"
+            )
         return self.conflict.summary()
 
-    def _collate(self, task: str) -> Batch:
-        indices = self.batchers[task].next()
+    def _collate(self, task: str, step: int) -> Batch:
+        """This process's share of the task's next global batch (all of it with one process)."""
+        everyone = self.batchers[task].next()
+        indices = self.shard.take(everyone)
+        _trace_batch(step, task, self.shard, indices)
         pad_to = None if self.config.dynamic_padding else self._pad_width(task)
-        return collate(self.train_features[task], indices, self.pad_id, pad_to=pad_to)
+        batch = collate(self.train_features[task], indices, self.pad_id, pad_to=pad_to)
+        if self.shard.several:
+            batch[SHARD_SIZES] = self.shard.sizes(len(everyone))
+            batch[SHARD_RANK] = self.shard.rank
+            batch[LOSS_SHARE] = len(indices) / len(everyone)  # a mean over examples (see global_loss)
+        return batch
+
+    def _global_counts(self, batches: list[Batch]) -> list[tuple[int, int, int]]:
+        """(tokens, padded positions, examples) of each of the step's global batches: what the cost
+        counts. One all-reduce for the step, which also gives the token losses their global counts."""
+        local = [
+            [b["num_tokens"], b["num_positions"], len(b["indices"]), b.get("num_target_tokens", 0)]
+            for b in batches
+        ]
+        if not self.shard.several:
+            return [(t, p, n) for t, p, n, _ in local]
+        summed = all_reduce_sum([value for row in local for value in row])
+        rows = [[int(v) for v in summed[i : i + 4]] for i in range(0, len(summed), 4)]
+        for batch, row in zip(batches, rows, strict=True):
+            if "num_target_tokens" in batch:
+                # The token losses divide by the step's target tokens: every process's, so that the
+                # processes' losses add up to the global one (its LOSS_SHARE is then 1).
+                batch["num_target_tokens"] = row[3]
+        return [(t, p, n) for t, p, n, _ in rows]
+
+    def _prepare_token_loss(self, tasks: list[str], batches: list[Batch]) -> list[Batch]:
+        token_loss = self.model.token_loss
+        batches = token_loss.prepare(tasks, batches)
+        if self.shard.several and token_loss.global_norm:
+            for batch in batches:
+                if "num_target_tokens" in batch:
+                    batch[LOSS_SHARE] = 1.0
+        return batches
 
     def _pad_width(self, task: str) -> int:
         return self.tasks[task].entry.max_length
@@ -519,8 +589,9 @@ class MultiTaskTrainer:
         }
 
     def _checkpoint(self, state: TrainState, meter: CostMeter) -> None:
-        if not self.accelerator.is_main_process:
-            return
+        """Every process saves its random state into the checkpoint (accelerate's save_state), the main
+        one the weights, the optimiser and the data position (the same on every process), then the
+        manifest, and renames it into place."""
         bad = self._non_finite_parameter()
         if bad is not None:  # a checkpoint of inf/NaN weights would only resume the divergence
             raise self._diverged(state.step, f"parameter {bad} holds inf/NaN")
@@ -529,9 +600,14 @@ class MultiTaskTrainer:
         state.grad_conflict = self.conflict.state_dict() if self.conflict is not None else {}
         final = self.run_dir / layout.CHECKPOINTS_DIR / f"step-{state.step:07d}"
         tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        if self.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        barrier()
         try:
             self.accelerator.save_state(str(tmp))
+            barrier()  # every process's files are in before the manifest lists them
+            if not self.main:
+                return
             state.save(tmp)
             write_manifest(tmp)  # last: a checkpoint exists under its final name only once complete
         except BaseException as err:  # Ctrl-C too: a half-written checkpoint is never left behind
@@ -589,7 +665,7 @@ class MultiTaskTrainer:
             if intact is not None
             else "no intact checkpoint is left: training this run again from step 0"
         )
-        for checkpoint, problem in damaged:
+        for checkpoint, problem in damaged if self.main else []:
             message = f"checkpoint {checkpoint.name} of run {self.config.name} is damaged ({problem}); {then}"
             _warn(log, int(checkpoint.name.removeprefix("step-")), "checkpoint-damaged", message)
         return intact

@@ -39,7 +39,9 @@ class ClassificationKind(Kind):
     def build_head(self, spec: TaskSpec, hidden_size: int, options: dict[str, Any]) -> TaskHead:
         from mtpeft.heads.classification import ClassificationHead
 
-        return ClassificationHead(hidden_size, spec.num_labels, inputs=self.inputs)
+        return ClassificationHead(
+            hidden_size, spec.num_labels, inputs=self.inputs, dropout=options.get("dropout", 0.1)
+        )
 
     def prompt(self, spec: TaskSpec, example: Example) -> Conversation:
         from mtpeft.prompting.templates import template_for
