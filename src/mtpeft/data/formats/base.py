@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mtpeft.data.example import Example
-from mtpeft.errors import ConfigError, DataError
+from mtpeft.errors import ConfigError, DataError, shorten, shorten_list
 from mtpeft.tasks.spec import TaskSpec
 
 
@@ -55,15 +55,30 @@ def load_split(task: TaskSpec, root: str | Path | None, split: str) -> list[Exam
     present = reader.splits(path)
     if split not in present:
         raise DataError(
-            f"split '{split}' is missing (found: {', '.join(present) or 'none'})",
+            f"split {shorten(split, 40)} is missing (found: {shorten_list(present, quoted=False) or 'none'})",
             path=path,
             hint=f"the {reader.name} format expects files like: {reader.description}",
         )
     examples = reader.read(path, split, task)
     if not examples:
-        raise DataError(f"split '{split}' is empty", path=path)
+        raise DataError(f"split {shorten(split, 40)} is empty", path=path)
     return examples
 
 
 def available_splits(task: TaskSpec, root: str | Path | None) -> list[str]:
     return get_format(task.format).splits(resolve_root(task, root))
+
+
+def require_splits(task: TaskSpec, root: str | Path | None) -> list[str]:
+    """The splits under `root`, or a DataError naming the folder and the file names the format reads
+    (a folder with none is the wrong folder, not an empty dataset)."""
+    splits = available_splits(task, root)
+    if not splits:
+        reader = get_format(task.format)
+        raise DataError(
+            f"no split file found for task {shorten(task.name, 40)} (format {reader.name})",
+            path=resolve_root(task, root),
+            hint=f"the {reader.name} format expects files like: {reader.description}; <split> is train, "
+            "valid or test",
+        )
+    return splits
