@@ -37,7 +37,7 @@ def _field(field: str | None) -> str | None:
     """A field name as shown: its own text when short and printable (a hostile key may be megabytes)."""
     if field is None or (len(field) <= 60 and field.isprintable()):
         return field
-    return shorten(field, 60)
+    return shorten(field, 60, quoted=False)
 
 
 class MtpeftError(Exception):

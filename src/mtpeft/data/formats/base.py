@@ -35,14 +35,16 @@ def get_format(name: str) -> FormatReader:
     from mtpeft.data import formats  # noqa: F401  (importing the package registers every reader)
 
     if name not in FORMATS:
-        raise ConfigError(f"unknown data format '{name}'; known formats: {', '.join(sorted(FORMATS))}")
+        raise ConfigError(
+            f"unknown data format {shorten(name, 60)}; known formats: {', '.join(sorted(FORMATS))}"
+        )
     return FORMATS[name]
 
 
 def resolve_root(task: TaskSpec, root: str | Path | None) -> Path:
     path = Path(root) if root is not None else (Path(task.data) if task.data else None)
     if path is None:
-        raise ConfigError(f"task '{task.name}' has no data folder; pass one (e.g. --data PATH)")
+        raise ConfigError(f"task {shorten(task.name, 60)} has no data folder; pass one (e.g. --data PATH)")
     if not path.exists():
         raise DataError("data folder does not exist", path=path, hint="check the path")
     return path

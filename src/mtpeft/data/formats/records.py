@@ -161,7 +161,7 @@ class RecordConverter:
                 return require_id(record, name, at)
         if default_id is not None and not self.id_required:
             return default_id
-        names = " or ".join(f"'{name}'" for name in self.id_fields)
+        names = " or ".join(shorten(name, 60) for name in self.id_fields)
         raise at.error(
             f"missing id field {names} (the record has: {field_names(record)})",
             field=self.id_field,
