@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytest
 from rich.console import Console
@@ -54,6 +54,27 @@ def test_the_folder_is_listed_once_and_leakage_rows_do_not_grow_with_the_square(
     assert len(report.splits) == 120
     assert listings.count(root) == 1  # was 2 per split + 1
     assert report.leakage == {}  # no canonical split, nothing leaks: no row (was 120 * 119 / 2 rows)
+
+
+def test_file_names_looked_at_per_split_file_do_not_grow_with_the_folder(tmp_path, monkeypatch):
+    """Each split matched against every file of the folder was the quadratic part left after listing
+    once: count every look at a file name (PurePath.name), per split file, at 40 and at 160 files."""
+    looks = [0]
+    name = PurePath.name
+
+    def counted(self: PurePath) -> str:
+        looks[0] += 1
+        return name.fget(self)  # type: ignore[attr-defined]
+
+    per_file = []
+    for files in (40, 160):
+        root = _folder(tmp_path / f"d{files}", files)
+        monkeypatch.setattr(PurePath, "name", property(counted))
+        looks[0] = 0
+        inspect_task(get_task("py-defect"), root)
+        monkeypatch.undo()
+        per_file.append(looks[0] / files)
+    assert per_file[1] < 1.5 * per_file[0], per_file  # quadratic: 4x
 
 
 def test_leaking_non_canonical_pairs_are_still_reported(tmp_path):

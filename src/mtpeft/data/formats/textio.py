@@ -438,37 +438,33 @@ def order_splits(names: Iterable[str]) -> list[str]:
     return known + sorted(unique - set(known))
 
 
-# Folder listings kept while a `listing_cache()` block runs: reading N splits of one folder lists it once,
-# not once per split (a folder of 400 split files was listed and sorted 800 times by `data inspect`).
-_LISTINGS: ContextVar[dict[Path, list[Path]] | None] = ContextVar("_LISTINGS", default=None)
+# Split files found while a `listing_cache()` block runs: reading N splits of one folder lists and matches
+# it once, not once per split (`data inspect` of 400 split files listed and matched the folder 800 times).
+_SPLIT_FILES: ContextVar[dict[tuple[Path, tuple[str, ...]], dict[str, Path]] | None] = ContextVar(
+    "_SPLIT_FILES", default=None
+)
 
 
 @contextmanager
 def listing_cache() -> Iterator[None]:
-    """Within the block, each data folder is listed once (the caller reads, it does not write, files)."""
-    token = _LISTINGS.set({})
+    """Within the block, each data folder's split files are found once (the caller reads, not writes)."""
+    token = _SPLIT_FILES.set({})
     try:
         yield
     finally:
-        _LISTINGS.reset(token)
+        _SPLIT_FILES.reset(token)
 
 
 def _folder_entries(root: Path) -> list[Path]:
-    cache = _LISTINGS.get()
-    if cache is not None and root in cache:
-        return cache[root]
     if not root.is_dir():
         problem = (
             "is a file, but a data folder is expected" if root.exists() else "data folder does not exist"
         )
         raise DataError(problem, path=root)
     try:
-        entries = sorted(root.iterdir())
+        return sorted(root.iterdir())
     except OSError as err:
         raise DataError(f"cannot list the data folder: {err.strerror}", path=root) from None
-    if cache is not None:
-        cache[root] = entries
-    return entries
 
 
 def split_files(root: Path, suffixes: Sequence[str]) -> dict[str, Path]:
@@ -477,20 +473,27 @@ def split_files(root: Path, suffixes: Sequence[str]) -> dict[str, Path]:
     Two files of one split (`train.jsonl` and `train.jsonl.gz`) are a DataError naming both: which one
     is meant is the user's call, not ours. A folder with such a name is listed too, so that reading it
     says it is a folder, not that the split is missing."""
+    cache = _SPLIT_FILES.get()
+    key = (root, tuple(suffixes))
+    if cache is not None and key in cache:
+        return cache[key]
     found: dict[str, Path] = {}
     for path in _folder_entries(root):
+        name = path.name
         for suffix in suffixes:
-            if not (path.name.endswith(suffix) and len(path.name) > len(suffix)):
+            if not (name.endswith(suffix) and len(name) > len(suffix)):
                 continue
-            split = path.name[: -len(suffix)]
+            split = name[: -len(suffix)]
             other = found.setdefault(split, path)
-            if other != path:
+            if other is not path:
                 raise DataError(
                     f"two files for split {shorten(split, 40)}: {shorten(other.name)} and "
-                    f"{shorten(path.name)}; which one to read is ambiguous",
+                    f"{shorten(name)}; which one to read is ambiguous",
                     path=root,
                     hint="remove or rename one of them",
                 )
+    if cache is not None:
+        cache[key] = found
     return found
 
 
