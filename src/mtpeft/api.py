@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from mtpeft.config import TaskEntry, TrainConfig
+from mtpeft.data.example import blank_text_problem
 from mtpeft.errors import ConfigError, InputError
 from mtpeft.heads.classification import ClassificationHead
 from mtpeft.heads.retrieval import RetrievalHead
@@ -276,7 +277,7 @@ class Run:
 
         A list gives a list of {task: Prediction} in the same order; a single str gives one dict.
         """
-        texts, single = _texts(snippets, "snippet")
+        texts, single = _texts(snippets, "snippet", role="code")
         names = self._select(tasks, self.snippet_tasks, "analyze")
         limits = {n: self._limit(n, max_tokens) for n in names}
         headed = {n: limit for n, limit in limits.items() if n not in self.model.lm_tasks}
@@ -322,8 +323,8 @@ class Run:
         """A pair task's answer for each pair (a[i], b[i]); a single str on one side is compared with every
         snippet of the other. Each distinct snippet is encoded once. Two strs give one Prediction."""
         name = self._one(task, self.pair_tasks, "compare")
-        left, single_a = _texts(a, "a")
-        right, single_b = _texts(b, "b")
+        left, single_a = _texts(a, "a", role="code")
+        right, single_b = _texts(b, "b", role="code")
         if len(left) != len(right) and not (single_a or single_b):
             raise InputError(f"compare() needs as many snippets in a ({len(left)}) as in b ({len(right)})")
         limit = self._limit(name, max_tokens)
@@ -377,7 +378,7 @@ class Run:
         or an instruct task's label word (one str for a single str). Greedy unless `num_beams` > 1; at
         most `max_new_tokens` (default: the task's max_target_length). The prompts and decoding are the
         ones evaluation used, so a snippet of the test split gets the hypothesis evaluation scored."""
-        texts, single = _texts(snippets, "snippet")
+        texts, single = _texts(snippets, "snippet", role="code")
         name = self._one(task, self.generation_tasks, "generate")
         with torch.inference_mode():
             out = self.model.generate(
@@ -419,7 +420,7 @@ class Run:
         loaded.check_run(self)
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InputError(f"k must be a positive integer, not {k!r}")
-        texts, single = _texts(query, "query")
+        texts, single = _texts(query, "query", role="query")
         vectors = self.embed(texts, task=loaded.task, query=True)
         hits: list[list[Hit]] = loaded.search(vectors, k)
         return hits[0] if single else hits
@@ -611,8 +612,11 @@ class Run:
 
 
 # ---- inputs -------------------------------------------------------------------------------------------
-def _texts(values: str | Sequence[str] | Iterable[str], what: str) -> tuple[list[str], bool]:
-    """(texts, given as one str?); each checked: a str, valid Unicode (tokenizers reject lone surrogates)."""
+def _texts(
+    values: str | Sequence[str] | Iterable[str], what: str, *, role: str | None = None
+) -> tuple[list[str], bool]:
+    """(texts, given as one str?); each checked: a str, valid Unicode (tokenizers reject lone surrogates),
+    and, for a `role` ("code", "query") that is analysed, not blank (data.example.blank_text_problem)."""
     single = isinstance(values, str)
     if single:
         texts = [values]
@@ -623,7 +627,11 @@ def _texts(values: str | Sequence[str] | Iterable[str], what: str) -> tuple[list
     if not texts:
         raise InputError(f"no {what}s given (an empty list): pass at least one")
     for position, text in enumerate(texts):
-        _check_text(text, f"{what} {position}" if not single else what)
+        where = f"{what} {position}" if not single else what
+        _check_text(text, where)
+        problem = blank_text_problem(text, role) if role else None  # type: ignore[arg-type]
+        if problem:
+            raise InputError(f"{where} {problem}; leave it out")
     return texts, single  # type: ignore[return-value]
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import copy
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mtpeft.config_files import load_yaml_text, read_yaml_mapping, validate_model
-from mtpeft.errors import ConfigError
+from mtpeft.config_files import Workspace, load_yaml_text, read_yaml_mapping, validate_model
+from mtpeft.errors import ConfigError, shorten, shorten_list
 from mtpeft.paths import safe_filename
 from mtpeft.tasks.registry import task_label
 
@@ -161,7 +162,7 @@ class TrainConfig(BaseModel):
     retrieval_scale: float = Field(default=20.0, gt=0, description="Similarity scale (1/temperature).")
     seed: Seed = 0
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    workspace: str = Field(default="workspace", description="Folder holding runs/ and mtpeft.sqlite.")
+    workspace: Workspace = Field(default="workspace", description="Folder holding runs/ and mtpeft.sqlite.")
     study: str | None = None
     evaluate_splits: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=lambda: ["test"])
     baselines: bool = Field(default=True, description="Score majority/random/TF-IDF baselines beside.")
@@ -169,9 +170,9 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _unique_task_labels(self) -> TrainConfig:
         labels = [t.label for t in self.tasks]
-        dupes = {x for x in labels if labels.count(x) > 1}
+        dupes = sorted(label for label, n in Counter(labels).items() if n > 1)  # Counter: linear
         if dupes:
-            raise ValueError(f"task names must be unique; give `name:` to tell apart: {sorted(dupes)}")
+            raise ValueError(f"task names must be unique; give `name:` to tell apart: {shorten_list(dupes)}")
         # Each task's prediction files are named after it; names that differ only in case (or in
         # characters a file name cannot hold) would share files on case-insensitive file systems.
         files: dict[str, str] = {}
@@ -179,7 +180,8 @@ class TrainConfig(BaseModel):
             other = files.setdefault(safe_filename(label).lower(), label)
             if other != label:
                 raise ValueError(
-                    f"task names {other!r} and {label!r} would share prediction files; rename one (`name:`)"
+                    f"task names {shorten(other, 60)} and {shorten(label, 60)} would share prediction files; "
+                    "rename one (`name:`)"
                 )
         return self
 
@@ -217,7 +219,7 @@ _INDEX = re.compile(r"[0-9]+", re.ASCII)
 
 def _describe(value: Any) -> str:
     kinds = {bool: "a boolean", int: "a number", float: "a number", str: "text", type(None): "null"}
-    return f"{kinds.get(type(value), type(value).__name__)} ({value!r})"
+    return f"{kinds.get(type(value), type(value).__name__)} ({shorten(value, 60)})"
 
 
 def _step(node: Any, key: str, reached: str, item: str, path: str | Path | None) -> tuple[Any, Any]:
@@ -254,7 +256,7 @@ def _set_dotted(
 
 def _override_error(item: str, path: str | Path | None, why: str) -> ConfigError:
     return ConfigError(
-        f"cannot apply --set {item!r}: {why}. Write key=value with a dotted key, "
+        f"cannot apply --set {shorten(item)}: {why}. Write key=value with a dotted key, "
         "e.g. --set max_steps=100 --set tasks.0.batch_size=4",
         path=path,
         field=item.partition("=")[0].strip() or None,
@@ -268,7 +270,7 @@ def parse_override(item: str, *, path: str | Path | None = None) -> tuple[list[s
         raise _override_error(item, path, "there is no '='")
     parts = [p.strip() for p in key.split(".")]
     if not all(parts):
-        raise _override_error(item, path, f"the key {key.strip()!r} has an empty part")
+        raise _override_error(item, path, f"the key {shorten(key.strip())} has an empty part")
     if not raw.strip():
         raise _override_error(item, path, "the value is empty (write key=null to unset a field)")
     if any(isinstance(t, (yaml.TagToken, yaml.AnchorToken, yaml.AliasToken)) for t in _tokens(raw)):
@@ -331,7 +333,7 @@ def _blame_override(err: ConfigError, overrides: list[str]) -> ConfigError:
     ]
     if not culprits or "--set" in err.reason:
         return err
-    return ConfigError(f"{err.reason} (set by --set {culprits[-1]!r})", path=err.path, field=err.field)
+    return ConfigError(f"{err.reason} (set by --set {shorten(culprits[-1])})", path=err.path, field=err.field)
 
 
 # ---- run directories are self-contained: their saved config holds absolute paths --------------------

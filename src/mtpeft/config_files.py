@@ -12,12 +12,12 @@ import math
 import os
 import stat
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
-from mtpeft.errors import ConfigError
+from mtpeft.errors import ConfigError, shorten
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -27,7 +27,46 @@ MAX_DEPTH = 64
 MAX_INT = 2**63 - 1  # what SQLite, numpy and torch hold; larger is a typo, not a setting
 _PLAIN_SCALARS = (str, bool, int, float, type(None))
 # libyaml's loader where installed: 10x faster, and it caps nesting depth itself (same safe constructor).
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _UniqueKeyLoader(_BASE_LOADER):  # type: ignore[misc, valid-type]
+    """The safe loader, refusing a key written twice in one mapping (at any depth).
+
+    PyYAML keeps the last value silently: `max_steps: 2` then `max_steps: 100000` trained 100,000 steps.
+    Keys brought in by a merge (`<<: *base`) may still be overridden: only keys written in the mapping
+    itself are compared.
+    """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            _refuse_duplicate_keys(self, node)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _refuse_duplicate_keys(loader: Any, node: yaml.MappingNode) -> None:
+    first_line: dict[Any, int] = {}  # key -> the line it was first written on
+    for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            seen = key in first_line
+        except TypeError:  # an unhashable key: the constructor itself refuses it next
+            continue
+        if seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"the key {shorten(key, 60)} appears twice in one mapping (first at line {first_line[key]}); "
+                "YAML would silently keep the last value: keep one",
+                key_node.start_mark,
+            )
+        first_line[key] = key_node.start_mark.line + 1
+
+
+_LOADER = _UniqueKeyLoader
 # Byte-order marks of encodings YAML allows but mtpeft does not read: say so rather than show mojibake.
 _FOREIGN_BOMS = {
     b"\xff\xfe\x00\x00": "UTF-32",
@@ -166,6 +205,19 @@ def _check_scalar(value: Any, loc: list[str], path: str | Path | None) -> None:
 def _short(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def expand_workspace(workspace: str) -> str:
+    """The workspace folder as every later step uses it: `~` expanded here, once (a `~/ws` that reached
+    mkdir unexpanded made a folder named `~` while the run's config.yaml named the home folder); blank
+    text is refused (it would silently mean the current folder)."""
+    if not workspace.strip():
+        raise ValueError("the workspace is empty: give a folder, e.g. workspace or ~/mtpeft-workspace")
+    return os.path.expanduser(workspace)
+
+
+# A `workspace:` field of any config kind (train, study, prompt).
+Workspace = Annotated[str, AfterValidator(expand_workspace)]
 
 
 def validate_model(model: type[Model], data: dict[str, Any], *, path: str | Path | None = None) -> Model:

@@ -2,7 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+
+SHOWN_CHARS = 80  # user text quoted in a message is cut to this length
+SHOWN_ITEMS = 8  # items of a user's list quoted in a message; the rest are counted
+
+
+def shorten(text: object, limit: int = SHOWN_CHARS, *, quoted: bool = True) -> str:
+    """`text` as repr (or as is, with quoted=False), cut to `limit` characters: user text in a message
+    stays one readable line (a 5 MB id must not make a 5 MB message)."""
+    if isinstance(text, int) and not isinstance(text, bool) and text.bit_length() > 4 * limit:
+        return f"<an integer of about {int(text.bit_length() * 0.30103) + 1} digits>"  # repr may refuse it
+    shown = repr(text) if quoted else str(text)  # repr escapes control characters and surrogates
+    if not quoted:  # still one line, and no terminal control sequence: those characters escaped
+        cut = len(shown) > limit
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown[:limit])
+        return shown[: limit - 3] + "..." if cut or len(shown) > limit else shown
+    if len(shown) <= limit:
+        return shown
+    return shown[: limit - 4] + "..." + shown[-1]
+
+
+def shorten_list(items: Iterable[object], limit: int = SHOWN_ITEMS, *, quoted: bool = True) -> str:
+    """Up to `limit` items, each shortened, then "... and N more": a label set of 90,000 names (or a folder
+    of 3,000 files) stays one line in a message."""
+    values = list(items)
+    shown = ", ".join(shorten(item, 40, quoted=quoted) for item in values[:limit])
+    rest = len(values) - limit
+    return shown + (f" ... and {rest} more" if rest > 0 else "")
+
+
+def _field(field: str | None) -> str | None:
+    """A field name as shown: its own text when short and printable (a hostile key may be megabytes)."""
+    if field is None or (len(field) <= 60 and field.isprintable()):
+        return field
+    return shorten(field, 60, quoted=False)
 
 
 class MtpeftError(Exception):
@@ -23,7 +58,7 @@ class DataError(MtpeftError):
     ) -> None:
         self.path = str(path) if path is not None else None
         self.line = line
-        self.field = field
+        self.field = _field(field)
         self.hint = hint
         self.reason = message
         super().__init__(self._format())
@@ -45,11 +80,11 @@ class ConfigError(MtpeftError):
 
     def __init__(self, message: str, *, path: str | Path | None = None, field: str | None = None) -> None:
         self.path = str(path) if path is not None else None
-        self.field = field
+        self.field = _field(field)
         self.reason = message  # without the location, so a caller can re-locate it (e.g. in its config file)
         where = self.path or "<config>"
-        if field:
-            where += f", field '{field}'"
+        if self.field:
+            where += f", field '{self.field}'"
         super().__init__(f"{where}: {message}")
 
 

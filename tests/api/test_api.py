@@ -231,6 +231,10 @@ def test_the_run_is_the_scanners_analyzer(run):
             r"compare\(\) cannot answer task 'vulnerability'",
         ),
         (lambda r: r.embed("x", task="complexity"), r"embed\(\) cannot answer task 'complexity'"),
+        # One rule for blank code, as the data readers, `mtpeft predict` and the server apply it.
+        (lambda r: r.analyze(""), "snippet is empty: code text is needed"),
+        (lambda r: r.analyze(["int a;", " \n\t "]), r"snippet 1 is empty \(only whitespace\)"),
+        (lambda r: r.compare("int a;", "   ", task="clone"), r"b is empty \(only whitespace\)"),
     ],
 )
 def test_bad_input_is_one_clear_error_not_a_traceback(run, call, message):

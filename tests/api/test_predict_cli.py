@@ -58,7 +58,7 @@ def test_a_bad_line_stops_by_default_after_answering_the_lines_before_it(run_dir
     stdin = _lines({"code": SAFE}, {"code": VULNERABLE}, "{not json", {"code": SAFE})
     done = mtpeft_cli("predict", run_dir, "-", "--batch-size", "8", stdin=stdin)
     assert done.code == 2
-    assert "<stdin>, line 3: not JSON" in done.err
+    assert "<stdin>, line 3: not valid JSON" in done.err
     assert [r["id"] for r in _rows(done.out)] == [1, 2]  # the lines before it were answered
 
 
@@ -83,12 +83,47 @@ def test_skip_reports_each_bad_line_with_its_number_and_answers_the_rest(run_dir
         "line 2: expected a JSON object",
         "line 3, field 'code': missing",
         "line 4, field 'code': must be a string, not int",
-        "line 5, field 'code': holds a lone surrogate (\\ud800)",
+        "line 5, field 'code': holds a lone UTF-16 surrogate",
         "line 6, field 'id': must be a string or an integer, not float",
         "line 7: not UTF-8 (byte 0xe9",
     ):
         assert expected in done.err, expected
     assert "skipped 6 bad lines" in done.err
+
+
+# ---- issue 24, items 9 and 14: hostile lines are that line's error; blank code is refused ----------------
+DEEP = "[" * 100_000 + "]" * 100_000
+HUGE_INT = "9" * 5000  # Python's int() refuses more than 4300 digits: a ValueError before
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "says"),
+    [
+        ('{"code": "x", "meta": ' + DEEP + "}", "line 2: JSON nested more than 64 levels deep"),
+        ('{"code": "x", "id": ' + HUGE_INT + "}", "line 2, field 'id': a JSON integer of 5000 digits"),
+        (
+            '{"code": "x", "meta": {"n": [1, ' + "7" * 10_000 + "]}}",
+            "line 2, field 'n': a JSON integer of 10000",
+        ),
+        ('{"code": "int a;", "code": "int b;"}', "line 2, field 'code': the key 'code' appears twice"),
+        ('{"code": "  \\n\\t  "}', "line 2, field 'code': is empty (only whitespace)"),
+        ('{"code": ""}', "line 2, field 'code': is empty"),
+        ('{"code": "' + CLONE_A + '", "code_b": " "}', "line 2, field 'code_b': is empty"),
+    ],
+)
+@pytest.mark.parametrize("on_error", ["stop", "skip"])
+def test_a_hostile_line_is_its_own_error_and_the_good_lines_around_it_are_answered(
+    run_dir, mtpeft_cli, bad_line, says, on_error
+):
+    stdin = _lines({"code": SAFE, "id": "before"}, bad_line, {"code": VULNERABLE, "id": "after"})
+    done = mtpeft_cli("predict", run_dir, "-", "--on-error", on_error, stdin=stdin)
+    assert "Traceback" not in done.err and f"<stdin>, {says}" in done.err, done.err
+    assert max(map(len, done.err.splitlines())) < 400  # the line itself is not quoted back
+    ids = [r["id"] for r in _rows(done.out)]
+    if on_error == "stop":
+        assert done.code == 2 and ids == ["before"]
+    else:
+        assert done.code == 0 and ids == ["before", "after"] and "skipped 1 bad line" in done.err
 
 
 def test_tasks_option_selects_and_explains(run_dir, mtpeft_cli):

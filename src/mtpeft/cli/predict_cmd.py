@@ -8,10 +8,11 @@ Out: {"id": ..., "predictions": {"<task>": {"label": "1", "probability": 0.93}, 
 
 Lines are read and answered N at a time (--batch-size) and each batch is written and flushed before the
 next is read, so `-` (stdin) streams; blank lines are skipped. A bad line (not JSON, no "code", a
-non-string, invalid Unicode) is reported on stderr with its line number and field: by default
-(--on-error stop) the lines before it are answered and the command stops with exit status 2; with
---on-error skip it is left out of the output and the rest is answered (exit status 0, the count of
-skipped lines on stderr).
+non-string, empty or whitespace-only code, invalid Unicode, or what the data readers refuse: nesting
+deeper than 64, an integer of more than 40 digits, a key twice in one object) is reported on stderr with
+its line number and field: by default (--on-error stop) the lines before it are answered and the command
+stops with exit status 2; with --on-error skip it is left out of the output and the rest is answered
+(exit status 0, the count of skipped lines on stderr).
 
 --out FILE is written through a temporary file renamed over FILE at the end (mtpeft/outputs.py): a crash
 or Ctrl-C leaves an existing FILE as it was, and an --out that is the input (any spelling, a link, the
@@ -31,7 +32,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
-from mtpeft.errors import DataError, InputError
+from mtpeft.data.example import blank_text_problem
+from mtpeft.errors import DataError, InputError, shorten
 
 if TYPE_CHECKING:
     from mtpeft.api import Run
@@ -89,7 +91,7 @@ def predict(
     A bad line is reported on stderr with its number: stop there (default, exit 2) or --on-error skip.
     """
     if on_error not in ON_ERROR:
-        raise InputError(f"--on-error {on_error!r}: choose stop or skip")
+        raise InputError(f"--on-error {shorten(on_error)}: choose stop or skip")
     if out is not None:  # before anything is opened: `--out in.jsonl` would empty the input
         _check_output(out, input_path)
     with _opened_input(input_path) as stream:  # a missing file fails before the model loads
@@ -142,11 +144,11 @@ def _tasks(run: Run, names: list[str]) -> tuple[list[str], list[str]]:
     for name in names:
         if name not in run.tasks:
             listing = ", ".join(f"{t.name} ({t.kind})" for t in run.tasks.values())
-            raise InputError(f"--tasks: unknown task {name!r}; this run's tasks: {listing}")
+            raise InputError(f"--tasks: unknown task {shorten(name)}; this run's tasks: {listing}")
         if name in run.retrieval_tasks:
             raise InputError(
-                f"--tasks: {name!r} is a retrieval task: it ranks code for a query, so it has no label per "
-                "line; use `mtpeft index` and `mtpeft search`"
+                f"--tasks: {shorten(name)} is a retrieval task: it ranks code for a query, so it has no "
+                "label per line; use `mtpeft index` and `mtpeft search`"
             )
     chosen = list(dict.fromkeys(names))
     alone = [n for n in chosen if n in run.snippet_tasks or n in generated]
@@ -191,6 +193,8 @@ def _stream(
 
 
 def _parse(raw: bytes, number: int, where: str, single: list[str], pairs: list[str]) -> Request:
+    from mtpeft.data.formats.textio import parse_json  # here: importing the readers slows every CLI start
+
     def bad(message: str, field: str | None = None) -> DataError:
         return DataError(message, path=where, line=number, field=field)
 
@@ -198,16 +202,19 @@ def _parse(raw: bytes, number: int, where: str, single: list[str], pairs: list[s
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise bad(f"not UTF-8 (byte 0x{raw[err.start]:02x} at byte {err.start + 1})") from None
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise bad(f"not JSON ({err.msg} at column {err.colno})") from None
+    # The data readers' bounded parser: deep nesting, huge integers, a key twice and lone surrogates are
+    # this line's error (json.loads raised RecursionError/ValueError, a traceback that lost the batch).
+    record = parse_json(text, where, number)
     if not isinstance(record, dict):
         raise bad(f'expected a JSON object like {{"code": "..."}}, got {type(record).__name__}')
     code = _text_field(record, "code", bad)
     if code is None:
         raise bad("missing: every line needs the code to analyse", "code")
     code_b = _text_field(record, "code_b", bad)
+    for field, value in (("code", code), ("code_b", code_b)):
+        problem = blank_text_problem(value) if value is not None else None
+        if problem:
+            raise bad(problem, field)
     if code_b is None and not single:
         raise bad(f"missing: the chosen tasks ({', '.join(pairs)}) compare two snippets", "code_b")
     if code_b is not None and not pairs:

@@ -24,3 +24,12 @@ class Example:
     target: str | None = None
     group: str | None = None  # project / module, used for leakage-free splits and reports
     meta: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+def blank_text_problem(text: str, role: str = "code") -> str | None:
+    """Why `text` cannot be an input, or None: the one rule for empty input, shared by the data readers,
+    `mtpeft predict`, the Python API (and the server's 422). Empty or whitespace-only text has nothing to
+    analyse; answering it would report the model's bias as a prediction."""
+    if text.strip():
+        return None
+    return f"is empty{' (only whitespace)' if text else ''}: {role} text is needed"

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from mtpeft.data.example import Example
-from mtpeft.data.formats.base import available_splits, load_split
+from mtpeft.data.formats.base import load_split, require_splits
+from mtpeft.data.formats.textio import listing_cache
 from mtpeft.errors import ModelLoadError
 from mtpeft.tasks.kinds import kind_of
 from mtpeft.tasks.spec import TaskKind, TaskSpec
@@ -214,16 +215,33 @@ def _duplicates(examples: Sequence[Example], kind: str) -> tuple[Finding, Findin
 
 
 def _leakage(by_split: dict[str, list[Example]], kind: str) -> dict[str, Finding]:
+    """earlier->later: examples of the later split whose code is in the earlier one.
+
+    Pairs of the canonical splits (train, valid, test) are always listed, 0 or not; any other pair only
+    when it leaks. Each key is looked up in an index of the splits holding it, so the cost follows the
+    examples and the leaks found, not the square of the number of splits (400 split files once meant
+    80,000 pairs, each scanned and printed)."""
     names = list(by_split)
+    rank = {name: i for i, name in enumerate(names)}
     keyed = {s: _groups(by_split[s], lambda ex: code_key(ex, kind, normalise_code)) for s in names}
-    leakage = {}
-    for i, earlier in enumerate(names):
-        for later in names[i + 1 :]:
-            shared = [k for k in keyed[later] if k in keyed[earlier]]
-            count = sum(len(keyed[later][k]) for k in shared)
-            examples = [[_pair_id(keyed[earlier][k][0]), _pair_id(keyed[later][k][0])] for k in shared]
-            leakage[f"{earlier}->{later}"] = Finding(count, examples[:MAX_EXAMPLES])
-    return leakage
+    holders: dict[str, list[str]] = defaultdict(list)  # key -> splits holding it, in split order
+    for split in names:
+        for key in keyed[split]:
+            holders[key].append(split)
+    found: dict[tuple[str, str], Finding] = {
+        (a, b): Finding() for i, a in enumerate(names) for b in names[i + 1 :] if {a, b} <= set(SPLIT_ORDER)
+    }
+    for key, splits in holders.items():
+        for j, later in enumerate(splits):
+            for earlier in splits[:j]:
+                finding = found.setdefault((earlier, later), Finding())
+                finding.count += len(keyed[later][key])
+                if len(finding.examples) < MAX_EXAMPLES:
+                    finding.examples.append(
+                        [_pair_id(keyed[earlier][key][0]), _pair_id(keyed[later][key][0])]
+                    )
+    ordered = sorted(found, key=lambda pair: (rank[pair[0]], rank[pair[1]]))
+    return {f"{a}->{b}": found[(a, b)] for a, b in ordered}
 
 
 def _conflicts(by_split: dict[str, list[Example]], task: TaskSpec) -> Finding:
@@ -283,8 +301,9 @@ def _split_report(
 def inspect_task(task: TaskSpec, root: str | Path | None, tokenizer: str | None = None) -> InspectReport:
     """Read every split of `task` under `root` (through the format reader) and check it."""
     description, count_tokens = make_token_counter(tokenizer)
-    splits = _ordered(available_splits(task, root))
-    by_split = {s: load_split(task, root, s) for s in splits}
+    with listing_cache():  # the folder is listed once, not once per split file
+        splits = _ordered(require_splits(task, root))
+        by_split = {s: load_split(task, root, s) for s in splits}
     return InspectReport(
         task=task.name,
         kind=task.kind,

@@ -7,13 +7,14 @@ so a rerun of the same command finds its run directory and resumes it, and a 5-s
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mtpeft.config_files import read_yaml_mapping, validate_model
-from mtpeft.errors import ConfigError, MtpeftError
+from mtpeft.config_files import Workspace, read_yaml_mapping, validate_model
+from mtpeft.errors import ConfigError, MtpeftError, shorten, shorten_list
 from mtpeft.tasks.registry import task_label
 
 GENERATE, SCORE, EMBED = "generate", "score", "embed"
@@ -34,7 +35,9 @@ def parse_modes(text: str) -> tuple[str, ...]:
             wanted.add(part)
         else:
             known = ", ".join([*MODES, *MODE_SETS])
-            raise ValueError(f"unknown answer mode '{part}'; give one or more of {known} (comma-separated)")
+            raise ValueError(
+                f"unknown answer mode {shorten(part, 40)}; give one or more of {known} (comma-separated)"
+            )
     return tuple(m for m in MODES if m in wanted)
 
 
@@ -82,7 +85,7 @@ class PromptConfig(BaseModel):
     batch_size: int = Field(default=8, ge=1, description="Prompts per forward pass (local models).")
     pool_size: int = Field(default=10, ge=2, description="Code search: candidates reranked per query.")
     embed_max_tokens: int = Field(default=512, ge=8, description="Code search embeddings: tokens per text.")
-    workspace: str = Field(default="workspace", description="Folder holding runs/ and mtpeft.sqlite.")
+    workspace: Workspace = Field(default="workspace", description="Folder holding runs/ and mtpeft.sqlite.")
     study: str | None = Field(default=None, description="Study the runs belong to (reports filter on it).")
     baselines: bool = Field(default=True, description="Score majority and TF-IDF on the same examples.")
 
@@ -97,9 +100,9 @@ class PromptConfig(BaseModel):
         if self.is_openai and not self.model.removeprefix(OPENAI_PREFIX).strip():
             raise ValueError("an openai: model needs the server's URL, e.g. openai:http://127.0.0.1:8080/v1")
         labels = [t.label for t in self.tasks]
-        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        dupes = sorted(label for label, n in Counter(labels).items() if n > 1)  # Counter: linear
         if dupes:
-            raise ValueError(f"task names must be unique; give `name:` to tell apart: {dupes}")
+            raise ValueError(f"task names must be unique; give `name:` to tell apart: {shorten_list(dupes)}")
         return self
 
     @property
@@ -171,5 +174,5 @@ def parse_task_option(text: str) -> dict[str, str]:
     """`NAME=DATA_DIR` (or `NAME` alone, for a task that names its own data) -> a `tasks:` entry."""
     task, sep, data = (part.strip() for part in text.partition("="))
     if not task or (sep and not data):
-        raise ConfigError(f"--task '{text}': give NAME=DATA_DIR, e.g. --task py-defect=data/py-defect")
+        raise ConfigError(f"--task {shorten(text)}: give NAME=DATA_DIR, e.g. --task py-defect=data/py-defect")
     return {"task": task, "data": data} if data else {"task": task}

@@ -7,13 +7,15 @@ repository root. `{workspace}` inside a task's `data` is replaced by the study's
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mtpeft.config import Seed, TaskEntry
-from mtpeft.config_files import read_yaml_mapping, validate_model
+from mtpeft.config_files import Workspace, expand_workspace, read_yaml_mapping, validate_model
+from mtpeft.errors import ConfigError, shorten, shorten_list
 
 # Grid dimensions: the study sets these per run, so the base config must not.
 GRID_FIELDS = ("tasks", "model", "method", "method_options", "seed", "mode", "name", "workspace", "study")
@@ -84,7 +86,7 @@ class Grid(BaseModel):
         for task_set in task_sets:
             if isinstance(task_set, str) and task_set not in NAMED_TASK_SETS:
                 raise ValueError(
-                    f"unknown task set '{task_set}'; use {', '.join(NAMED_TASK_SETS)} "
+                    f"unknown task set {shorten(task_set, 40)}; use {', '.join(NAMED_TASK_SETS)} "
                     "or a list of task groups, e.g. [[vulnerability, flaky], [clone]]"
                 )
         return task_sets
@@ -92,9 +94,11 @@ class Grid(BaseModel):
     @model_validator(mode="after")
     def _unique_method_labels(self) -> Grid:
         labels = [m.display for m in self.methods]
-        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        dupes = sorted(label for label, n in Counter(labels).items() if n > 1)  # Counter: linear
         if dupes:
-            raise ValueError(f"two methods share the label {dupes}; give each a distinct `label:`")
+            raise ValueError(
+                f"two methods share the label {shorten_list(dupes)}; give each a distinct `label:`"
+            )
         return self
 
 
@@ -113,7 +117,7 @@ class StudySpec(BaseModel):
 
     name: str = Field(min_length=1)
     description: str = ""
-    workspace: str = Field(default="workspace", min_length=1)
+    workspace: Workspace = Field(default="workspace")
     executor: str = "local"
     ray: RayOptions = Field(default_factory=RayOptions)
     base: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields shared by every run.")
@@ -148,12 +152,19 @@ class StudySpec(BaseModel):
                 unknown = sorted(set(group) - labels)
                 if unknown or not group:
                     raise ValueError(
-                        f"task set group {group} names unknown tasks {unknown}; known: {sorted(labels)}"
+                        f"task set group [{shorten_list(group)}] names unknown tasks "
+                        f"[{shorten_list(unknown)}]; "
+                        f"known: {shorten_list(sorted(labels))}"
                     )
         return self
 
     def with_workspace(self, workspace: str | None) -> StudySpec:
-        return self if workspace is None else self.model_copy(update={"workspace": workspace})
+        if workspace is None:
+            return self
+        try:  # --workspace: the same rule as the file's field (model_copy does not validate)
+            return self.model_copy(update={"workspace": expand_workspace(workspace)})
+        except ValueError as err:
+            raise ConfigError(str(err), field="--workspace") from None
 
     def task_entries(self) -> list[TaskEntry]:
         """The task list with `{workspace}` in data paths filled in."""

@@ -11,7 +11,7 @@ import os
 from functools import cache, lru_cache
 from pathlib import Path
 
-from mtpeft.errors import ConfigError, MtpeftError
+from mtpeft.errors import ConfigError, MtpeftError, shorten
 from mtpeft.tasks.spec import TaskSpec, load_task_yaml
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -40,8 +40,10 @@ def get_task(name_or_path: str | Path) -> TaskSpec:
     if text not in tasks:
         hint = "give the path of a task YAML file (ending in .yaml or .yml)"
         if _exists(text):
-            hint = f"{text!r} exists but a task file must end in .yaml or .yml"
-        raise ConfigError(f"unknown task {text!r}; built-in tasks: {', '.join(sorted(tasks))}; or {hint}")
+            hint = f"{shorten(text)} exists but a task file must end in .yaml or .yml"
+        raise ConfigError(
+            f"unknown task {shorten(text)}; built-in tasks: {', '.join(sorted(tasks))}; or {hint}"
+        )
     return tasks[text]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mtpeft.config_files import read_yaml_mapping, validate_model
-from mtpeft.errors import DataError
+from mtpeft.errors import DataError, shorten, shorten_list
 from mtpeft.tasks.kinds import KINDS
 
 
@@ -33,10 +33,9 @@ LABEL_RULE = (
 
 def _shown(raw: object) -> str:
     """A raw label for a message, cut short (a label may be a megabyte of junk)."""
-    if isinstance(raw, int) and raw.bit_length() >= 256:  # repr of a 5000-digit int raises ValueError
-        return f"<an integer of {raw.bit_length()} bits>"
-    shown = json.dumps(raw) if isinstance(raw, bool | float) or raw is None else repr(raw)  # true, NaN
-    return shown if len(shown) <= 60 else shown[:56] + "..."
+    if isinstance(raw, bool | float) or raw is None:
+        return json.dumps(raw)  # true, NaN, null: as the file wrote them
+    return shorten(raw, 60)
 
 
 def _label_type(raw: object) -> str:
@@ -70,7 +69,7 @@ class PromptSpec(BaseModel):
         if not all(words):
             raise ValueError("prompt.labels: every answer word must be non-empty")
         if len(set(words)) != len(words):
-            shown = list(labels.values())
+            shown = shorten_list(labels.values())
             raise ValueError(f"prompt.labels: answer words must differ (ignoring case): {shown}")
         return {label: word.strip() for label, word in labels.items()}
 
@@ -108,23 +107,44 @@ class TaskSpec(BaseModel):
         "answer, e.g. 'Summarize this method in one sentence.' (default: a generic one).",
     )
 
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, labels: list[str] | None) -> list[str] | None:
+        """A label twice would make two classes of one name: counts, heads and metrics would disagree on
+        which is meant (data files are matched on the stripped text, so " 1" is "1" too)."""
+        seen: dict[str, int] = {}
+        for position, label in enumerate(labels or []):
+            first = seen.setdefault(label.strip(), position)
+            if first != position:
+                raise ValueError(
+                    f"label {shorten(label, 60)} is given twice (entries {first} and {position}); each label "
+                    "must appear once"
+                )
+        return labels
+
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, kind: str) -> str:
         if kind not in KINDS:
-            raise ValueError(f"unknown task kind '{kind}'; kinds are {', '.join(KINDS.names())}")
+            raise ValueError(f"unknown task kind {shorten(kind, 60)}; kinds are {', '.join(KINDS.names())}")
         return kind
 
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:
         unknown = set(self.fields) - FIELD_ROLES
         if unknown:
-            raise ValueError(f"unknown field roles {sorted(unknown)}; roles are {sorted(FIELD_ROLES)}")
+            raise ValueError(
+                f"unknown field roles {shorten_list(sorted(unknown))}; roles are "
+                f"{', '.join(sorted(FIELD_ROLES))}"
+            )
         KINDS[self.kind].check(self)
         if not self.metrics:
-            raise ValueError(f"task '{self.name}' needs at least one metric")
+            raise ValueError(f"task {shorten(self.name, 60)} needs at least one metric")
         if self.primary_metric and self.primary_metric not in self.metrics:
-            raise ValueError(f"primary_metric '{self.primary_metric}' is not in metrics {self.metrics}")
+            raise ValueError(
+                f"primary_metric {shorten(self.primary_metric, 60)} is not in metrics "
+                f"{shorten_list(self.metrics)}"
+            )
         self._check_prompt_labels()
         if self.instruction is not None and self.kind != TaskKind.GENERATION:
             raise ValueError(
@@ -138,10 +158,13 @@ class TaskSpec(BaseModel):
         if words is None:
             return
         if not self.labels:
-            raise ValueError(f"prompt.labels: task '{self.name}' ({self.kind}) has no label set to map")
+            raise ValueError(
+                f"prompt.labels: task {shorten(self.name, 60)} ({self.kind}) has no label set to map"
+            )
         if set(words) != set(self.labels):
             raise ValueError(
-                f"prompt.labels must give one answer word for each label {self.labels}; got {sorted(words)}"
+                f"prompt.labels must give one answer word for each label ({shorten_list(self.labels)}); got "
+                f"{shorten_list(sorted(words))}"
             )
 
     @property
@@ -168,8 +191,8 @@ class TaskSpec(BaseModel):
             text = str(raw)
         else:
             raise DataError(
-                f"label {_shown(raw)} is a JSON {_label_type(raw)}, not one of the labels {self.labels} "
-                f"of task '{self.name}'",
+                f"label {_shown(raw)} is a JSON {_label_type(raw)}, not one of the labels "
+                f"[{shorten_list(self.labels)}] of task {shorten(self.name, 60)}",
                 path=path,
                 line=line,
                 field=field,
@@ -177,7 +200,8 @@ class TaskSpec(BaseModel):
             )
         if text not in self.labels:
             raise DataError(
-                f"label {_shown(raw)} is not in the label set {self.labels} of task '{self.name}'",
+                f"label {_shown(raw)} is not in the label set [{shorten_list(self.labels)}] of task "
+                f"{shorten(self.name, 60)}",
                 path=path,
                 line=line,
                 field=field,

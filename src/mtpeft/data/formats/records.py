@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
-from mtpeft.data.example import Example
+from mtpeft.data.example import Example, blank_text_problem
 from mtpeft.data.formats.textio import json_type, shorten
 from mtpeft.errors import ConfigError, DataError
 from mtpeft.tasks.kinds import kind_of
@@ -65,8 +65,9 @@ def require_text(record: dict, name: str, at: Location, role: str) -> str:
         value = " ".join(value)
     if not isinstance(value, str):
         raise at.error(f"must be a string, got a JSON {json_type(value)}", field=name)
-    if not value.strip():
-        raise at.error(f"is empty ({role} text is needed)", field=name, hint="drop the record or fill it in")
+    problem = blank_text_problem(value, role)
+    if problem:
+        raise at.error(problem, field=name, hint="drop the record or fill it in")
     return value
 
 
@@ -160,7 +161,7 @@ class RecordConverter:
                 return require_id(record, name, at)
         if default_id is not None and not self.id_required:
             return default_id
-        names = " or ".join(f"'{name}'" for name in self.id_fields)
+        names = " or ".join(shorten(name, 60) for name in self.id_fields)
         raise at.error(
             f"missing id field {names} (the record has: {field_names(record)})",
             field=self.id_field,
@@ -183,7 +184,7 @@ class UniqueIds:
         if key in self.first_seen:
             shown = "\t".join(key) if isinstance(key, tuple) else key
             raise DataError(
-                f"duplicate {self.what} {shown!r} (first at {self.first_seen[key]}, again at {here})",
+                f"duplicate {self.what} {shorten(shown)} (first at {self.first_seen[key]}, again at {here})",
                 path=self.path,
                 line=line,
                 field=self.field,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mtpeft.errors import ConfigError
+from mtpeft.errors import ConfigError, shorten
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,7 +58,7 @@ class Kind(ABC):
         formulation = chosen or self.formulations[0]
         if formulation not in self.formulations:
             raise ConfigError(
-                f"task '{spec.name}' is a {self.name} task, which trains in formulation "
+                f"task {shorten(spec.name, 60)} is a {self.name} task, which trains in formulation "
                 f"{' or '.join(self.formulations)}, not '{formulation}'",
                 field="formulation",
             )
@@ -79,7 +79,7 @@ class Kind(ABC):
     def check(self, spec: TaskSpec) -> None:
         """Raise ValueError when a task declaration does not fit this kind."""
         if self.labelled and not spec.labels:
-            raise ValueError(f"task '{spec.name}' of kind {self.name} needs a 'labels' list")
+            raise ValueError(f"task {shorten(spec.name, 60)} of kind {self.name} needs a 'labels' list")
 
     def max_tokens(self, entry: TaskEntry) -> int:
         """Tokens one example feeds the backbone with every input padded to its maximum (an upper bound;
@@ -101,7 +101,8 @@ class Kind(ABC):
         with_heads = ", ".join(sorted(n for n, kind in KINDS.items() if "heads" in kind.formulations))
         how = f"formulation {' or '.join(self.formulations)}" if self.trainable else "no way yet"
         raise ConfigError(
-            f"task '{spec.name}' has kind '{self.name}', which has no head (kinds with heads: {with_heads}); "
+            f"task {shorten(spec.name, 60)} has kind '{self.name}', which has no head (kinds with heads: "
+            f"{with_heads}); "
             f"it trains in {how}",
             field="tasks",
         )

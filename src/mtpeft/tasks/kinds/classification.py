@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mtpeft.errors import shorten, shorten_list
 from mtpeft.tasks.kinds.base import Baseline, Kind, Outputs, Rows, TaskEvaluation
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ class ClassificationKind(Kind):
         super().check(spec)
         if self.exact_labels and spec.labels and len(spec.labels) != self.exact_labels:
             raise ValueError(
-                f"{self.name} task '{spec.name}' needs exactly {self.exact_labels} labels, got {spec.labels}"
+                f"{self.name} task {shorten(spec.name, 60)} needs exactly {self.exact_labels} labels, got "
+                f"{len(spec.labels)}: {shorten_list(spec.labels)}"
             )
 
     def build_head(self, spec: TaskSpec, hidden_size: int, options: dict[str, Any]) -> TaskHead:
