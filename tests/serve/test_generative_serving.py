@@ -20,7 +20,8 @@ def gen_client(gen_run) -> Iterator:
     from mtpeft.serve.app import create_app
     from mtpeft.serve.settings import Limits
 
-    with TestClient(create_app({"gen": gen_run}, limits=Limits(max_new_tokens=16))) as client:
+    app = create_app({"gen": gen_run}, limits=Limits(max_new_tokens=16))
+    with TestClient(app, base_url="http://localhost") as client:
         yield client
 
 
