@@ -214,12 +214,12 @@ class MicroBatcher:
             if not jobs:
                 continue
             run = self.runs[run_name]
-            # Every input of the run's jobs, whatever the endpoint, in one length-sorted encode; the
+            # Every input of the run's jobs, whatever the endpoint, encoded longest first; the
             # analyze/compare/embed calls below then only read those pooled vectors (and the scratch
             # cache is dropped with the batch, so memory stays flat).
             with run.reusing_encodings():
                 try:
-                    run.encode_ahead(_inputs_by_limit(run, jobs))
+                    _encode_in_slices(run, jobs, self.batching.pass_tokens)
                 except Exception:  # noqa: BLE001 - bad input: the calls below answer it job by job
                     log.debug("encode_ahead failed; answering the batch's groups without it", exc_info=True)
                 for (op, *_), group in _groups(jobs).items():
@@ -298,6 +298,38 @@ def _inputs_by_limit(run: Run, jobs: list[Job]) -> dict[int, list[str]]:
         elif job.tasks[0] not in through_lm:
             needs[run.token_limit(job.tasks[0] or None, query=job.query)] += job.texts + job.others
     return needs
+
+
+def _encode_in_slices(run: Run, jobs: list[Job], budget: int) -> None:
+    """`run.encode_ahead` over the jobs' inputs, longest first, about one backbone pass at a time; before
+    each slice the inputs of jobs abandoned meanwhile are dropped, so a client that hangs up mid-batch
+    stops costing passes within one pass (one encode_ahead call could not be interrupted). Slicing the
+    length-sorted inputs by the pass budget gives the same passes one call would."""
+    items = [
+        (limit, text, job)
+        for job in jobs
+        for limit, texts in _inputs_by_limit(run, [job]).items()
+        for text in texts
+    ]
+    items.sort(key=lambda item: -min(len(item[1]), 3 * item[0]))
+    start = 0
+    while start < len(items):
+        end, tokens = start, 0
+        while end < len(items) and (end == start or tokens + _estimate(*items[end][:2]) <= budget):
+            tokens += _estimate(*items[end][:2])
+            end += 1
+        by_limit: dict[int, list[str]] = defaultdict(list)
+        for limit, text, job in items[start:end]:
+            if not job.abandoned:
+                by_limit[limit].append(text)
+        if by_limit:
+            run.encode_ahead(by_limit)
+        start = end
+
+
+def _estimate(limit: int, text: str) -> int:
+    """Tokens of `text` at `limit`, from characters (about 3 per token in code), as app.py estimates."""
+    return min(len(text) // 3 + 2, limit)
 
 
 def _split(values: Sequence[Any], jobs: list[Job], size: Callable[[Job], int]) -> list[list[Any]]:
