@@ -51,7 +51,7 @@ def serve(
     ),
     max_queue: int = typer.Option(1024, min=1, help="Requests waiting before the server answers 429."),
     max_wait_s: float = typer.Option(
-        30.0, min=0.1, help="Seconds a request may wait for the model before a 503 with Retry-After."
+        60.0, min=0.1, help="Seconds a request may wait for the model before a 503 with Retry-After."
     ),
     device: str | None = typer.Option(None, help="cpu, cuda, ... (default: the GPU if there is one)."),
     log_level: str = typer.Option("warning", help="uvicorn log level (info logs every request)."),

@@ -24,7 +24,7 @@ class Limits:
     max_chars: int = 20_000  # --max-chars: characters of one snippet, pair side or query
     max_k: int = 100  # --max-k: search results per query
     max_new_tokens: int = 256  # --max-new-tokens: generated tokens per reply (/v1/generate, chat completions)
-    max_wait_s: float = 30.0  # --max-wait-s: seconds a request may wait for the model before a 503
+    max_wait_s: float = 60.0  # --max-wait-s: seconds a request may wait for the model before a 503
 
 
 @dataclass(frozen=True)
