@@ -44,7 +44,7 @@ def client(served_run) -> Iterator:
     app = create_app(
         {"tiny": served_run}, limits=Limits(max_body_bytes=50_000, max_snippets=8, max_chars=2_000)
     )
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://localhost") as test_client:
         yield test_client
 
 

@@ -105,7 +105,7 @@ def test_api_key_is_required_when_set(served_run) -> None:
 
     from mtpeft.serve.app import create_app
 
-    with TestClient(create_app({"tiny": served_run}, api_key="s3cret")) as keyed:
+    with TestClient(create_app({"tiny": served_run}, api_key="s3cret"), base_url="http://localhost") as keyed:
         assert keyed.get("/healthz").status_code == 200
         assert keyed.get("/v1/tasks").status_code == 401
         assert keyed.get("/v1/tasks", headers={"X-API-Key": "wrong"}).status_code == 401

@@ -89,3 +89,39 @@ def test_a_bad_job_fails_alone(served_run) -> None:
             bad.result(timeout=60)
     finally:
         batcher.stop()
+
+
+def test_jobs_nobody_waits_for_are_never_computed(served_run) -> None:
+    """A queued job whose client left (future cancelled) and one abandoned after it was gathered cost no
+    backbone row; the job still wanted is answered."""
+    batcher = MicroBatcher({"tiny": served_run}, Batching(max_wait_ms=200))
+    gone = Job("tiny", "analyze", CODE[:2], served_run.snippet_tasks)
+    abandoned = Job("tiny", "analyze", CODE[2:], served_run.snippet_tasks)
+    wanted = Job("tiny", "embed", ["add two numbers"], [served_run.retrieval_tasks[0]], query=True)
+    futures = [batcher.submit(job) for job in (gone, abandoned, wanted)]
+    assert futures[0].cancel()
+    abandoned.abandoned = True  # as the handler marks a job whose batch was already gathered
+    rows, handle = _passes(served_run)
+    batcher.start()
+    try:
+        assert len(futures[2].result(timeout=60)) == 1
+    finally:
+        batcher.stop()
+        handle.remove()
+    assert sum(rows) == 1, f"only the wanted query should be encoded, got {sum(rows)} rows"
+    with pytest.raises(Exception, match="Nobody waits|client"):
+        futures[1].result(timeout=1)
+
+
+def test_stop_refuses_every_waiting_job_at_once(served_run) -> None:
+    from mtpeft.serve.batcher import ServerStopping
+
+    batcher = MicroBatcher({"tiny": served_run}, Batching())
+    futures = [batcher.submit(Job("tiny", "analyze", [code], served_run.snippet_tasks)) for code in CODE]
+    futures[0].cancel()  # its client left: not counted as refused
+    assert batcher.stop() == len(CODE) - 1
+    for future in futures[1:]:
+        with pytest.raises(ServerStopping):
+            future.result(timeout=0)
+    with pytest.raises(ServerStopping):
+        batcher.submit(Job("tiny", "analyze", CODE[:1], served_run.snippet_tasks))

@@ -20,7 +20,8 @@ def gen_client(gen_run) -> Iterator:
     from mtpeft.serve.app import create_app
     from mtpeft.serve.settings import Limits
 
-    with TestClient(create_app({"gen": gen_run}, limits=Limits(max_new_tokens=16))) as client:
+    app = create_app({"gen": gen_run}, limits=Limits(max_new_tokens=16))
+    with TestClient(app, base_url="http://localhost") as client:
         yield client
 
 
@@ -67,6 +68,7 @@ def gen_server(gen_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     log = tmp_path_factory.mktemp("gen-serve-log") / "serve.log"
     command = [sys.executable, "-m", "mtpeft.cli.main", "serve", f"gen={gen_run_dir}", "--port", "0"]
     command += ["--device", "cpu", "--max-new-tokens", "16", "--batch-wait-ms", "20"]
+    command += ["--max-wait-s", "600"]  # answers are checked here, not load: a busy 2-core box may queue long
     with serving(command, log) as url:
         yield url
 

@@ -11,6 +11,7 @@ import typer
 
 from mtpeft.errors import InputError
 from mtpeft.serve.process import bind, serve_on_main_thread
+from mtpeft.serve.settings import WILDCARD_BINDS
 
 API_KEY_ENV = "MTPEFT_API_KEY"
 
@@ -24,6 +25,11 @@ def serve(
         ..., help="Runs to serve: RUN_DIR or NAME=RUN_DIR (the first is the default)."
     ),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    allowed_hosts: list[str] = typer.Option(
+        [],
+        "--allowed-hosts",
+        help="Host names clients may use besides loopback and --host (repeat; *.example.com, '*' for any).",
+    ),
     port: int = typer.Option(8000, min=0, max=65535, help="Port (0: any free port, printed at start)."),
     index: list[str] = typer.Option([], "--index", help="Search index from mtpeft index: DIR or NAME=DIR."),
     api_key_file: Path | None = typer.Option(
@@ -44,6 +50,9 @@ def serve(
         1024, min=1, help="Padded tokens per backbone forward (a batch splits by length); raise on a GPU."
     ),
     max_queue: int = typer.Option(1024, min=1, help="Requests waiting before the server answers 429."),
+    max_wait_s: float = typer.Option(
+        60.0, min=0.1, help="Seconds a request may wait for the model before a 503 with Retry-After."
+    ),
     device: str | None = typer.Option(None, help="cpu, cuda, ... (default: the GPU if there is one)."),
     log_level: str = typer.Option("warning", help="uvicorn log level (info logs every request)."),
 ) -> None:
@@ -51,7 +60,8 @@ def serve(
     OpenAI-compatible /v1/chat/completions for generative tasks, /v1/tasks, / (page)."""
     from mtpeft.serve.settings import Batching, Limits
 
-    limits = Limits(max_body_bytes, max_snippets, max_chars, max_k, max_new_tokens)
+    limits = Limits(max_body_bytes, max_snippets, max_chars, max_k, max_new_tokens, max_wait_s)
+    hosts = _allowed_hosts(host, allowed_hosts)
     batch = Batching(
         enabled=batching,
         max_wait_ms=batch_wait_ms,
@@ -69,10 +79,27 @@ def serve(
 
     loaded = load_runs(runs, device=device, batch_size=batch_snippets)
     indexes = load_indexes(index, loaded)
-    app = create_app(loaded, indexes, limits=limits, batching=batch, api_key=api_key, inference_thread=False)
-    _announce(listener, loaded, indexes, api_key is not None, host)
+    app = create_app(
+        loaded,
+        indexes,
+        limits=limits,
+        batching=batch,
+        api_key=api_key,
+        allowed_hosts=hosts,
+        inference_thread=False,
+    )
+    _announce(listener, loaded, indexes, api_key is not None, host, hosts)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
     serve_on_main_thread(uvicorn.Server(config), listener, app.state.batcher)
+
+
+def _allowed_hosts(host: str, extra: list[str]) -> list[str]:
+    from mtpeft.serve.settings import allowed_hosts
+
+    try:
+        return allowed_hosts(host, extra)
+    except ValueError as err:
+        raise InputError(f"--allowed-hosts: {err}") from None
 
 
 def _api_key(path: Path | None) -> str | None:
@@ -87,7 +114,9 @@ def _api_key(path: Path | None) -> str | None:
     return os.environ.get(API_KEY_ENV) or None
 
 
-def _announce(listener: socket.socket, runs: dict, indexes: dict, keyed: bool, host: str) -> None:
+def _announce(
+    listener: socket.socket, runs: dict, indexes: dict, keyed: bool, host: str, hosts: list[str]
+) -> None:
     bound_host, bound_port = listener.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     for name, run in runs.items():
@@ -101,5 +130,11 @@ def _announce(listener: socket.socket, runs: dict, indexes: dict, keyed: bool, h
         print(f"index {name}: {len(served.index)} units, run {served.run}", file=sys.stderr)
     if not keyed and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host} without an API key; set {API_KEY_ENV}", file=sys.stderr)
+    if host.strip("[]") in WILDCARD_BINDS and "*" not in hosts:
+        print(
+            f"note: answering only requests addressed to {', '.join(hosts)}; name the host names clients "
+            "use with --allowed-hosts",
+            file=sys.stderr,
+        )
     # The line tests and scripts wait for (with --port 0 it is the only way to learn the port).
     print(f"serving on http://{shown}:{bound_port} (page at /, API under /v1)", file=sys.stderr, flush=True)

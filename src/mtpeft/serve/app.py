@@ -9,7 +9,14 @@
     GET  /v1/tasks     runs, their tasks (kind, labels, metrics), indexes, limits
     GET  /healthz      liveness (no key needed)
     GET  /metrics      Prometheus exposition
+    GET  /openapi.json the OpenAPI schema, behind the key like /v1. No /docs or /redoc pages: FastAPI's load
+                       Swagger UI and ReDoc from a CDN, and no page of this server loads anything from outside
     GET  /             the web page (static/index.html)
+
+Only Host names of loopback (or the ones --host/--allowed-hosts name) are answered: a web page that points
+its own name at 127.0.0.1 (DNS rebinding) gets 400, not the index. No response holds an absolute server path.
+A request waits at most --max-wait-s for the model (then 503 with Retry-After), and a client that hangs up
+takes its queued work with it (batcher.py drops it).
 
 Runs and indexes are the ones named at start; no endpoint takes a path. Every error is JSON
 {"detail": "..."} naming the field or the limit (and the flag that changes it); the two OpenAI endpoints
@@ -27,22 +34,28 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import json
+import math
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mtpeft.errors import MtpeftError
-from mtpeft.serve.batcher import Job, MicroBatcher, ServerBusy
+from mtpeft.data.formats.textio import parse_json, shorten
+from mtpeft.errors import DataError, MtpeftError
+from mtpeft.serve.batcher import Job, MicroBatcher, ServerBusy, ServerStopping
 from mtpeft.serve.metrics import ServerMetrics
 from mtpeft.serve.openai_api import (
     APIError,
@@ -54,7 +67,7 @@ from mtpeft.serve.openai_api import (
     model_card,
     validation_error,
 )
-from mtpeft.serve.settings import Batching, Limits
+from mtpeft.serve.settings import LOOPBACK_HOSTS, Batching, Limits
 
 if TYPE_CHECKING:
     from mtpeft.api import Run
@@ -63,8 +76,9 @@ if TYPE_CHECKING:
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
 ENDPOINTS = (
     "/v1/analyze", "/v1/embed", "/v1/search", "/v1/generate", *OPENAI_PATHS, "/v1/tasks", "/healthz",
-    "/metrics", "/",
+    "/metrics", "/openapi.json", "/",
 )  # fmt: skip
+CLIENT_CLOSED = 499  # nginx's status for "the client hung up first"; only ever seen in the metrics
 _FENCED = re.compile(r"```[^\n`]*\n(.*?)```", re.DOTALL)  # a Markdown code block, its language tag skipped
 OPEN_PATHS = ("/healthz", "/")  # answer without the API key: liveness probes and the page itself
 # The page is one file with inline script and style that talks only to this server: forbid the rest.
@@ -81,10 +95,11 @@ PAGE_HEADERS = {
 class HTTPProblem(Exception):
     """A client error with its status; the handler below turns it into {"detail": message}."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after  # seconds, sent as Retry-After (429, 503)
 
 
 # ---- request bodies (unknown fields are refused: a typo must not silently mean "all tasks") ----------
@@ -138,10 +153,13 @@ def create_app(
     limits: Limits | None = None,
     batching: Batching | None = None,
     api_key: str | None = None,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
     inference_thread: bool = True,
 ) -> FastAPI:
     """The app over runs already loaded (the first is the default) and indexes already checked.
 
+    allowed_hosts: Host header names answered (settings.allowed_hosts builds them from --host and
+    --allowed-hosts); others get 400.
     inference_thread: answer on a thread the app starts; False when the caller runs
     `app.state.batcher.run_forever()` itself (`mtpeft serve`, on the main thread: batcher.py says why).
     """
@@ -172,12 +190,24 @@ def create_app(
         summary="Every code-analysis task of a trained mtpeft run, from one backbone pass.",
         lifespan=lifespan,
         dependencies=[Depends(_key_check(api_key))],
+        # FastAPI's own schema route skips the app's dependencies (the key): ours is registered below.
+        # Its /docs and /redoc pages load scripts from a CDN: not served (see the module docstring).
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
+    app.router.route_class = _BoundedJsonRoute
     app.state.batcher, app.state.metrics = batcher, metrics
     _add_error_handlers(app)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(_HostCheck, allowed_hosts=list(allowed_hosts))  # outermost: before anything else
     _Routes(runs, indexes, limits, batcher, metrics).register(app)
+
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    app.get("/openapi.json", include_in_schema=False)(openapi)
     return app
 
 
@@ -210,7 +240,7 @@ class _Routes:
         app.get("/", response_class=HTMLResponse)(self.page)
 
     # ---- endpoints --------------------------------------------------------------------------------
-    async def analyze(self, body: AnalyzeRequest) -> dict[str, Any]:
+    async def analyze(self, body: AnalyzeRequest, request: Request) -> dict[str, Any]:
         name, run = self._run(body.run)
         if not body.snippets and not body.pairs:
             raise HTTPProblem(422, "give 'snippets' (a list of code strings) and/or 'pairs' ([{a, b}])")
@@ -225,12 +255,12 @@ class _Routes:
         for task in pair_tasks if body.pairs else []:
             a, b = [p.a for p in body.pairs], [p.b for p in body.pairs]
             jobs[task] = Job(name, "compare", a, [task], others=b, tokens=_tokens(run, a + b))
-        answers = await self._run_jobs(list(jobs.values()))
+        answers = await self._run_jobs(list(jobs.values()), request)
         by_job = dict(zip(jobs, answers, strict=True))
         pairs = [{task: by_job[task][i] for task in pair_tasks} for i in range(len(body.pairs))]
         return {"run": name, "snippets": by_job.get("", [{} for _ in body.snippets]), "pairs": pairs}
 
-    async def embed(self, body: EmbedRequest) -> dict[str, Any]:
+    async def embed(self, body: EmbedRequest, request: Request) -> dict[str, Any]:
         name, run = self._run(body.run)
         if not body.snippets:
             raise HTTPProblem(422, "'snippets' is empty: give at least one string to embed")
@@ -239,10 +269,10 @@ class _Routes:
         task = self._embedding_task(run, body.task, body.query)
         tokens = _tokens(run, body.snippets)
         job = Job(name, "embed", body.snippets, [task or ""], query=body.query, tokens=tokens)
-        (vectors,) = await self._run_jobs([job])
+        (vectors,) = await self._run_jobs([job], request)
         return {"run": name, "task": task, "dim": len(vectors[0]), "vectors": vectors}
 
-    async def search(self, body: SearchRequest) -> dict[str, Any]:
+    async def search(self, body: SearchRequest, request: Request) -> dict[str, Any]:
         name, served = self._index(body.index)
         queries = [body.query] if isinstance(body.query, str) else body.query
         if not queries:
@@ -253,12 +283,12 @@ class _Routes:
         self._check_texts(queries, "query")
         run = self.runs[served.run]
         job = Job(served.run, "embed", queries, [served.index.task], query=True, tokens=_tokens(run, queries))
-        (vectors,) = await self._run_jobs([job])
+        (vectors,) = await self._run_jobs([job], request)
         hits = served.index.search(vectors, body.k)
         results = [[asdict(hit) for hit in row] for row in hits]
         return {"index": name, "run": served.run, "task": served.index.task, "results": results}
 
-    async def generate(self, body: GenerateRequest) -> dict[str, Any]:
+    async def generate(self, body: GenerateRequest, request: Request) -> dict[str, Any]:
         name, run = self._run(body.run)
         if not body.snippets:
             raise HTTPProblem(422, "'snippets' is empty: give at least one code string")
@@ -274,7 +304,7 @@ class _Routes:
             max_new_tokens=max_new,
             tokens=_tokens(run, body.snippets),
         )
-        (replies,) = await self._run_jobs([job])
+        (replies,) = await self._run_jobs([job], request)
         usage = {k: sum(r[k] for r in replies) for k in ("prompt_tokens", "completion_tokens")}
         return {"run": name, "task": task, "texts": [r["text"] for r in replies], "usage": usage}
 
@@ -286,7 +316,7 @@ class _Routes:
         ]
         return {"object": "list", "data": cards}
 
-    async def chat(self, body: ChatRequest) -> dict[str, Any]:
+    async def chat(self, body: ChatRequest, request: Request) -> dict[str, Any]:
         name, task = self._chat_model(body.model)
         run = self.runs[name]
         max_tokens = greedy_max_tokens(body, self.limits.max_new_tokens, "mtpeft serve --max-new-tokens")
@@ -299,7 +329,7 @@ class _Routes:
                 param="messages",
             )
         job = Job(name, "generate", [code], [task], max_new_tokens=max_tokens, tokens=_tokens(run, [code]))
-        ((reply,),) = await self._run_jobs([job])  # its errors: OpenAI-shaped by the handler
+        ((reply,),) = await self._run_jobs([job], request)  # its errors: OpenAI-shaped by the handler
         used = reply["completion_tokens"]
         finish = "length" if used >= max_tokens else "stop"  # generation stops at the end token otherwise
         done = Completion(reply["text"], reply["prompt_tokens"], used, finish)
@@ -326,15 +356,54 @@ class _Routes:
         return HTMLResponse(_page(), headers=PAGE_HEADERS)
 
     # ---- helpers ------------------------------------------------------------------------------------
-    async def _run_jobs(self, jobs: list[Job]) -> list[Any]:
+    async def _run_jobs(self, jobs: list[Job], request: Request) -> list[Any]:
+        """The jobs' answers. Nobody's time is spent on a request nobody waits for: a client that hangs
+        up, or a request still queued after --max-wait-s, withdraws its jobs (the batcher skips them)."""
+        self._submit(jobs)
+        answers = asyncio.gather(*(asyncio.wrap_future(job.future) for job in jobs))
+        gone = asyncio.ensure_future(_client_gone(request.receive))
         try:
-            futures = [asyncio.wrap_future(self.batcher.submit(job)) for job in jobs]
-        except ServerBusy as err:
-            raise HTTPProblem(429, str(err)) from None
-        try:
-            return list(await asyncio.gather(*futures))
+            await asyncio.wait(
+                {answers, gone}, timeout=self.limits.max_wait_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not answers.done():
+                self._give_up(jobs, answers, gone.done())
+            return list(await answers)  # done, or every job already in a batch (its time is bounded)
         except MtpeftError as err:  # input the checks above could not see (the run's own checks)
             raise HTTPProblem(422, str(err)) from None
+        except ServerStopping as err:
+            raise HTTPProblem(503, str(err), retry_after=5) from None
+        except asyncio.CancelledError:  # the server cancels handlers it gave up waiting for
+            _abandon(jobs, answers)
+            raise
+        finally:
+            gone.cancel()
+
+    def _submit(self, jobs: list[Job]) -> None:
+        try:
+            for job in jobs:
+                self.batcher.submit(job)
+        except (ServerBusy, ServerStopping) as err:
+            for job in jobs:
+                job.future.cancel()  # the ones queued before the refusal
+            status, retry = (429, 1) if isinstance(err, ServerBusy) else (503, 5)
+            raise HTTPProblem(status, str(err), retry_after=retry) from None
+
+    def _give_up(self, jobs: list[Job], answers: asyncio.Future, client_gone: bool) -> None:
+        """Withdraw the jobs of a request whose client left, or that waited --max-wait-s in the queue;
+        returns (to keep waiting) only when the wait ran out and every job is already being answered."""
+        if client_gone:
+            _abandon(jobs, answers)
+            raise HTTPProblem(CLIENT_CLOSED, "the client closed the connection before the answer")
+        still_queued = [job.future.cancel() for job in jobs]  # False: taken into a batch already
+        if any(still_queued):
+            _abandon(jobs, answers)
+            wait = self.limits.max_wait_s
+            raise HTTPProblem(
+                503,
+                f"not answered within {wait:g} s (--max-wait-s): the server is overloaded; retry later",
+                retry_after=max(1, math.ceil(wait / 2)),
+            )
 
     def _run(self, name: str | None) -> tuple[str, Run]:
         chosen = name or self.default_run
@@ -464,7 +533,7 @@ class _Routes:
         return {
             "name": name,
             "default": name == self.default_run,
-            **run.info,
+            **{k: v for k, v in run.info.items() if k != "run"},  # the run's absolute path: not shown
             "memory": getattr(run, "memory", None),
             "tasks": [
                 {
@@ -488,7 +557,9 @@ def _page() -> str:
 
 def _describe_index(name: str, served: ServedIndex) -> dict[str, Any]:
     index = served.index
-    return {"name": name, "run": served.run, "task": index.task, "units": len(index), "root": str(index.root)}
+    # The indexed folder by its name only (hit paths are relative to it): no absolute server path.
+    root = index.root.name
+    return {"name": name, "run": served.run, "task": index.task, "units": len(index), "root": root}
 
 
 def _chat_input(body: ChatRequest) -> str:
@@ -519,7 +590,88 @@ def _listing(run: Run) -> str:
     return ", ".join(f"{t.name} ({t.kind})" for t in run.tasks.values())
 
 
-# ---- cross-cutting: key, body size, metrics, errors -------------------------------------------------
+async def _client_gone(receive: Receive) -> None:
+    """Returns once the client has hung up. After the body, an ASGI server's receive() blocks until it
+    sends http.disconnect (Starlette's StreamingResponse listens the same way; a plain endpoint has no
+    such hook, hence this)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _abandon(jobs: list[Job], answers: asyncio.Future) -> None:
+    """Nobody waits for these jobs: queued ones are cancelled (through the gathered futures), and ones
+    already in a batch are flagged so the batcher drops them from the groups it has not answered yet."""
+    for job in jobs:
+        job.abandoned = True
+    answers.cancel()
+
+
+# ---- cross-cutting: Host, key, body parsing and size, metrics, errors ------------------------------
+class _HostCheck:
+    """Starlette's TrustedHostMiddleware decides; only its refusal is replaced (it answers a bare
+    'Invalid host header' in plain text): JSON naming the host and the option that allows it."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
+        self.app, self.allowed_hosts = app, allowed_hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        passed = False
+
+        async def through(inner_scope: Scope, inner_receive: Receive, _send: Send) -> None:
+            nonlocal passed
+            passed = True
+            await self.app(inner_scope, inner_receive, send)
+
+        async def drop(_message: Message) -> None:  # Starlette's own refusal, replaced below
+            return
+
+        gate = TrustedHostMiddleware(through, allowed_hosts=self.allowed_hosts, www_redirect=False)
+        await gate(scope, receive, drop)
+        if not passed:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            names = ", ".join(self.allowed_hosts)
+            message = (
+                f"Host {shorten(host)} is not a name this server answers to ({names}); "
+                "if clients reach it by that name, start it with --allowed-hosts NAME"
+            )
+            await _reply(scope, receive, send, 400, message)
+
+
+class _BoundedJsonRequest(Request):
+    """Bodies parsed as data files are (textio.parse_json): nesting, huge integers and duplicate keys are
+    one 422 message instead of a RecursionError, a ValueError or the last value silently winning.
+
+    Every problem is raised as json.JSONDecodeError, the one error FastAPI turns into a validation error
+    (json_invalid, its message in ctx.error); any other would become a bare 400 "error parsing the body".
+    """
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise json.JSONDecodeError(f"the body is not UTF-8 text (byte {err.start})", "", 0) from None
+            try:
+                self._json = parse_json(text, Path("<body>"))
+            except DataError as err:
+                field = f", field '{err.field}'" if err.field else ""
+                raise json.JSONDecodeError(f"the body{field}: {err.reason}", "", 0) from None
+        return self._json
+
+
+class _BoundedJsonRoute(APIRoute):
+    """FastAPI's documented hook for a custom Request class (it reads the body with request.json())."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def bounded(request: Request) -> Response:
+            return await handler(_BoundedJsonRequest(request.scope, request.receive))
+
+        return bounded
+
+
 def _key_check(api_key: str | None):  # noqa: ANN202 - a FastAPI dependency
     expected = api_key.encode("utf-8") if api_key else None
 
@@ -625,7 +777,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def problem(request: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, HTTPProblem)
         headers = {"WWW-Authenticate": "ApiKey"} if err.status == 401 else None
-        headers = {"Retry-After": "1"} if err.status == 429 else headers
+        headers = {"Retry-After": str(math.ceil(err.retry_after))} if err.retry_after else headers
         if request.url.path in OPENAI_PATHS:  # OpenAI answers bad input with 400, not 422
             return error_response(400 if err.status == 422 else err.status, err.message, headers=headers)
         return JSONResponse({"detail": err.message}, status_code=err.status, headers=headers)
@@ -652,8 +804,8 @@ def _validation_message(err: RequestValidationError) -> str:
         location = [str(p) for p in problem.get("loc", ()) if p != "body"]
         where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in location).lstrip(".") or "body"
         kind = problem.get("type", "")
-        if kind == "json_invalid":
-            lines.append(f"the body is not valid JSON ({problem.get('ctx', {}).get('error', 'parse error')})")
+        if kind == "json_invalid":  # _BoundedJsonRequest's message, whole
+            lines.append(problem.get("ctx", {}).get("error", "the body is not valid JSON"))
         elif kind == "extra_forbidden":
             lines.append(f"{where}: unknown field; see GET /v1/tasks and the README's Serving section")
         else:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,6 +40,20 @@ class ServerBusy(Exception):
     """The queue is full: the client should retry later (HTTP 429)."""
 
 
+class Abandoned(Exception):
+    """Nobody waits for this job any more (its client left or its wait ran out): not computed."""
+
+    def __init__(self) -> None:
+        super().__init__("Nobody waits for this request any more (its client left): not computed")
+
+
+class ServerStopping(Exception):
+    """The server is shutting down: a queued job is refused instead of answered (HTTP 503)."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is stopping; retry once it is back")
+
+
 @dataclass
 class Job:
     """One request's inference, validated by the handler before it is queued."""
@@ -53,6 +67,9 @@ class Job:
     max_new_tokens: int | None = None  # generate: tokens per reply (None: the task's max_target_length)
     tokens: int = 0  # estimated tokens, for the batch budget
     future: Future = field(default_factory=Future)
+    # Set by the handler when nobody waits any more (client gone, request timed out): a job still queued
+    # is cancelled through its future instead; this flag drops one already taken into a batch.
+    abandoned: bool = False
 
     @property
     def snippets(self) -> int:
@@ -80,6 +97,7 @@ class MicroBatcher:
         self.on_batch = on_batch
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=batching.max_queue)
         self._carry: Job | None = None  # a job that did not fit the last batch: first of the next
+        self._current: list[Job] = []  # the batch being answered: refused too if stopped mid-batch
         self._thread = threading.Thread(target=self._work, name="mtpeft-inference", daemon=True)
         self._stopping = threading.Event()
         self._trim = heap_trimmer()  # memory.py: RSS stays flat under varied batch shapes
@@ -101,25 +119,43 @@ class MicroBatcher:
         """
         self._work()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> int:
+        """Stop answering; every job not answered yet (queued, or in a batch the stop interrupted) is
+        refused with ServerStopping, so its handler answers at once. Returns how many were refused."""
         self._stopping.set()
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)  # wake the worker
         if self._thread.is_alive():
             self._thread.join(timeout)
+        return self._refuse_unanswered()
 
     def submit(self, job: Job) -> Future:
+        if self._stopping.is_set():
+            raise ServerStopping
         try:
             self._queue.put_nowait(job)
         except queue.Full:
             raise ServerBusy(
                 f"{self.batching.max_queue} requests are already waiting (--max-queue); retry shortly"
             ) from None
+        if self._stopping.is_set():  # stop() may have drained the queue between the check and the put
+            _settle(job.future, error=ServerStopping())
         return job.future
 
     @property
     def waiting(self) -> int:
         return self._queue.qsize()
+
+    def _refuse_unanswered(self) -> int:
+        jobs, self._current, self._carry = [*self._current, *([self._carry] if self._carry else [])], [], None
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                jobs.append(job)
+        return sum(_settle(job.future, error=ServerStopping()) for job in jobs if not job.abandoned)
 
     # ---- the worker's side ----------------------------------------------------------------------------
     def _work(self) -> None:
@@ -129,6 +165,7 @@ class MicroBatcher:
                 continue
             started = time.perf_counter()
             self._answer(batch)
+            self._current = []
             if self._trim is not None:
                 self._trim()
             if self.on_batch is not None:
@@ -138,9 +175,10 @@ class MicroBatcher:
     def _gather(self) -> list[Job]:
         first = self._carry or self._queue.get()
         self._carry = None
-        if first is None:
+        if first is None or not _take(first):
             return []
-        batch, snippets, tokens = [first], first.snippets, first.tokens
+        self._current = batch = [first]  # refused by stop() if a signal interrupts what follows
+        snippets, tokens = first.snippets, first.tokens
         if not self.batching.enabled:
             return batch
         deadline = time.perf_counter() + self.batching.max_wait_ms / 1000
@@ -152,12 +190,16 @@ class MicroBatcher:
                 break
             if job is None:
                 break
+            if job.future.cancelled():  # its client gave up while it waited: never computed
+                continue
             if (
                 snippets + job.snippets > self.batching.max_snippets
                 or tokens + job.tokens > self.batching.max_tokens
             ):
                 self._carry = job  # too big for this batch: it opens the next one
                 break
+            if not _take(job):
+                continue
             batch.append(job)
             snippets += job.snippets
             tokens += job.tokens
@@ -167,18 +209,22 @@ class MicroBatcher:
         by_run: dict[str, list[Job]] = defaultdict(list)
         for job in batch:
             by_run[job.run].append(job)
-        for run_name, jobs in by_run.items():
+        for run_name, taken in by_run.items():
+            jobs = _live(taken)  # clients that gave up since the batch was gathered: their share dropped
+            if not jobs:
+                continue
             run = self.runs[run_name]
-            # Every input of the run's jobs, whatever the endpoint, in one length-sorted encode; the
+            # Every input of the run's jobs, whatever the endpoint, encoded longest first; the
             # analyze/compare/embed calls below then only read those pooled vectors (and the scratch
             # cache is dropped with the batch, so memory stays flat).
             with run.reusing_encodings():
                 try:
-                    run.encode_ahead(_inputs_by_limit(run, jobs))
+                    _encode_in_slices(run, jobs, self.batching.pass_tokens)
                 except Exception:  # noqa: BLE001 - bad input: the calls below answer it job by job
                     log.debug("encode_ahead failed; answering the batch's groups without it", exc_info=True)
                 for (op, *_), group in _groups(jobs).items():
-                    self._answer_group(run_name, run, op, group)
+                    if group := _live(group):
+                        self._answer_group(run_name, run, op, group)
 
     def _answer_group(self, run_name: str, run: Run, op: Op, jobs: list[Job]) -> None:
         try:
@@ -187,15 +233,42 @@ class MicroBatcher:
             results = None
         if results is not None:
             for job, result in zip(jobs, results, strict=True):
-                job.future.set_result(result)
+                _settle(job.future, result)
             return
         for job in jobs:  # the group failed: answer each alone so the error lands on its own job
             try:
-                job.future.set_result(_ANSWER[op](run, [job])[0])
+                _settle(job.future, _ANSWER[op](run, [job])[0])
             except Exception as err:  # noqa: BLE001 - handed to the waiting handler
                 if not isinstance(err, MtpeftError):  # a user's bad input is not a server fault
                     log.exception("inference failed for a %s request on run %s", op, run_name)
-                job.future.set_exception(err)
+                _settle(job.future, error=err)
+
+
+def _take(job: Job) -> bool:
+    """Mark a queued job as being answered; False when its client already gave up (future cancelled).
+    From then on the handler cannot cancel the future, only set `abandoned`."""
+    return job.future.set_running_or_notify_cancel()
+
+
+def _live(jobs: list[Job]) -> list[Job]:
+    """The jobs someone still waits for; the abandoned ones are settled so no future is left open."""
+    for job in jobs:
+        if job.abandoned:
+            _settle(job.future, error=Abandoned())
+    return [job for job in jobs if not job.abandoned]
+
+
+def _settle(future: Future, result: Any = None, *, error: BaseException | None = None) -> bool:
+    """Answer or fail `future` unless it is already done or cancelled (a handler may cancel a queued one,
+    and stop() may refuse one, from another thread)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        return False
+    return True
 
 
 GroupKey = tuple[Op, str, bool, int | None]
@@ -225,6 +298,38 @@ def _inputs_by_limit(run: Run, jobs: list[Job]) -> dict[int, list[str]]:
         elif job.tasks[0] not in through_lm:
             needs[run.token_limit(job.tasks[0] or None, query=job.query)] += job.texts + job.others
     return needs
+
+
+def _encode_in_slices(run: Run, jobs: list[Job], budget: int) -> None:
+    """`run.encode_ahead` over the jobs' inputs, longest first, about one backbone pass at a time; before
+    each slice the inputs of jobs abandoned meanwhile are dropped, so a client that hangs up mid-batch
+    stops costing passes within one pass (one encode_ahead call could not be interrupted). Slicing the
+    length-sorted inputs by the pass budget gives the same passes one call would."""
+    items = [
+        (limit, text, job)
+        for job in jobs
+        for limit, texts in _inputs_by_limit(run, [job]).items()
+        for text in texts
+    ]
+    items.sort(key=lambda item: -min(len(item[1]), 3 * item[0]))
+    start = 0
+    while start < len(items):
+        end, tokens = start, 0
+        while end < len(items) and (end == start or tokens + _estimate(*items[end][:2]) <= budget):
+            tokens += _estimate(*items[end][:2])
+            end += 1
+        by_limit: dict[int, list[str]] = defaultdict(list)
+        for limit, text, job in items[start:end]:
+            if not job.abandoned:
+                by_limit[limit].append(text)
+        if by_limit:
+            run.encode_ahead(by_limit)
+        start = end
+
+
+def _estimate(limit: int, text: str) -> int:
+    """Tokens of `text` at `limit`, from characters (about 3 per token in code), as app.py estimates."""
+    return min(len(text) // 3 + 2, limit)
 
 
 def _split(values: Sequence[Any], jobs: list[Job], size: Callable[[Job], int]) -> list[list[Any]]:

@@ -151,7 +151,7 @@ def validation_error(err: RequestValidationError) -> JSONResponse:
         location = [str(p) for p in problem.get("loc", ()) if p != "body"]
         where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in location).lstrip(".") or "body"
         if problem.get("type") == "json_invalid":
-            lines.append("the body is not valid JSON")
+            lines.append(problem.get("ctx", {}).get("error", "the body is not valid JSON"))
         elif problem.get("type") == "extra_forbidden":
             lines.append(f"{where}: unknown or unsupported field")
         else:

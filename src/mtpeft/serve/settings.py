@@ -5,7 +5,14 @@ Every limit is named in the 4xx error a client gets when it crosses it, with the
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+# Host names a server bound to loopback answers to (any port). Anything else is refused: a web page can
+# point a name it controls at 127.0.0.1 (DNS rebinding) and would otherwise read every answer.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+WILDCARD_BINDS = ("0.0.0.0", "::", "")  # every interface: no one name that clients use
 
 
 @dataclass(frozen=True)
@@ -17,6 +24,7 @@ class Limits:
     max_chars: int = 20_000  # --max-chars: characters of one snippet, pair side or query
     max_k: int = 100  # --max-k: search results per query
     max_new_tokens: int = 256  # --max-new-tokens: generated tokens per reply (/v1/generate, chat completions)
+    max_wait_s: float = 60.0  # --max-wait-s: seconds a request may wait for the model before a 503
 
 
 @dataclass(frozen=True)
@@ -44,3 +52,27 @@ class Batching:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0")
+
+
+def allowed_hosts(bind_host: str, extra: Sequence[str] = ()) -> list[str]:
+    """The Host names to answer (patterns for Starlette's TrustedHostMiddleware): loopback, the address
+    the server is bound to when it is a name or a single address, and `extra` (--allowed-hosts; '*' is
+    any, '*.example.com' any subdomain). Raises ValueError naming a pattern it cannot use."""
+    hosts = list(LOOPBACK_HOSTS)
+    if bind_host.strip("[]") not in WILDCARD_BINDS:
+        hosts.append(host_pattern(bind_host))
+    hosts += [host_pattern(name) for name in extra]
+    return list(dict.fromkeys(hosts))
+
+
+def host_pattern(name: str) -> str:
+    """One host name as the Host header carries it: lower case, an IPv6 address in brackets, no port."""
+    bare = name.strip().lower()
+    try:
+        return f"[{ipaddress.IPv6Address(bare.strip('[]'))}]"
+    except ValueError:
+        pass
+    wildcard_ok = bare == "*" or "*" not in bare or (bare.startswith("*.") and "*" not in bare[1:])
+    if not bare or not wildcard_ok or any(char in bare for char in ":/ "):
+        raise ValueError(f"{name!r} is not a host name (give one like example.com, *.example.com or '*')")
+    return bare
