@@ -241,3 +241,14 @@ def test_base_urls_gain_v1_only_when_they_have_no_path() -> None:
     assert normalize_base_url("https://api.example.com/v1/") == "https://api.example.com/v1"
     with pytest.raises(ValueError, match="not an http"):
         normalize_base_url("127.0.0.1:8080")
+
+
+def test_lm_serve_answers_only_its_own_host_names_and_serves_no_cdn_pages(lm_server: str) -> None:
+    """As `mtpeft serve`: a web page cannot read it through DNS rebinding, and no page loads from a CDN."""
+    for host in ("attacker.example", "attacker.example:8080", "localhost.attacker.example"):
+        refused = httpx.get(f"{lm_server}/v1/models", headers={"Host": host}, timeout=10)
+        assert refused.status_code == 400 and "--allowed-hosts" in refused.text, host
+    own = httpx.get(f"{lm_server}/v1/models", headers={"Host": "localhost:1234"}, timeout=10)
+    assert own.status_code == 200
+    for page in ("/docs", "/redoc"):
+        assert httpx.get(f"{lm_server}{page}", timeout=10).status_code == 404

@@ -202,6 +202,27 @@ def test_sharded_evaluation_gives_exactly_the_one_process_metrics_and_files(runs
     assert {p.name: p.read_bytes() for p in (run_dir / "predictions" / "test").iterdir()} == predictions
 
 
+def test_sharded_evaluation_on_other_data_gives_exactly_the_one_process_scores(runs):
+    """`evaluate --data`: each process scores its share, the main one records one evaluation."""
+    run_dir = _run_dir(runs["two"])
+    data = yaml.safe_load(runs["config"].read_text())["tasks"][0]["data"]
+    args = ["evaluate", str(run_dir), "--data", f"vulnerability={data}", "--no-baselines", "--no-progress"]
+
+    def evaluations() -> list[Path]:
+        return sorted((run_dir / "predictions").rglob("evaluation.json"))
+
+    def scores() -> list[dict]:
+        return [json.loads(f.read_text())["metrics"] for f in evaluations()]
+
+    _run(1, args, _env())
+    alone = scores()
+    shutil.rmtree(evaluations()[0].parent)
+    _run(2, args, _env())
+    assert scores() == alone and len(alone) == 1
+    with sqlite3.connect(runs["two"] / "mtpeft.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] == 2  # one per command run
+
+
 def test_a_killed_process_leaves_the_run_interrupted_and_two_processes_resume_it_to_the_same_metrics(runs):
     root = runs["root"]
     workspace = root / "killed"

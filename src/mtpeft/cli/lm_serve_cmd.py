@@ -19,6 +19,11 @@ def register(app: typer.Typer) -> None:
 def lm_serve(
     model: str = typer.Argument(..., help="A decoder from `mtpeft models`, a local folder or a hub id."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
+    allowed_hosts: list[str] = typer.Option(
+        [],
+        "--allowed-hosts",
+        help="Host names clients may use besides loopback and --host (repeat; *.example.com, '*' for any).",
+    ),
     port: int = typer.Option(8080, min=0, max=65535, help="Port (0: any free port, printed at start)."),
     max_new_tokens_cap: int = typer.Option(
         64, min=1, help="Largest max_tokens a request may ask for (generation is the costly part)."
@@ -36,15 +41,17 @@ def lm_serve(
     """
     # Shared with `mtpeft serve`: bind before loading (a taken port fails at once), HTTP on a thread
     # and the model on this main thread, Ctrl-C and SIGTERM stopping both.
+    from mtpeft.cli.serve_cmd import _allowed_hosts
     from mtpeft.serve.process import bind, serve_on_main_thread
 
+    hosts = _allowed_hosts(host, allowed_hosts)  # a bad pattern fails before the model loads
     listener = bind(host, port)
     import uvicorn
 
     from mtpeft.prompting.lm_server import create_app, load_model
 
     lm = load_model(model, context_length=context_length, device=device)
-    app = create_app(lm, max_new_tokens_cap=max_new_tokens_cap, inference_thread=False)
+    app = create_app(lm, max_new_tokens_cap=max_new_tokens_cap, inference_thread=False, allowed_hosts=hosts)
     _announce(listener, lm)
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
     serve_on_main_thread(uvicorn.Server(config), listener, app.state.worker)

@@ -123,7 +123,14 @@ def _evaluate_on_data(
         requests = [on_data.DataRequest(task, path, split, limit) for task, path in pairs]
     else:
         requests = on_data.own_data_requests(run, split, limit)
-    outcome = on_data.evaluate_on_data(run_dir, requests, baselines=baselines, progress=progress, run=run)
+    from mtpeft.training.run import join_processes
+
+    shard = join_processes()  # under torchrun each process scores its share; the main one reports
+    outcome = on_data.evaluate_on_data(
+        run_dir, requests, baselines=baselines, progress=progress, run=run, shard=shard
+    )
+    if outcome is None:
+        return
     for evaluation in outcome.evaluations:
         console.print(evaluation_table(evaluation))
         for note in evaluation.notes:

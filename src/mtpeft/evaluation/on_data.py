@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mtpeft import layout
 from mtpeft.config import TrainConfig
@@ -34,6 +35,9 @@ from mtpeft.paths import task_file
 from mtpeft.store import EvaluationRecord, RunNotFound, RunStore
 from mtpeft.store.sqlite import TFIDF_SKIPPED
 from mtpeft.tasks.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from mtpeft.modeling.distributed import Shard
 
 ALL = "all"
 MAJORITY, TFIDF = "majority", "tfidf"  # the two baselines an evaluation on other data reports
@@ -157,23 +161,33 @@ def evaluate_on_data(
     baselines: bool = True,
     progress: bool = False,
     run: RunInfo | None = None,
-) -> Outcome:
-    """Score each request, write its prediction files, record it in the run's store."""
-    import torch
+    shard: Shard | None = None,
+) -> Outcome | None:
+    """Score each request, write its prediction files, record it in the run's store.
 
+    `shard`: with several processes (torchrun) all call it together and each predicts its share; only
+    the main one writes, records and returns the outcome (the others get None)."""
+    from mtpeft.evaluation.run_eval import process_device
     from mtpeft.modeling.build import load_trained
+    from mtpeft.modeling.distributed import Shard
 
+    shard = shard or Shard()
     run = run or open_run(run_dir)
     prepared = [prepare(run, request) for request in requests]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = process_device()
     trained = load_trained(run_dir, device)
     evaluations = [
-        _score(run, item, trained, device, baselines=baselines, progress=progress) for item in prepared
+        _score(run, item, trained, device, baselines=baselines, progress=progress, shard=shard)
+        for item in prepared
     ]
-    return record_evaluations(run, evaluations)
+    if shard.rank != 0:
+        return None
+    return record_evaluations(run, [e for e in evaluations if e is not None])
 
 
-def _score(run: RunInfo, item: Prepared, trained, device, *, baselines: bool, progress: bool):
+def _score(
+    run: RunInfo, item: Prepared, trained, device, *, baselines: bool, progress: bool, shard: Shard
+) -> EvaluationRecord | None:
     from mtpeft.evaluation.evaluate import evaluate_task
     from mtpeft.evaluation.metrics import bootstrap_ci
     from mtpeft.evaluation.predictions import write_predictions
@@ -189,8 +203,11 @@ def _score(run: RunInfo, item: Prepared, trained, device, *, baselines: bool, pr
         pad_id=trained.backbone.tokenizer.pad_token_id,
         batch_size=task.entry.eval_batch_size,
         device=device,
-        progress=progress,
+        progress=progress and shard.rank == 0,
+        shard=shard,
     )
+    if shard.rank != 0:
+        return None
     metric = task.spec.primary
     interval = bootstrap_ci([metric], result.per_example, n=BOOTSTRAP_RESAMPLES)[metric]
     out_dir = layout.evaluation_dir(run.run_dir, task.name, request.path, request.split).resolve()

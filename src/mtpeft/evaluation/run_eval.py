@@ -32,7 +32,7 @@ def evaluate_run(
 
     shard = shard or Shard()
     writes = shard.rank == 0
-    device = _device()
+    device = process_device()
     model, backbone, config = load_trained(run_dir, device)
     tasks: dict[str, RunTask] = resolve_tasks(config)
     out_dir = layout.predictions_dir(run_dir, split)
@@ -67,7 +67,7 @@ def evaluate_run(
     return metrics, baseline_scores
 
 
-def _device() -> torch.device:
+def process_device() -> torch.device:
     """This process's device: its own GPU under a launcher (LOCAL_RANK), else the first GPU, else CPU."""
     if not torch.cuda.is_available():
         return torch.device("cpu")

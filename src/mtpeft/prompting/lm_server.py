@@ -21,7 +21,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,7 @@ from mtpeft.serve.openai_api import (
     model_card,
     validation_error,
 )
+from mtpeft.serve.settings import LOOPBACK_HOSTS
 
 if TYPE_CHECKING:
     from mtpeft.prompting.backends.local import LocalBackend
@@ -140,8 +141,19 @@ class ModelWorker:
 
 
 # ---- HTTP ------------------------------------------------------------------------------------------------
-def create_app(lm: ServedModel, *, max_new_tokens_cap: int = 64, inference_thread: bool = True) -> FastAPI:
-    """The app over a loaded model; inference_thread=False: the caller runs app.state.worker.run_forever()."""
+def create_app(
+    lm: ServedModel,
+    *,
+    max_new_tokens_cap: int = 64,
+    inference_thread: bool = True,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
+) -> FastAPI:
+    """The app over a loaded model; inference_thread=False: the caller runs app.state.worker.run_forever().
+
+    As `mtpeft serve`: only the `allowed_hosts` Host names are answered (DNS rebinding), and there are
+    no /docs or /redoc pages (FastAPI's load their scripts from a CDN)."""
+    from mtpeft.serve.app import HostCheck
+
     worker = ModelWorker()
 
     @asynccontextmanager
@@ -152,8 +164,13 @@ def create_app(lm: ServedModel, *, max_new_tokens_cap: int = 64, inference_threa
         worker.stop()
 
     app = FastAPI(
-        title="mtpeft lm-serve", summary="One local causal LM, OpenAI-compatible.", lifespan=lifespan
+        title="mtpeft lm-serve",
+        summary="One local causal LM, OpenAI-compatible.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_middleware(HostCheck, allowed_hosts=list(allowed_hosts))
     app.state.worker = worker
     _add_error_handlers(app)
     created = int(time.time())

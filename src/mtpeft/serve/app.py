@@ -201,7 +201,7 @@ def create_app(
     _add_error_handlers(app)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
-    app.add_middleware(_HostCheck, allowed_hosts=list(allowed_hosts))  # outermost: before anything else
+    app.add_middleware(HostCheck, allowed_hosts=list(allowed_hosts))  # outermost: before anything else
     _Routes(runs, indexes, limits, batcher, metrics).register(app)
 
     async def openapi() -> JSONResponse:
@@ -607,7 +607,7 @@ def _abandon(jobs: list[Job], answers: asyncio.Future) -> None:
 
 
 # ---- cross-cutting: Host, key, body parsing and size, metrics, errors ------------------------------
-class _HostCheck:
+class HostCheck:
     """Starlette's TrustedHostMiddleware decides; only its refusal is replaced (it answers a bare
     'Invalid host header' in plain text): JSON naming the host and the option that allows it."""
 
