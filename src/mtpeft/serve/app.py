@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mtpeft.data.example import blank_text_problem
 from mtpeft.data.formats.textio import parse_json, shorten
 from mtpeft.errors import DataError, MtpeftError
 from mtpeft.serve.batcher import Job, MicroBatcher, ServerBusy, ServerStopping
@@ -517,8 +518,9 @@ class _Routes:
                     f"{where} has {len(text)} characters; this server's limit is {self.limits.max_chars} "
                     "(--max-chars)",
                 )
-            if not text.strip():
-                raise HTTPProblem(422, f"{where} is empty: give some code")
+            problem = blank_text_problem(text)  # the one rule for empty input (readers, predict, API)
+            if problem is not None:
+                raise HTTPProblem(422, f"{where} {problem}")
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError as err:
@@ -575,8 +577,9 @@ def _chat_input(body: ChatRequest) -> str:
     content = body.messages[0].content
     fenced = _FENCED.search(content)
     code = fenced.group(1) if fenced else content
-    if not code.strip():
-        raise APIError(400, "messages[0].content holds no code", param="messages[0].content")
+    problem = blank_text_problem(code)
+    if problem is not None:
+        raise APIError(400, f"messages[0].content holds no code: it {problem}", param="messages[0].content")
     return code
 
 
