@@ -2,7 +2,7 @@
 
 The global batch is defined once, by the config: a task's `batch_size` (or `batch_tokens`) is the
 batch of the whole step, whatever the number of processes P. Every process draws the same global batch
-(the batchers are seeded alike) and takes its own contiguous share of it (`Shard.take`), so P processes
+(the batchers are seeded alike) and takes its own share of it (`Shard.take`), so P processes
 do 1/P of the work each and a run's result does not depend on P. The pieces that need every process's
 share (the code-search loss's in-batch negatives, token-count normalisations, loss values for the loss
 weightings) use the collectives below.
@@ -47,15 +47,12 @@ class Shard:
         base, extra = divmod(total, self.size)
         return [base + (1 if r < extra else 0) for r in range(self.size)]
 
-    def bounds(self, total: int) -> tuple[int, int]:
-        sizes = self.sizes(total)
-        start = sum(sizes[: self.rank])
-        return start, start + sizes[self.rank]
-
     def take(self, items: list[Any]) -> list[Any]:
-        """This process's contiguous share of a global batch (contiguous: length grouping is kept)."""
-        start, stop = self.bounds(len(items))
-        return items[start:stop]
+        """This process's share of a global batch: every P-th item from its rank on. A length-grouped
+        batch comes longest first, so dealing it out round the processes gives each a similar mix of
+        lengths (similar work and padding) where contiguous slices would give the first process the
+        longest examples and keep the others waiting at every all-reduce."""
+        return items[self.rank :: self.size]
 
 
 # Keys a sharded batch carries (trainer -> heads and token losses).
