@@ -145,3 +145,17 @@ def test_each_tasks_gradient_on_the_shared_module_is_the_global_one(two_processe
     alone = _step(model, Shard(), model)
     for rank in (0, 1):
         assert two_processes[rank]["task_norms"] == pytest.approx(alone["task_norms"], rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_weight_sharding_is_refused_with_what_to_use_instead(kind):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from mtpeft.errors import MtpeftError
+    from mtpeft.training.trainer import _refuse_unsupported_sharding
+
+    with pytest.raises(MtpeftError, match=f"{kind} .* not supported yet: train with data parallelism"):
+        _refuse_unsupported_sharding(SimpleNamespace(distributed_type=DistributedType[kind]))
+    _refuse_unsupported_sharding(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))

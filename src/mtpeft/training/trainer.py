@@ -119,6 +119,19 @@ def _longest_row(features: TaskFeatures) -> int:
     return max((len(row) for rows in features.sequences.values() for row in rows), default=0)
 
 
+def _refuse_unsupported_sharding(accelerator: Accelerator) -> None:
+    """FSDP and DeepSpeed ZeRO shard the weights themselves: saving `best/` then needs a full-state-dict
+    gather that is not written, and neither could be run here (no GPU; accelerate has no FSDP on CPU
+    processes). Refused before anything trains rather than risking a `best/` of one shard."""
+    kind = str(accelerator.distributed_type).rsplit(".", 1)[-1]
+    if kind in ("FSDP", "DEEPSPEED"):
+        raise MtpeftError(
+            f"{kind} (from accelerate config or the environment) is not supported yet: train with data "
+            "parallelism (torchrun or accelerate launch --multi_gpu), which divides every batch among the "
+            "processes; see the README's Scaling out section"
+        )
+
+
 def _trace_batch(step: int, task: str, shard: Shard, indices: list[int]) -> None:
     """Test hook: MTPEFT_TRACE_BATCHES=PATH appends each micro-batch's example indices, one JSON line
     each, to PATH.<rank> (which examples each process trained on, to check that they divide the work)."""
@@ -185,6 +198,7 @@ class MultiTaskTrainer:
             # step (without it accelerate steps the schedule once per process, as for P x the batch).
             dataloader_config=DataLoaderConfiguration(split_batches=True),
         )
+        _refuse_unsupported_sharding(self.accelerator)
         # Each process takes its share of every global batch (modeling/distributed.py).
         self.shard = Shard(self.accelerator.process_index, self.accelerator.num_processes)
         self.main = self.accelerator.is_main_process  # the only one that writes files
