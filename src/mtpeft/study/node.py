@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,21 +65,22 @@ def this_node() -> dict[str, str]:
 
 def train_on_node(task: NodeTask) -> NodeResult:
     """Train and evaluate one run here; any error is handed back (a node death is Ray's to retry)."""
-    from mtpeft.training.run_lock import run_lock
-
     node = this_node()
-    run_dir = scratch_dir(node["node_id"]) / layout.RUNS_DIR / task.run_name
+    # A folder of this task's own, not one per run: a run's earlier attempt whose driver or node was lost
+    # may not be dead yet (Ray kills it moments later) and must not share our files or run lock.
+    run_dir = scratch_dir(node["node_id"]) / uuid.uuid4().hex[:12] / task.run_name
     error, attempts = None, []
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        try:
-            with run_lock(run_dir, task.config.name):
+    try:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
                 attempts = _prepare(task, run_dir, node, fresh=attempt > 1)
                 trained = _train(task, run_dir, resume=attempts[-1]["resumed_from_step"] is not None)
-            shutil.rmtree(run_dir, ignore_errors=True)  # it is in storage now
-            return NodeResult("finished", attempt, node, attempts, trained)
-        except Exception as err:  # this run failed, not the study: the driver records it
-            error = f"{type(err).__name__}: {err}"
-    return NodeResult("failed", MAX_ATTEMPTS, node, attempts, error=error)
+                return NodeResult("finished", attempt, node, attempts, trained)
+            except Exception as err:  # this run failed, not the study: the driver records it
+                error = f"{type(err).__name__}: {err}"
+        return NodeResult("failed", MAX_ATTEMPTS, node, attempts, error=error)
+    finally:
+        shutil.rmtree(run_dir.parent, ignore_errors=True)  # what is worth keeping is in storage
 
 
 def _prepare(task: NodeTask, run_dir: Path, node: dict[str, str], *, fresh: bool) -> list[dict[str, Any]]:

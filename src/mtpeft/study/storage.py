@@ -43,7 +43,7 @@ def _filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
     except ImportError as err:
         raise ConfigError(
             f"storage '{url}' needs a package that is not installed ({err}); install it on the driver and "
-            "on every node (e.g. pip install s3fs for s3://)",
+            "on every node (for s3://: pip install s3fs, or 'mtpeft[s3]')",
             field="storage",
         ) from None
     try:
@@ -141,6 +141,7 @@ class Storage:
         files = [p for p in local.rglob("*") if p.is_file() and checkpoints not in p.parents]
         self.push_files(local, run_name, sorted(files))
         remote = self._remote(run_name, layout.CHECKPOINTS_DIR)
+        self._fs.invalidate_cache()
         if self._fs.exists(remote):
             self._fs.rm(remote, recursive=True)
 
