@@ -190,15 +190,16 @@ def s3_server():
         server.stop()
 
 
-def test_a_killed_driver_loses_only_the_run_in_flight_which_resumes_from_s3(cluster, tmp_path, s3_server):
+@pytest.mark.usefixtures("cluster")
+def test_a_killed_driver_loses_only_the_run_in_flight_which_resumes_from_s3(tmp_path, s3_server):
     """Storage on S3 (a moto server on loopback); the driver SIGKILLed mid-run, then the study again."""
     import s3fs
 
-    cluster, _, _ = cluster
     options = {"endpoint_url": s3_server, "key": "testing", "secret": "testing"}
     url = "s3://mtpeft-test/study"
-    # One run (both tasks): the file:// study above covers the rest; this is the S3 round trip.
-    spec = _spec(tmp_path, "s3", url, cluster.address, seeds=[0], task_sets=["all"], storage_options=options)
+    # One run (both tasks): the file:// study above covers the rest; this is the S3 round trip. The
+    # driver joins with `address: auto`, as on a machine of a cluster started with `ray start`.
+    spec = _spec(tmp_path, "s3", url, "auto", seeds=[0], task_sets=["all"], storage_options=options)
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(spec.model_dump(mode="json")), encoding="utf-8")
     driver = subprocess.Popen(
