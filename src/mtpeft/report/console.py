@@ -120,25 +120,28 @@ def cost_table(costs: dict[str, dict[str, Any]], num_tasks: int) -> Table:
 
 def runs_table(records: list[Any]) -> Table:
     table = Table(title="Runs")
-    for column in (
-        "run",
-        "name",
-        "status",
-        "mode",
-        "model",
-        "method",
-        "tasks",
-        "seed",
-        "test (primary)",
-        "created",
-    ):
+    # The node column only where some run trained on a Ray cluster (study executor `ray`).
+    nodes = any(r.details.get("node") for r in records)
+    columns = ["run", "name", "status", "mode", "model", "method", "tasks", "seed", "test (primary)"]
+    for column in [*columns, *(["node"] if nodes else []), "created"]:
         table.add_column(column)
     for r in records:
         test = r.metrics.get("test", {})
         primary = ", ".join(f"{t}={_fmt(next(iter(m.values()), None))}" for t, m in test.items() if m)
-        cells = (r.run_id[:8], r.name, r.status, r.mode, r.model, r.method, ",".join(r.tasks), r.seed)
-        table.add_row(*(plain(c) for c in (*cells, primary or "-", (r.created_at or "")[:19])))
+        cells = [r.run_id[:8], r.name, r.status, r.mode, r.model, r.method, ",".join(r.tasks), r.seed]
+        cells.append(primary or "-")
+        if nodes:
+            cells.append(_node(r.details.get("node")))
+        table.add_row(*(plain(c) for c in (*cells, (r.created_at or "")[:19])))
     return table
+
+
+def _node(node: dict[str, Any] | None) -> str:
+    """host/node-id prefix of the node a run finished on, and `resumed@STEP` if it resumed there."""
+    if not node:
+        return "-"
+    resumed = node.get("resumed_from_step")
+    return f"{node.get('host')}/{str(node.get('node_id'))[:8]}" + (f" resumed@{resumed}" if resumed else "")
 
 
 def _interval(record: Any) -> str:

@@ -1,7 +1,8 @@
 """Where a study's runs execute: `local` (one after the other, default) or `ray` (one Ray task per run).
 
 Ray does the scheduling (resources per run from the study's `ray:` block); there is no scheduler here.
-With Ray on several machines, the workspace (runs/ and mtpeft.sqlite) must be on storage they share.
+Under Ray, nodes never touch the store (the driver records each outcome, study/cluster.py) and run
+directories go to the study's `storage` (a shared path or an fsspec URL, study/storage.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def get_executor(name: str) -> Executor:
 def run_locally(jobs: list[Job], run_fn: RunFn, spec: StudySpec, progress: bool) -> list[Outcome]:
     from mtpeft.report.console import console, markup_safe
 
+    if spec.storage is not None:
+        raise ConfigError(
+            "`storage` is where the nodes of `executor: ray` put run directories; the local executor "
+            "trains in the workspace. Run with --executor ray, or remove `storage`",
+            field="storage",
+        )
+
     outcomes = []
     for i, job in enumerate(jobs, 1):
         if job.previous != "finished":  # a long study shows where it is, progress bars or not
@@ -56,8 +64,11 @@ def _import_ray():
 
 @register_executor("ray")
 def run_on_ray(jobs: list[Job], run_fn: RunFn, spec: StudySpec, progress: bool) -> list[Outcome]:
+    """Each run a Ray task running study.node.train_on_node (`run_fn` is the local executor's: a node
+    trains without the store, so it runs its own function); progress bars off, they would interleave."""
     ray = _import_ray()
-    ray.init(address=spec.ray.address, ignore_reinit_error=True)
-    remote = ray.remote(num_cpus=spec.ray.num_cpus, num_gpus=spec.ray.num_gpus)(execute_job)
-    # Progress bars from parallel workers would interleave: off under Ray.
-    return ray.get([remote.remote(job, run_fn, False) for job in jobs])
+    from mtpeft.study.cluster import connect, run_on_cluster, study_storage
+
+    storage = study_storage(spec)  # before joining: a wrong URL is the quicker thing to report
+    connect(ray, spec.ray.address)
+    return run_on_cluster(ray, jobs, spec, storage)

@@ -38,6 +38,7 @@ def train(config: TrainConfig, *, resume: bool, progress: bool) -> Any:
 class Job:
     planned: PlannedRun
     previous: str | None  # latest store status for this run key, None if never started
+    run_id: str | None = None  # that latest record's id (the Ray driver resumes the same row)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,10 @@ def plan(spec: StudySpec, store: RunStore | None = None) -> list[Job]:
     """Every run of the grid with what the store knows about it."""
     store = store or RunStore(store_path(spec))
     latest = latest_by_key(store.list_runs(study=spec.name))
-    return [Job(p, latest[p.key].status if p.key in latest else None) for p in expand(spec)]
+    return [
+        Job(p, latest[p.key].status, latest[p.key].run_id) if p.key in latest else Job(p, None)
+        for p in expand(spec)
+    ]
 
 
 def check_data(jobs: list[Job]) -> None:

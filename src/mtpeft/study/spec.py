@@ -107,9 +107,19 @@ class RayOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    address: str | None = Field(default=None, description="Cluster address; None starts a local Ray.")
+    address: str | None = Field(
+        default=None,
+        description="Cluster to join: `auto` (this machine's `ray start`), HOST:PORT, or "
+        "ray://HOST:10001; None starts a Ray of this machine alone.",
+    )
     num_cpus: float = Field(default=1, ge=0)
     num_gpus: float = Field(default=0, ge=0)
+    max_retries: int = Field(
+        default=3,
+        ge=0,
+        description="Times Ray runs a run again on another node when its node dies "
+        "(it resumes from its last checkpoint in `storage`).",
+    )
 
 
 class StudySpec(BaseModel):
@@ -120,6 +130,14 @@ class StudySpec(BaseModel):
     workspace: Workspace = Field(default="workspace")
     executor: str = "local"
     ray: RayOptions = Field(default_factory=RayOptions)
+    storage: str | None = Field(
+        default=None,
+        description="Where run directories go under `executor: ray`: a path every node mounts, or an "
+        "fsspec URL (s3://bucket/prefix, file:///shared/dir); default: the workspace.",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options of `storage` (e.g. endpoint_url for S3)."
+    )
     base: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields shared by every run.")
     tasks: list[TaskEntry] = Field(min_length=1)
     grid: Grid | None = Field(default=None, description="models x methods x task sets x seeds.")

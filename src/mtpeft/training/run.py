@@ -218,8 +218,6 @@ def _run_locked(
         run_id = previous["run_id"]
         store.resume_run(run_id)
     else:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(parents=True)
         run_id = store.start_run(
             name=config.name,
             study=config.study,
@@ -232,35 +230,14 @@ def _run_locked(
             config=config.hashable() | {"key": config.run_key()},
             run_dir=str(run_dir),
         )
-    broadcast_object({"resume": previous is not None})  # the run directory is ready for everyone
     try:
         if previous is None:  # inside the try: a failed write (a full disk) still ends the row
-            _write_run_files(config, run_dir, run_id, group_id)
-        trainer = MultiTaskTrainer(config, run_dir, progress=progress)
-        outcome = trainer.train(resume=previous is not None)
-        metrics: dict[str, dict[str, dict[str, float]]] = {"valid": outcome.valid_metrics}
-        baselines: dict[str, dict[str, dict[str, float]]] = {}
-        for split in config.evaluate_splits:
-            metrics[split], split_baselines = evaluate_run(
-                run_dir, split, baselines=config.baselines, progress=progress, shard=shard
-            )
-            baselines = baselines or split_baselines
-        quality = _data_quality(trainer)
-        (run_dir / layout.COST_FILE).write_text(json.dumps(outcome.cost, indent=2), encoding="utf-8")
-        # The gradient-conflict summary goes in the run's details (its measurements: the run folder's JSON);
-        # so does the validation curve against cumulative compute (also in RUN_DIR/curve.json).
-        details: dict[str, Any] = {"curve": outcome.curve}
-        if outcome.grad_conflict:
-            details["grad_conflict"] = outcome.grad_conflict
-        (run_dir / layout.CURVE_FILE).write_text(json.dumps(outcome.curve, indent=1), encoding="utf-8")
-        store.finish_run(
-            run_id,
-            metrics=metrics,
-            cost=outcome.cost,
-            baselines=baselines,
-            data_quality=quality,
-            details=details,
+            new_run_dir(config, run_dir, run_id=run_id, group_id=group_id)
+        broadcast_object({"resume": previous is not None})  # the run directory is ready for everyone
+        trained = train_in_run_dir(
+            config, run_dir, resume=previous is not None, progress=progress, shard=shard
         )
+        store.finish_run(run_id, **trained.store_fields())
         shutil.rmtree(run_dir / layout.CHECKPOINTS_DIR, ignore_errors=True)  # only needed to resume
     except KeyboardInterrupt:
         _remove_partial_writes(run_dir)
@@ -277,18 +254,74 @@ def _run_locked(
         if error is not err:
             raise error from err
         raise
-    return RunResult(
-        run_id, run_dir, config.name, [t.label for t in config.tasks], metrics, baselines, outcome.cost
-    )
+    tasks = [t.label for t in config.tasks]
+    return RunResult(run_id, run_dir, config.name, tasks, trained.metrics, trained.baselines, trained.cost)
 
 
-def _write_run_files(config: TrainConfig, run_dir: Path, run_id: str, group_id: str | None) -> None:
+def new_run_dir(config: TrainConfig, run_dir: Path, *, run_id: str, group_id: str | None) -> None:
+    """An empty run directory holding the run's config and its id (whatever was there is removed)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
     # Saved with absolute paths, so the run directory evaluates from any working directory.
     saved = with_absolute_paths(config, Path.cwd())
     (run_dir / layout.CONFIG_FILE).write_text(
         yaml.safe_dump(saved.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
     )
     (run_dir / RUN_FILE).write_text(json.dumps({"run_id": run_id, "group_id": group_id}), encoding="utf-8")
+
+
+@dataclass
+class TrainedRun:
+    """What training and evaluating a run produced, for whoever records it in the store: the same
+    process (`mtpeft train`, the local executor) or a study's driver (a Ray worker never opens the store)."""
+
+    metrics: dict[str, dict[str, dict[str, float]]]
+    baselines: dict[str, dict[str, dict[str, float]]]
+    cost: dict[str, Any]
+    data_quality: dict[str, Any]
+    details: dict[str, Any]
+
+    def store_fields(self) -> dict[str, Any]:
+        """The keyword arguments of RunStore.finish_run."""
+        return {
+            "metrics": self.metrics,
+            "cost": self.cost,
+            "baselines": self.baselines,
+            "data_quality": self.data_quality,
+            "details": self.details,
+        }
+
+
+def train_in_run_dir(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool,
+    progress: bool,
+    on_checkpoint: Callable[[Path], None] | None = None,
+    shard: Shard | None = None,
+) -> TrainedRun:
+    """Train (from the directory's last checkpoint when `resume`) and evaluate; writes the run directory
+    only. `on_checkpoint` is called with each checkpoint once it is complete (a Ray worker copies it to
+    the study's storage there)."""
+    trainer = MultiTaskTrainer(config, run_dir, progress=progress)
+    trainer.on_checkpoint = on_checkpoint
+    outcome = trainer.train(resume=resume)
+    metrics: dict[str, dict[str, dict[str, float]]] = {"valid": outcome.valid_metrics}
+    baselines: dict[str, dict[str, dict[str, float]]] = {}
+    for split in config.evaluate_splits:
+        metrics[split], split_baselines = evaluate_run(
+            run_dir, split, baselines=config.baselines, progress=progress, shard=shard
+        )
+        baselines = baselines or split_baselines
+    (run_dir / layout.COST_FILE).write_text(json.dumps(outcome.cost, indent=2), encoding="utf-8")
+    # The gradient-conflict summary goes in the run's details (its measurements: the run folder's JSON);
+    # so does the validation curve against cumulative compute (also in RUN_DIR/curve.json).
+    details: dict[str, Any] = {"curve": outcome.curve}
+    if outcome.grad_conflict:
+        details["grad_conflict"] = outcome.grad_conflict
+    (run_dir / layout.CURVE_FILE).write_text(json.dumps(outcome.curve, indent=1), encoding="utf-8")
+    return TrainedRun(metrics, baselines, outcome.cost, _data_quality(trainer), details)
 
 
 def _remove_partial_writes(run_dir: Path) -> None:

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,8 @@ class MultiTaskTrainer:
         self.pad_id = self.backbone.tokenizer.pad_token_id
         every = config.grad_conflict_every
         self.conflict = ConflictLog(every) if every and len(self.tasks) > 1 else None
+        # Called with each complete checkpoint (a study's Ray worker copies it to shared storage there).
+        self.on_checkpoint: Callable[[Path], None] | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def _load_features(self) -> None:
@@ -637,6 +640,8 @@ class MultiTaskTrainer:
         shutil.rmtree(final, ignore_errors=True)  # a damaged one we fell back from, now redone
         tmp.rename(final)
         self._prune_checkpoints(final)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(final)
 
     def checkpoint_bytes(self) -> int:
         """A checkpoint's size: the newest one on disk, else the model's tensors plus AdamW's two
