@@ -190,7 +190,10 @@ class MultiTaskTrainer:
         self.config = config
         self.run_dir = run_dir
         self.progress = progress
-        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)  # other tasks' heads idle
+        # find_unused_parameters: other tasks' heads are idle in a task's pass. broadcast_buffers off:
+        # the buffers (position ids, the loss weightings' weights) are updated alike on every process
+        # from global values, so DDP's broadcast before every forward would only cost time.
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             kwargs_handlers=[ddp],
