@@ -233,7 +233,7 @@ def test_a_stopping_bad_line_keeps_the_answers_before_it_in_out(run_dir, mtpeft_
     source, out = tmp_path / "in.jsonl", tmp_path / "answers.jsonl"
     source.write_bytes(_lines({"code": SAFE}, "{not json", {"code": SAFE}))
     done = mtpeft_cli("predict", run_dir, source, "--out", out)
-    assert done.code == 2 and "line 2: not JSON" in done.err
+    assert done.code == 2 and "line 2: not valid JSON" in done.err
     assert [r["id"] for r in _rows(out.read_text())] == [1]
     missing = mtpeft_cli("predict", run_dir, source, "--out", tmp_path / "no" / "such" / "out.jsonl")
     assert missing.code == 2 and "does not exist; create it first" in missing.err
