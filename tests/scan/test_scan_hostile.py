@@ -254,7 +254,8 @@ def test_a_failed_write_leaves_the_previous_report_whole(
 
     monkeypatch.setitem(report_module.FORMATS, "json", full_disk)
     done = scan(tree, "--format", "json", "--out", report)
-    assert done.code == 2 and "cannot write the report (No space left on device)" in done.err
+    assert done.code == 2 and "no space left on the device to write it" in done.err
+    assert "the file was left as it was" in done.err
     assert report.read_text() == '{"previous": "report"}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "t"]  # no temporary file left
 
