@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,13 @@ SHARED_DATA = Path(os.environ.get("MTPEFT_SHARED_DATA", REPO_ROOT.parent / "shar
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The Ctrl-C tests (MTPEFT_INTERRUPT_AT_STEP, servers stopped with SIGINT) need SIGINT handled. A test run
+# started in the background of a non-interactive shell (`make test &`) inherits SIGINT *ignored*, and so
+# does every process it starts: Ctrl-C would then do nothing and those tests fail for a reason that is
+# not the code's. Python's own handler here; child processes then start with SIGINT at its default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 try:  # Property-based (fuzz) tests: a bounded count in `make test`, many more in `make fuzz`.
     from hypothesis import HealthCheck, settings
