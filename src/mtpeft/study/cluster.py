@@ -98,24 +98,15 @@ def run_on_cluster(ray: Any, jobs: list[Job], spec: StudySpec, storage: Storage)
 def _open_run(store: RunStore, job: Job, storage: Storage) -> NodeTask:
     """The store row of a run about to be submitted: its earlier row again (interrupted or failed, so the
     node resumes it from storage), else a new one. Paths made absolute: nodes do not share our cwd."""
+    from mtpeft.training.run import start_run_row  # torch: the driver imports it only to record runs
+
     [config] = run_configs(with_absolute_paths(job.planned.config, Path.cwd()))
     run_name = run_dir_for(config).name
     group_id = uuid.uuid4().hex[:12] if config.mode == "single" else None  # as `mtpeft train` gives
     if job.previous in ("interrupted", "failed") and job.run_id is not None:
         store.resume_run(job.run_id)
         return NodeTask(config, job.run_id, run_name, store.get(job.run_id).group_id, storage)
-    run_id = store.start_run(
-        name=config.name,
-        study=config.study,
-        group_id=group_id,
-        mode=config.mode,
-        model=config.model,
-        method=config.method,
-        tasks=[t.label for t in config.tasks],
-        seed=config.seed,
-        config=config.hashable() | {"key": config.run_key()},
-        run_dir=storage.run_location(run_name),
-    )
+    run_id = start_run_row(store, config, group_id=group_id, run_dir=storage.run_location(run_name))
     return NodeTask(config, run_id, run_name, group_id, storage)
 
 

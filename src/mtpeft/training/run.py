@@ -218,18 +218,7 @@ def _run_locked(
         run_id = previous["run_id"]
         store.resume_run(run_id)
     else:
-        run_id = store.start_run(
-            name=config.name,
-            study=config.study,
-            group_id=group_id,
-            mode=config.mode,
-            model=config.model,
-            method=config.method,
-            tasks=[t.label for t in config.tasks],
-            seed=config.seed,
-            config=config.hashable() | {"key": config.run_key()},
-            run_dir=str(run_dir),
-        )
+        run_id = start_run_row(store, config, group_id=group_id, run_dir=str(run_dir))
     try:
         if previous is None:  # inside the try: a failed write (a full disk) still ends the row
             new_run_dir(config, run_dir, run_id=run_id, group_id=group_id)
@@ -256,6 +245,22 @@ def _run_locked(
         raise
     tasks = [t.label for t in config.tasks]
     return RunResult(run_id, run_dir, config.name, tasks, trained.metrics, trained.baselines, trained.cost)
+
+
+def start_run_row(store: RunStore, config: TrainConfig, *, group_id: str | None, run_dir: str) -> str:
+    """The store row of a new run (`mtpeft train`, and a study's driver for a Ray node's run)."""
+    return store.start_run(
+        name=config.name,
+        study=config.study,
+        group_id=group_id,
+        mode=config.mode,
+        model=config.model,
+        method=config.method,
+        tasks=[t.label for t in config.tasks],
+        seed=config.seed,
+        config=config.hashable() | {"key": config.run_key()},
+        run_dir=run_dir,
+    )
 
 
 def new_run_dir(config: TrainConfig, run_dir: Path, *, run_id: str, group_id: str | None) -> None:
