@@ -1,4 +1,8 @@
-"""`mtpeft scan PATH --run RUN_DIR`: every function, method and test of a tree through a trained run.
+"""`mtpeft scan PATH... --run RUN_DIR`: every function, method and test of a tree through a trained run.
+
+PATH: a folder, a file, or several of both (pre-commit passes the changed files: see
+.pre-commit-hooks.yaml and docs/using/ci.md). A file named explicitly is scanned even if --exclude
+matches it; one in no language the scan reads is listed as skipped, not an error.
 
 Extraction, batching, clone search and the report formats are the scan package's (mtpeft.scan); the
 model is the run loaded by `mtpeft.load` (it implements scan's Analyzer). Progress bars go to stderr,
@@ -35,7 +39,9 @@ def register(app: typer.Typer) -> None:
 
 
 def scan(
-    path: Path = typer.Argument(..., help="Source folder (or one file) to scan."),
+    paths: list[Path] = typer.Argument(
+        ..., help="Source folders or files to scan (several: e.g. the changed files pre-commit passes)."
+    ),
     run_dir: Path = typer.Option(..., "--run", help="A trained run directory (workspace/runs/...)."),
     tasks: list[str] = typer.Option(
         [], "--tasks", help="Tasks to ask (repeat, or comma-separated); default: all of the run's."
@@ -73,17 +79,17 @@ def scan(
         None, help="cpu, cuda, cuda:1, ... (default: the GPU if there is one)."
     ),
 ) -> None:
-    """Scan a source tree with a trained run: findings per task, clone pairs, skipped files.
+    """Scan source folders or files with a trained run: findings per task, clone pairs, skipped files.
 
     Exit 0 when the scan ran, findings or not; --fail-on LEVEL: 1 when any result reaches LEVEL; 2: error.
     """
     from mtpeft.scan import ReportOptions
 
-    thresholds = _checked_options(path, fmt, threshold, fail_on)  # before the model loads: fail fast
+    thresholds = _checked_options(paths, fmt, threshold, fail_on)  # before the model loads: fail fast
     if out is not None:
-        _check_out(out, path)
+        _check_out(out, paths)
     result = _scan(
-        path,
+        paths,
         run_dir,
         _names(tasks),
         exclude,
@@ -117,7 +123,7 @@ def _shown(text: object) -> str:
     return printable(readable(str(text)))
 
 
-def _check_out(out: Path, scanned: Path) -> None:
+def _check_out(out: Path, scanned: list[Path]) -> None:
     """Refuse an --out that cannot be written or would replace a scanned file, before hours of scanning."""
     from mtpeft.outputs import refuse_overwriting_inputs
     from mtpeft.scan.languages import language_for
@@ -127,29 +133,32 @@ def _check_out(out: Path, scanned: Path) -> None:
     if not out.parent.is_dir():
         folder = _shown(out.parent)
         raise InputError(f"--out {_shown(out)}: the folder {folder} does not exist; create it first")
-    if scanned.is_dir():
-        inside = out.resolve().is_relative_to(scanned.resolve())
+    folders = [path for path in scanned if path.is_dir()]
+    for folder in folders:
+        inside = out.resolve().is_relative_to(folder.resolve())
         if inside and out.exists() and language_for(out.name) is not None:
             raise InputError(
                 f"--out {_shown(out)} is a source file of the tree being scanned; write the report elsewhere"
             )
-    else:
-        refuse_overwriting_inputs(out, [scanned])
+    refuse_overwriting_inputs(out, [path for path in scanned if not path.is_dir()])
 
 
 def _names(values: list[str]) -> list[str]:
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
-def _checked_options(path: Path, fmt: str, threshold: str | None, fail_on: str | None) -> Thresholds:
+def _checked_options(
+    paths: list[Path], fmt: str, threshold: str | None, fail_on: str | None
+) -> Thresholds:
     from mtpeft.scan import Thresholds
 
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fail_on is not None and fail_on not in LEVELS:
         raise InputError(f"--fail-on {fail_on!r}: choose one of {', '.join(LEVELS)}")
-    if not path.exists():
-        raise InputError(f"{_shown(path)}: no such file or folder to scan")
+    for path in paths:
+        if not path.exists():
+            raise InputError(f"{_shown(path)}: no such file or folder to scan")
     try:
         return Thresholds.parse(threshold) if threshold else Thresholds()
     except ValueError as err:
@@ -157,7 +166,7 @@ def _checked_options(path: Path, fmt: str, threshold: str | None, fail_on: str |
 
 
 def _scan(
-    path: Path,
+    paths: list[Path],
     run_dir: Path,
     tasks: list[str],
     exclude: list[str],
@@ -178,7 +187,7 @@ def _scan(
     try:
         with run.reusing_encodings():  # the clone search re-reads units the analysis encoded
             return scan_tree(
-                path,
+                paths,
                 run,
                 tasks=tasks or None,
                 exclude=exclude,

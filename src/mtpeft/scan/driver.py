@@ -25,7 +25,7 @@ Progress = Callable[[str, int], None]
 
 
 def scan_tree(
-    root: str | os.PathLike[str],
+    root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     analyzer: Analyzer,
     *,
     tasks: Sequence[str] | None = None,
@@ -39,7 +39,7 @@ def scan_tree(
     max_error_ratio: float = DEFAULT_MAX_ERROR_RATIO,
     progress: bool = True,
 ) -> ScanResult:
-    """Scan ``root`` (a directory or one file) with ``analyzer``.
+    """Scan ``root`` (a directory, one file, or a list of both: see mtpeft.scan.extract) with ``analyzer``.
 
     ``tasks``: names from ``analyzer.tasks`` (None: all of them). Clone search runs when ``tasks`` is
     None or names a pair task, unless ``clones=False``; a CloneOptions tunes it. Without a pair task

@@ -15,8 +15,16 @@ Nothing about a single file is ever fatal: a file that cannot be used is listed 
   ``failure_reason``; syntax trees are walked without recursion (languages/base.py ``walk``), so
   nesting depth alone never gets here.
 
-Files whose extension belongs to no registered language are not "skipped": they are simply not
-source code for this scan. Empty files are read and yield no units.
+Files whose extension belongs to no registered language are not "skipped" by a folder walk: they are
+simply not source code for this scan. A file named explicitly (``extract_tree(["a.py", "notes.md"])``,
+as pre-commit passes the changed files) is another matter: the user asked for it, so one the scan
+cannot read is listed in ``skipped`` with the reason. Explicitly named files are scanned even when an
+exclude pattern matches them (as ruff and git add do); excludes apply to folder walks. Empty files are
+read and yield no units.
+
+Several paths: unit paths are relative to the current folder when every path is inside it (what
+pre-commit and ``mtpeft scan src tests`` give), else to the paths' common folder. One path keeps the
+single-root rule: a folder is its own root, a file's root is its folder.
 
 The text of each unit (``CodeUnit.code``) is its source, dedented (its first line's indentation
 included before dedenting), so that a method reads like a top-level function to the model; its
@@ -67,24 +75,26 @@ class ExtractOptions:
 
 
 def extract_tree(
-    root: str | os.PathLike[str], options: ExtractOptions | None = None, *, progress: bool = False
+    root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    options: ExtractOptions | None = None,
+    *,
+    progress: bool = False,
 ) -> Extraction:
-    """Extract every unit under ``root`` (a directory, or a single source file).
+    """Extract every unit under ``root``: a directory, a single source file, or a list of both.
 
-    Raises FileNotFoundError when ``root`` does not exist and ValueError for an unknown language;
-    problems with the files inside are never raised (see the module docstring).
+    Raises FileNotFoundError when a path does not exist and ValueError for an unknown language or
+    an empty list; problems with the files inside are never raised (see the module docstring).
     """
     options = options or ExtractOptions()
     _check_languages(options.languages)
     start = time.perf_counter()
-    root_path = Path(root)
-    if not root_path.exists() and not root_path.is_symlink():
-        raise FileNotFoundError(f"{root}: no such file or directory")
-    base = root_path if root_path.is_dir() else root_path.parent
+    paths = _as_paths(root)
+    base = _base(paths)
     result = Extraction(root=base.resolve())
     parsers: dict[str, Parser] = {}
     files = _source_files(
-        root_path,
+        paths,
+        base,
         PathFilter(options.exclude, use_defaults=options.use_default_excludes),
         options,
         result.skipped,
@@ -133,19 +143,78 @@ def _progress(
 # ----------------------------------------------------------------------------------------- walking
 
 
+def _as_paths(root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    paths = [Path(root)] if isinstance(root, (str, os.PathLike)) else [Path(p) for p in root]
+    if not paths:
+        raise ValueError("no path to scan: give a folder or at least one file")
+    for path in paths:
+        if not path.exists() and not path.is_symlink():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+    return paths
+
+
+def _base(paths: list[Path]) -> Path:
+    """The folder unit paths are relative to (see the module docstring)."""
+    if len(paths) == 1:
+        return paths[0] if paths[0].is_dir() else paths[0].parent
+    absolute = [Path(os.path.abspath(p)) for p in paths]  # abspath, not resolve: links stay as named
+    cwd = Path.cwd()
+    if all(p.is_relative_to(cwd) for p in absolute):
+        return cwd
+    common = Path(os.path.commonpath(absolute))
+    return common if common.is_dir() else common.parent  # the same file named twice
+
+
+def _relative(path: Path, base: Path) -> str:
+    rel = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(base))).as_posix()
+    return "" if rel == "." else rel
+
+
 def _source_files(
-    root: Path, path_filter: PathFilter, options: ExtractOptions, skipped: list[SkippedFile]
+    paths: list[Path],
+    base: Path,
+    path_filter: PathFilter,
+    options: ExtractOptions,
+    skipped: list[SkippedFile],
 ) -> Iterator[tuple[str, Path, LanguageSpec]]:
     """(relative path, path, language) of every source file to extract, in a stable order.
 
-    Each folder's files come in name order, then its subfolders, depth first.
+    Paths in the order given, each file once; each folder's files in name order, then its
+    subfolders, depth first.
     """
-    if not root.is_dir():  # one file, named by the user: scanned even through a link
-        spec = _wanted_language(root.name, options)
-        if spec is not None:
-            yield root.name, root, spec
-        return
-    stack: list[tuple[Path, str]] = [(root, "")]
+    seen: set[str] = set()
+    for path in paths:
+        rel = _relative(path, base)
+        if path.is_dir():
+            found = _walk(path, rel + "/" if rel else "", path_filter, options, skipped)
+        else:
+            found = _named_file(path, rel or path.name, options, skipped)
+        for item in found:
+            if item[0] not in seen:
+                seen.add(item[0])
+                yield item
+
+
+def _named_file(
+    path: Path, rel: str, options: ExtractOptions, skipped: list[SkippedFile]
+) -> Iterator[tuple[str, Path, LanguageSpec]]:
+    """A file the user named: scanned even through a link or when excluded; else skipped with why."""
+    spec = language_for(path.name)
+    if spec is None:
+        known = ", ".join(sorted(LANGUAGES))
+        skipped.append(SkippedFile(rel, f"not a language the scan reads ({known})"))
+    elif options.languages is not None and spec.name not in options.languages:
+        skipped.append(SkippedFile(rel, f"{spec.name} is not among the languages asked for"))
+    elif not path.is_file():  # a FIFO would block the read
+        skipped.append(SkippedFile(rel, "not a regular file"))
+    else:
+        yield rel, path, spec
+
+
+def _walk(
+    root: Path, prefix: str, path_filter: PathFilter, options: ExtractOptions, skipped: list[SkippedFile]
+) -> Iterator[tuple[str, Path, LanguageSpec]]:
+    stack: list[tuple[Path, str]] = [(root, prefix)]
     while stack:
         directory, prefix = stack.pop()
         subdirs: list[tuple[Path, str]] = []
