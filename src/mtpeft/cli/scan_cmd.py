@@ -147,9 +147,7 @@ def _names(values: list[str]) -> list[str]:
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
-def _checked_options(
-    paths: list[Path], fmt: str, threshold: str | None, fail_on: str | None
-) -> Thresholds:
+def _checked_options(paths: list[Path], fmt: str, threshold: str | None, fail_on: str | None) -> Thresholds:
     from mtpeft.scan import Thresholds
 
     if fmt not in FORMATS:
