@@ -40,7 +40,9 @@ def register(app: typer.Typer) -> None:
 
 def scan(
     paths: list[Path] = typer.Argument(
-        ..., help="Source folders or files to scan (several: e.g. the changed files pre-commit passes)."
+        ...,
+        metavar="PATH",
+        help="Source folders or files to scan (several: e.g. the changed files pre-commit passes).",
     ),
     run_dir: Path = typer.Option(..., "--run", help="A trained run directory (workspace/runs/...)."),
     tasks: list[str] = typer.Option(
