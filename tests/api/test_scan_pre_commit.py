@@ -35,7 +35,7 @@ CANDIDATES = [
 
 
 def git(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture
@@ -100,7 +100,12 @@ def test_the_hook_blocks_a_commit_with_a_finding_and_lets_clean_code_through(run
     (project / "notes.md").write_text("# Notes\n\n```python\n" + risky + "\n```\n", encoding="utf-8")
     git(project, env, "init", "-q")
     installed = subprocess.run(
-        [sys.executable, "-m", "pre_commit", "install"], cwd=project, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "pre_commit", "install"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
 
