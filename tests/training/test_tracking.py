@@ -134,3 +134,36 @@ def test_tracker_not_installed_names_the_package(data, tmp_path, monkeypatch):
     monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: [])
     with pytest.raises(ConfigError, match="tracker 'tensorboard' is not installed; pip install tensorboard"):
         run_training(_config(data, tmp_path / "ws"), progress=False)
+
+
+def test_a_study_refuses_an_unknown_tracker_in_its_base_before_any_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from mtpeft.cli.main import app
+    from mtpeft.study.synthetic import synthetic_spec
+
+    spec = synthetic_spec(workspace=tmp_path / "ws", methods=["lora"], task_sets=["single"])
+    spec = spec.model_copy(update={"base": spec.base | {"log_with": ["tensorboard", "nope"]}})
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump(spec.model_dump(mode="json")), encoding="utf-8")
+    result = CliRunner().invoke(app, ["study", str(study_file)])
+    err = result.exception
+    assert isinstance(err, ConfigError) and err.path == str(study_file), result.output
+    assert err.field == "base.log_with.1" and "unknown tracker 'nope'" in str(err)
+    assert not (tmp_path / "ws" / RUNS_DIR).exists()
+
+
+def test_log_with_flag_replaces_the_configs_trackers(tmp_path):
+    from typer.testing import CliRunner
+
+    from mtpeft.cli.main import app
+
+    path = tmp_path / "train.yaml"
+    path.write_text(
+        yaml.safe_dump({"tasks": [{"task": "vulnerability", "data": "d"}], "workspace": str(tmp_path)}),
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["train", str(path), "--log-with", "tensorboard", "--log-with", "nope"])
+    err = result.exception
+    assert isinstance(err, ConfigError) and err.field == "log_with.1", result.output
+    assert err.path == str(path) and "unknown tracker 'nope'" in str(err)
