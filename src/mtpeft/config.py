@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mtpeft.config_files import Workspace, load_yaml_text, read_yaml_mapping, validate_model
 from mtpeft.errors import ConfigError, shorten, shorten_list
@@ -166,6 +166,18 @@ class TrainConfig(BaseModel):
     study: str | None = None
     evaluate_splits: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=lambda: ["test"])
     baselines: bool = Field(default=True, description="Score majority/random/TF-IDF baselines beside.")
+    # Where the curves go, not what is trained: never part of the run key (see hashable).
+    log_with: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="Experiment trackers for live curves (loss, loss weights, lr, throughput, validation "
+        "metrics per step): tensorboard, or any tracker accelerate supports (wandb, mlflow, ...), one "
+        "name or a list; files under RUN_DIR/tracking/. Empty: none. docs/training/tracking.md.",
+    )
+
+    @field_validator("log_with", mode="before")
+    @classmethod
+    def _one_tracker_or_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else [] if value is None else value
 
     @model_validator(mode="after")
     def _unique_task_labels(self) -> TrainConfig:
@@ -198,10 +210,11 @@ class TrainConfig(BaseModel):
         return config_hash(data)
 
     def hashable(self) -> dict[str, Any]:
-        """The part of the config that defines the result (workspace and study do not)."""
+        """The part of the config that defines the result (workspace, study and log_with do not)."""
         data = self.model_dump(mode="json")
         data.pop("workspace", None)
         data.pop("study", None)
+        data.pop("log_with", None)
         # Fields added after runs were stored count only when set: a config that leaves them at their
         # default keeps the key it had before they existed, so finished runs are still found.
         for name, default in _KEY_NEUTRAL_DEFAULTS.items():

@@ -139,7 +139,7 @@ def runs(tmp_path_factory) -> dict:
         "clone": write_fixture_dataset("bigclonebench", root / "data", n_per_split=20),
         "code-search": write_fixture_dataset("codesearchnet", root / "data", n_per_split=20),
     }
-    config = _config(root, data)
+    config = _config(root, data, log_with="tensorboard")  # curves: test_two_processes_write_one_curve...
     return {
         "root": root,
         "config": config,
@@ -179,6 +179,22 @@ def test_two_processes_log_the_one_process_losses(runs):
     assert len(one) == len(two) == STEPS  # one log, written once (not once per process)
     for a, b in zip(one, two, strict=True):
         assert b == pytest.approx(a, rel=1e-5)
+
+
+def test_two_processes_write_one_curve_of_the_one_process_losses(runs):
+    """log_with: only the main process writes (one event file), and the curve is the global loss."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def curve(workspace: Path) -> tuple[list[Path], list[tuple[int, float]]]:
+        folder = _run_dir(workspace) / "tracking" / "ddp"
+        curves = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        curves.Reload()
+        return sorted(folder.glob("events.*")), [(e.step, e.value) for e in curves.Scalars("loss/clone")]
+
+    (one_file,), one = curve(runs["one"])
+    (two_file,), two = curve(runs["two"])
+    assert [step for step, _ in two] == [step for step, _ in one] == list(range(1, STEPS + 1))
+    assert [value for _, value in two] == pytest.approx([value for _, value in one], rel=1e-5)
 
 
 def test_one_store_row_and_only_the_main_process_took_the_run_lock(runs):

@@ -21,6 +21,12 @@ def _train(
     max_steps: int | None = typer.Option(None, help="Optimiser steps."),
     seed: int | None = typer.Option(None),
     workspace: str | None = typer.Option(None, help="Folder for runs/ and the store."),
+    log_with: list[str] = typer.Option(
+        [],
+        "--log-with",
+        help="Live curves through an experiment tracker: tensorboard, wandb, ... (repeat for several); "
+        "replaces the config's log_with. Files under RUN_DIR/tracking/.",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -39,6 +45,7 @@ def _train(
         "max_steps": max_steps,
         "seed": seed,
         "workspace": workspace,
+        "log_with": list(log_with) or None,  # not given: the config's own
     }
     cfg = load_config(config, list(set_), fields=flags)
     try:

@@ -65,6 +65,7 @@ _PLACEMENT_FIELDS = frozenset(
         "grad_conflict_every",
         "evaluate_splits",
         "baselines",
+        "log_with",
     }
 )
 # formulation (heads or instruct) is its own arm suffix, below.

@@ -69,6 +69,7 @@ def preflight_study(
     if read_data:  # a real run (a dry run writes nothing, and stays torch-free)
         for config in configs:
             check.loss_weighting(config, field="base.loss_weighting_options")
+            check.trackers(config.log_with, field="base.log_with")
     splits = list(dict.fromkeys([*TRAIN_SPLITS, *(s for c in configs for s in c.evaluate_splits)]))
     for i, entry in enumerate(spec.task_entries()):
         check.task(entry, splits, field=f"tasks.{i}")
@@ -101,6 +102,7 @@ class Preflight:
         self.model(config.model, field="model")
         self.method(config.method, field="method")
         self.loss_weighting(config, field="loss_weighting_options")
+        self.trackers(config.log_with, field="log_with")
         splits = list(dict.fromkeys([*TRAIN_SPLITS, *config.evaluate_splits]))
         for position, entry in enumerate(config.tasks):
             self.task(entry, splits, field=f"tasks.{position}")
@@ -256,6 +258,18 @@ class Preflight:
         except ConfigError as err:  # err.field is loss_weighting_options.<option>
             option = (err.field or "").rpartition(".")[2]
             raise self._error(err.reason, f"{field}.{option}" if option else field) from err
+
+    def trackers(self, names: list[str], *, field: str) -> None:
+        """Each log_with tracker is one accelerate knows and is installed (accelerate itself would skip
+        a missing one with a debug line, and the run would train without the curves asked for)."""
+        if not names or not self._once("trackers", *names):
+            return
+        from mtpeft.training.tracking import check_trackers  # accelerate: not for a torch-free dry run
+
+        try:
+            check_trackers(names, field=field)
+        except ConfigError as err:  # err.field: the entry at fault (log_with.1 in a list)
+            raise located(err, self.source) from err
 
     # ---- tasks and data ----------------------------------------------------------------------------
     def task(self, entry: TaskEntry, splits: list[str], *, field: str) -> None:

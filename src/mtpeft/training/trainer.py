@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -51,6 +51,7 @@ from mtpeft.training.grad_conflict import ConflictLog, TaskGradients
 from mtpeft.training.loss_weighting import LossWeighting, StepLosses, build_weighting
 from mtpeft.training.sampling import build_schedule
 from mtpeft.training.token_loss import TOKEN_LOSSES
+from mtpeft.training.tracking import Tracking, tracking_dir
 
 KEPT_CHECKPOINTS = 2  # the newest and one to fall back to when the newest turns out damaged
 
@@ -201,6 +202,14 @@ class MultiTaskTrainer:
             # The batch is the global one, split among the processes: one scheduler step per optimiser
             # step (without it accelerate steps the schedule once per process, as for P x the batch).
             dataloader_config=DataLoaderConfiguration(split_batches=True),
+            # Trackers (log_with) write under RUN_DIR/tracking/; accelerate starts them on the main
+            # process only.
+            log_with=config.log_with or None,
+            project_config=(
+                ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(tracking_dir(run_dir)))
+                if config.log_with
+                else None
+            ),
         )
         _refuse_unsupported_sharding(self.accelerator)
         # Each process takes its share of every global batch (modeling/distributed.py).
@@ -222,6 +231,8 @@ class MultiTaskTrainer:
         self.conflict = ConflictLog(every) if every and len(self.tasks) > 1 else None
         # Called with each complete checkpoint (a study's Ray worker copies it to shared storage there).
         self.on_checkpoint: Callable[[Path], None] | None = None
+        # Live curves (log_with); None without trackers, so such a run computes none of their values.
+        self.tracking: Tracking | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def _load_features(self) -> None:
@@ -333,10 +344,15 @@ class MultiTaskTrainer:
             disable=not (self.progress and self.main),
             dynamic_ncols=True,
         )
+        if cfg.log_with:
+            self.tracking = Tracking(self.accelerator, cfg, self.run_dir)
+            self.tracking.start(step=state.step)
         model.train()
         meter.start()
         try:
             while state.step < cfg.max_steps and not state.stopped_early:
+                if self.tracking is not None:
+                    self.tracking.begin_step(meter)
                 losses = self._step(model, optimizer, scheduler, schedule(state.step), meter, state.step + 1)
                 state.step += 1
                 bar.update(1)
@@ -345,6 +361,9 @@ class MultiTaskTrainer:
                 entry = {"step": state.step, "loss": losses, "lr": scheduler.get_last_lr()[0]}
                 log.write(json.dumps(entry | {"loss_weights": weights}) + "\n")
                 log.flush()  # a killed run keeps its log up to the last step
+                if self.tracking is not None:
+                    lrs = scheduler.get_last_lr()
+                    self.tracking.end_step(state.step, meter, losses=losses, weights=weights, lrs=lrs)
                 if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
                     self._validate(state, meter, log)
                 if state.step % cfg.save_every == 0 and state.step < cfg.max_steps:
@@ -354,10 +373,12 @@ class MultiTaskTrainer:
                 _fault_injection()
         except TrainingDiverged as err:
             _log_event(log, err.step if err.step is not None else state.step, "diverged", str(err))
+            self._finish_tracking()
             raise
         except BaseException:  # closed on any failure too: an open handle keeps a full disk's mount busy
             bar.close()
             log.close()
+            self._finish_tracking()
             raise
         meter.stop()
         bar.close()
@@ -365,6 +386,7 @@ class MultiTaskTrainer:
         barrier()  # best/ is complete before any process reads its size
         if state.best_step is None and not state.history:  # never validated (resumed after the last step)
             self._validate(state, meter, None)
+        self._finish_tracking()
         if state.best_step is None:
             raise TrainingDiverged(
                 f"run {cfg.name}: no validation gave finite metrics, so there is no model to keep; "
@@ -582,6 +604,8 @@ class MultiTaskTrainer:
         if self.curve_test_features:  # the budget curve's test points; selection reads valid only
             entry["test"] = self._scores(model, self.curve_test_features)
         state.history.append(entry)
+        if self.tracking is not None:
+            self.tracking.validation(state.step, score=score, metrics=metrics, test=entry.get("test"))
         if not math.isfinite(score):  # never selected: a NaN compares false, an inf would win forever
             message = f"validation at step {state.step} gave non-finite metrics {metrics}; not selected"
             _warn(log, state.step, "non-finite-validation", message)
@@ -593,6 +617,11 @@ class MultiTaskTrainer:
             state.evals_without_improvement += 1
             if self.config.patience and state.evals_without_improvement >= self.config.patience:
                 state.stopped_early = True
+
+    def _finish_tracking(self) -> None:
+        if self.tracking is not None:
+            self.tracking.finish()
+            self.tracking = None
 
     def _scores(self, model: Any, split: dict[str, TaskFeatures]) -> dict[str, dict[str, float]]:
         return {
