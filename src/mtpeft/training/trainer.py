@@ -250,12 +250,20 @@ class MultiTaskTrainer:
         if self.fsdp is not None:
             _refuse_unsupported_with_fsdp(config, self.fsdp, self.tasks)
             weighting = self.model.loss_weighting
-            fsdp.shard_model(
+            blocks = fsdp.shard_model(
                 self.model,
                 self.backbone.model,
                 self.fsdp,
                 keep_whole=list(weighting.parameters()) if weighting is not None else [],
             )
+            if self.main:  # said once, so that a launch that did not shard is seen at once
+                size = self.shard.size
+                print(
+                    f"FSDP ({self.fsdp.source}): each of {size} processes holds 1/{size} of the weights, "
+                    f"gradients and optimiser state ({blocks} blocks sharded as units)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         every = config.grad_conflict_every
         self.conflict = ConflictLog(every) if every and len(self.tasks) > 1 else None
         # Called with each complete checkpoint (a study's Ray worker copies it to shared storage there).
