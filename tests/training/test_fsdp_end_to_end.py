@@ -113,7 +113,8 @@ def test_accelerate_launch_use_fsdp_is_sharded_by_mtpeft_not_by_accelerate(runs)
     wrapped the model again: the trainer refuses an FSDP distributed type of accelerate's own)."""
     stderr = runs["full_fsdp_launch"].stderr
     assert f"{SHARDED}accelerate's FSDP config (ACCELERATE_USE_FSDP)): each of 2 processes" in stderr
-    assert "(2 blocks sharded as units)" in stderr  # tiny-bert's two BertLayers (its _no_split_modules)
+    # tiny-bert: its embeddings and its two layers (BertModel._no_split_modules: BertEmbeddings, BertLayer)
+    assert "(3 blocks sharded as units)" in stderr
 
 
 def test_best_from_shards_loads_in_one_process_and_predicts_the_recorded_validation(runs):
@@ -121,11 +122,13 @@ def test_best_from_shards_loads_in_one_process_and_predicts_the_recorded_validat
     loads it and scores the valid split exactly as the sharded validation did during training, which
     ran each process's share of the batches in lockstep (20 examples: one batch per task, so the
     second process only ran a filler batch whose outputs were dropped)."""
+    from mtpeft.evaluation.run_eval import evaluate_run
+
     for run in ("lora_fsdp", "full_fsdp"):
         run_dir = _run_dir(runs[run])
         during = json.loads((run_dir / "curve.json").read_text())[-1]["metrics"]
-        _run(1, ["evaluate", str(run_dir), "--split", "valid", "--no-baselines", "--no-progress"], _env())
-        assert _metrics(run_dir, "valid") == during, run
+        alone, _ = evaluate_run(run_dir, "valid", baselines=False, progress=False)  # here: one process
+        assert alone == during, run
 
 
 def test_best_from_shards_predicts_in_one_process_what_the_one_process_run_predicts(runs):
