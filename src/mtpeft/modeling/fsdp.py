@@ -46,9 +46,7 @@ OPTIMIZER_FILE = "fsdp_optimizer.pt"  # and AdamW's, full
 @dataclass(frozen=True)
 class FsdpSettings:
     source: str  # where it was turned on, for messages: a config field or accelerate's variable
-    reshard_after_forward: bool = (
-        True  # False: keep blocks gathered until backward
-    )
+    reshard_after_forward: bool = True  # False: keep blocks gathered until backward
     wrap_classes: tuple[str, ...] | None = None  # None: the model's `_no_split_modules`
 
 
@@ -158,6 +156,13 @@ def shard_model(
     # Prediction enters through `predict`, not `forward`: gather the root's shards there too.
     register_fsdp_forward_method(model, "predict")
     return len(blocks)
+
+
+def split_sharded(group: dict[str, Any]) -> list[dict[str, Any]]:
+    """An optimiser parameter group as two, its sharded parameters and its whole ones (the loss
+    weighting's): AdamW's fused kernel refuses a group mixing DTensors and plain tensors."""
+    kinds = ([p for p in group["params"] if is_sharded(p)], [p for p in group["params"] if not is_sharded(p)])
+    return [group | {"params": params} for params in kinds if params]
 
 
 def is_sharded(tensor: torch.Tensor) -> bool:
