@@ -93,6 +93,28 @@ _ENTRY_KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {
 }
 
 
+class DistributedConfig(BaseModel):
+    """How several processes share the model (data parallelism always divides every batch among them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sharding: Literal["none", "fsdp"] = Field(
+        default="none",
+        description="none: every process holds the whole model (DDP); fsdp: each holds 1/P of every "
+        "weight, gradient and optimiser moment (torch FSDP2). Also on with accelerate launch --use_fsdp.",
+    )
+    reshard_after_forward: bool = Field(
+        default=True,
+        description="fsdp: drop each block's gathered weights after its forward (less memory; false "
+        "keeps them until the backward: less communication).",
+    )
+    wrap_classes: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None,
+        description="fsdp: module class names sharded as units; null: the model's transformer blocks "
+        "(its _no_split_modules).",
+    )
+
+
 class TrainConfig(BaseModel):
     """A fully described run: with its seed, this is what the store keys on."""
 
@@ -174,6 +196,11 @@ class TrainConfig(BaseModel):
         "name or a list; files under RUN_DIR/tracking/. Empty: none. docs/training/tracking.md.",
     )
 
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig,
+        description="With several processes: how the model is shared (`sharding: fsdp`).",
+    )
+
     @field_validator("log_with", mode="before")
     @classmethod
     def _one_tracker_or_a_list(cls, value: Any) -> Any:
@@ -215,6 +242,7 @@ class TrainConfig(BaseModel):
         data.pop("workspace", None)
         data.pop("study", None)
         data.pop("log_with", None)
+        data.pop("distributed", None)  # how the work is divided, like the number of processes
         # Fields added after runs were stored count only when set: a config that leaves them at their
         # default keeps the key it had before they existed, so finished runs are still found.
         for name, default in _KEY_NEUTRAL_DEFAULTS.items():

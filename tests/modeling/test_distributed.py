@@ -148,7 +148,8 @@ def test_each_tasks_gradient_on_the_shared_module_is_the_global_one(two_processe
 
 
 @pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
-def test_weight_sharding_is_refused_with_what_to_use_instead(kind):
+def test_sharding_by_accelerate_itself_is_refused_with_what_to_use_instead(kind):
+    """mtpeft shards with FSDP itself (modeling/fsdp.py); accelerate wrapping the model too is refused."""
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
@@ -156,6 +157,6 @@ def test_weight_sharding_is_refused_with_what_to_use_instead(kind):
     from mtpeft.errors import MtpeftError
     from mtpeft.training.trainer import _refuse_unsupported_sharding
 
-    with pytest.raises(MtpeftError, match=f"{kind} .* not supported yet: train with data parallelism"):
+    with pytest.raises(MtpeftError, match=f"{kind} set up by accelerate itself is not supported"):
         _refuse_unsupported_sharding(SimpleNamespace(distributed_type=DistributedType[kind]))
     _refuse_unsupported_sharding(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))

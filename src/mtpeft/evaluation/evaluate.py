@@ -24,18 +24,28 @@ def evaluate_task(
     device: torch.device,
     progress: bool = False,
     shard: Shard | None = None,
+    lockstep: bool = False,
 ) -> TaskEvaluation:
     """`shard`: with several processes, each predicts every P-th batch and the outputs are gathered,
     each example once, before scoring (every process then holds the same metrics). All processes must
-    call it together; without `shard` (or with one process) the whole split is predicted here."""
+    call it together; without `shard` (or with one process) the whole split is predicted here.
+    `lockstep`: every process runs the same number of forward passes (a sharded model, FSDP, gathers
+    its weights in each one, with every process): a process with one batch fewer predicts its first
+    batch once more and drops the outputs."""
     shard = shard or Shard()
     was_training = model.training
     model.eval()
     collected: dict[str, list[Any]] = {}
     order: list[int] = []
-    batches = list(eval_batches(features, batch_size))[shard.rank :: shard.size]
-    for indices in tqdm(batches, desc=f"eval {task}", disable=not progress, leave=False):
+    everyone = list(eval_batches(features, batch_size))
+    batches = everyone[shard.rank :: shard.size]
+    rounds = -(-len(everyone) // shard.size) if lockstep else len(batches)
+    filler = batches[:1] or everyone[:1]  # a process with no batch of its own borrows the split's first
+    padded = [(indices, True) for indices in batches] + [(filler[0], False)] * (rounds - len(batches))
+    for indices, kept in tqdm(padded, desc=f"eval {task}", disable=not progress, leave=False):
         out = model.predict(task, to_device(collate(features, indices, pad_id, predict=True), device))
+        if not kept:
+            continue
         for key, value in out.items():
             # Tensors stack; lists (generated texts) concatenate.
             collected.setdefault(key, []).append(value.float().cpu() if torch.is_tensor(value) else value)

@@ -126,12 +126,21 @@ def _check_packing(config: TrainConfig, lm_tasks: dict[str, TaskEntry], adapted:
         )
 
 
-def save_deployable(model: MultiTaskModel, directory: Path, *, step: int, score: float) -> None:
-    """Write `best/` whole or not at all: into a scratch folder first, renamed over the old one."""
+def save_deployable(
+    model: MultiTaskModel,
+    directory: Path,
+    *,
+    step: int,
+    score: float,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write `best/` whole or not at all: into a scratch folder first, renamed over the old one.
+    `state_dict`: the whole model's weights, keyed as `model.state_dict()`, where the model's own are
+    sharded (FSDP: gathered by modeling/fsdp.py); None: the model's own."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_deployable(model, tmp, step=step, score=score)
+        _write_deployable(model, tmp, step=step, score=score, state_dict=state_dict)
     except BaseException:  # a full disk, Ctrl-C: no half-written best.tmp is left behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -139,9 +148,21 @@ def save_deployable(model: MultiTaskModel, directory: Path, *, step: int, score:
     tmp.rename(directory)
 
 
-def _write_deployable(model: MultiTaskModel, tmp: Path, *, step: int, score: float) -> None:
-    model.backbone.save(tmp / layout.ADAPTER_DIR)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.heads.state_dict().items()}
+def _part(state_dict: dict[str, torch.Tensor] | None, prefix: str) -> dict[str, torch.Tensor] | None:
+    """The entries of `state_dict` under `prefix`, with it cut off (None stays None)."""
+    if state_dict is None:
+        return None
+    return {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def _write_deployable(
+    model: MultiTaskModel, tmp: Path, *, step: int, score: float, state_dict: dict[str, torch.Tensor] | None
+) -> None:
+    model.backbone.save(tmp / layout.ADAPTER_DIR, _part(state_dict, "backbone.base_model."))
+    heads = _part(state_dict, "heads.")
+    if heads is None:
+        heads = model.heads.state_dict()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in heads.items()}
     save_file(tensors, str(tmp / layout.HEADS_WEIGHTS))
     meta = {
         "format_version": HEADS_FORMAT_VERSION,

@@ -79,14 +79,16 @@ class AdaptedBackbone(nn.Module):
         """The transformers model inside (for gradient checkpointing, config, ...)."""
         return self.base_model
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """`state_dict`: the weights to write, keyed as `base_model.state_dict()` (gathered from FSDP
+        shards, modeling/fsdp.py); None: the module's own."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self._save_module(directory)
+        self._save_module(directory, state_dict)
         record = {"method": self.method, "options": self.options, "model": self.info.name}
         (directory / METHOD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
-    def _save_module(self, directory: Path) -> None:
+    def _save_module(self, directory: Path, state_dict: dict[str, torch.Tensor] | None) -> None:
         raise NotImplementedError
 
     def trainable_parameters(self) -> int:

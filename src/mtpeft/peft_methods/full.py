@@ -14,8 +14,8 @@ from mtpeft.peft_methods.base import AdaptedBackbone, read_method_record, resolv
 class FullAdaptedBackbone(AdaptedBackbone):
     """Every backbone weight trains; save() writes the whole model (save_pretrained)."""
 
-    def _save_module(self, directory: Path) -> None:
-        self.base_model.save_pretrained(str(directory))
+    def _save_module(self, directory: Path, state_dict: dict[str, Any] | None) -> None:
+        self.base_model.save_pretrained(str(directory), state_dict=state_dict)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ class PeftAdaptedBackbone(AdaptedBackbone):
     def transformer(self) -> nn.Module:
         return self.base_model.get_base_model()
 
-    def _save_module(self, directory: Path) -> None:
-        self.base_model.save_pretrained(str(directory))
+    def _save_module(self, directory: Path, state_dict: dict[str, Any] | None) -> None:
+        # peft picks the adapter's tensors out of a given full state dict (its `state_dict` keyword).
+        self.base_model.save_pretrained(str(directory), state_dict=state_dict)
         # peft also writes a model card; a deployment does not need it, and it would inflate stored_bytes.
         (directory / "README.md").unlink(missing_ok=True)
 

@@ -16,6 +16,9 @@ own gradient (`no_sync`) and the last one all-reduces the whole sum, so the delt
 process's until the last; `synchronize` then averages the earlier tasks' gradients over the processes
 (one all-reduce) and takes the last task's as the all-reduced total less those: the same gradients one
 process would measure on the whole global batch.
+With FSDP each process holds a shard of every gradient, reduce-scattered after each backward of a
+measured step, so each delta is already this process's part of the global task gradient: the norms and
+dot products are summed over the shards (`sharded=True`, one all-reduce each) instead.
 """
 
 from __future__ import annotations
@@ -33,15 +36,18 @@ CONFLICT_BAND = 0.05  # |cosine| below it: "neutral" (the study's threshold)
 class TaskGradients:
     """Per-task gradients on `parameters` in one step, from the growth of their `.grad` per backward."""
 
-    def __init__(self, parameters: list[torch.nn.Parameter]) -> None:
+    def __init__(self, parameters: list[torch.nn.Parameter], *, sharded: bool = False) -> None:
         self.parameters = parameters
+        self.sharded = sharded  # FSDP: the vectors are this process's shards (see the module's text)
         self._previous: torch.Tensor | None = None
         self._deltas: list[tuple[str, torch.Tensor]] = []  # per backward, in order
         self.by_task: dict[str, torch.Tensor] = {}  # flattened, float32; a task seen twice: the sum
 
     def _flat(self) -> torch.Tensor:
+        from mtpeft.modeling.fsdp import local
+
         parts = [
-            (p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float()
+            local(p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1).float()
             for p in self.parameters
         ]
         return torch.cat(parts) if parts else torch.zeros(0)
@@ -58,7 +64,7 @@ class TaskGradients:
         """With several processes, after the step's last backward (see the module's text)."""
         from mtpeft.modeling.distributed import active, all_reduce_mean_
 
-        if not active() or len(self._deltas) < 2:
+        if self.sharded or not active() or len(self._deltas) < 2:
             return
         earlier = torch.stack([delta for _, delta in self._deltas[:-1]])
         all_reduce_mean_(earlier)
@@ -73,16 +79,26 @@ class TaskGradients:
         for task, delta in self._deltas:
             self.by_task[task] = delta if task not in self.by_task else self.by_task[task] + delta
 
+    def _dot(self, u: torch.Tensor, v: torch.Tensor) -> float:
+        if self.sharded:
+            from mtpeft.modeling.fsdp import sharded_dot
+
+            return sharded_dot(u, v)
+        return float(u @ v)
+
+    def _norm(self, v: torch.Tensor) -> float:
+        return math.sqrt(self._dot(v, v)) if self.sharded else float(v.norm())
+
     def norms(self) -> dict[str, float]:
-        return {task: float(vector.norm()) for task, vector in self.by_task.items()}
+        return {task: self._norm(v) for task, v in self.by_task.items()}
 
     def cosines(self) -> dict[tuple[str, str], float]:
         """Cosine of each pair of tasks of the step (pairs in the order the tasks came); NaN if one is 0."""
         result: dict[tuple[str, str], float] = {}
         for a, b in combinations(self.by_task, 2):
             u, v = self.by_task[a], self.by_task[b]
-            denominator = float(u.norm() * v.norm())
-            result[(a, b)] = float(u @ v) / denominator if denominator > 0 else math.nan
+            denominator = self._norm(u) * self._norm(v)
+            result[(a, b)] = self._dot(u, v) / denominator if denominator > 0 else math.nan
         return result
 
 

@@ -104,6 +104,10 @@ def join_processes() -> Shard:
     group (gloo on CPUs, NCCL on GPUs), the one the trainer's Accelerator then uses. The main process
     says how many there are, so that a launch that quietly started one process is seen at once."""
     _refuse_single_process_launch()
+    from mtpeft.modeling.fsdp import claim_accelerate_switch, refuse_deepspeed
+
+    refuse_deepspeed()  # before any process group: accelerate on CPUs would quietly run plain DDP
+    claim_accelerate_switch()  # mtpeft shards (modeling/fsdp.py); accelerate's PartialState must not
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import PartialState
 

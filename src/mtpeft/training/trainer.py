@@ -1,8 +1,9 @@
 """The training recipe: setup, train (checkpointed, resumable), select the best, evaluate, record.
 
-Built on `accelerate` (device placement, DDP/FSDP through `accelerate launch`, mixed precision,
-checkpoint state); the multi-task loop itself is ours because no library schedules one task per
-micro-batch with per-task heads and loss weights.
+Built on `accelerate` (device placement, DDP through `accelerate launch` or torchrun, mixed precision,
+checkpoint state); FSDP is torch's `fully_shard`, applied by mtpeft (modeling/fsdp.py says why). The
+multi-task loop itself is ours because no library schedules one task per micro-batch with per-task heads
+and loss weights.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from mtpeft.errors import ConfigError, MtpeftError, TrainingDiverged
 from mtpeft.evaluation.evaluate import evaluate_task
 from mtpeft.layout import BEST_DIR, STATE_FILE, checkpoint_dirs
 from mtpeft.manifest import MANIFEST_FILE, manifest_problem, write_manifest
+from mtpeft.modeling import fsdp
 from mtpeft.modeling.build import build_model, save_deployable
 from mtpeft.modeling.distributed import (
     LOSS_SHARE,
@@ -40,6 +42,7 @@ from mtpeft.modeling.distributed import (
     all_reduce_sum,
     barrier,
     cpu_only,
+    gather_objects,
     global_loss,
 )
 from mtpeft.modeling.inputs import Batch, TaskFeatures, collate, padded_widths, to_device
@@ -122,16 +125,38 @@ def _longest_row(features: TaskFeatures) -> int:
 
 
 def _refuse_unsupported_sharding(accelerator: Accelerator) -> None:
-    """FSDP and DeepSpeed ZeRO shard the weights themselves: saving `best/` then needs a full-state-dict
-    gather that is not written, and neither could be run here (no GPU; accelerate has no FSDP on CPU
-    processes). Refused before anything trains rather than risking a `best/` of one shard."""
+    """DeepSpeed ZeRO could not be run here (accelerate selects it only without `cpu`), and its
+    checkpoints and `best/` would need their own gathering: refused before anything trains. FSDP is
+    mtpeft's own (modeling/fsdp.py), which took accelerate's switch over before the Accelerator was
+    made; an FSDP distributed type here would mean accelerate shards the model a second time."""
+    fsdp.refuse_deepspeed()
     kind = str(accelerator.distributed_type).rsplit(".", 1)[-1]
     if kind in ("FSDP", "DEEPSPEED"):
         raise MtpeftError(
-            f"{kind} (from accelerate config or the environment) is not supported yet: train with data "
-            "parallelism (torchrun or accelerate launch --multi_gpu), which divides every batch among the "
-            "processes; see the README's Scaling out section"
+            f"{kind} set up by accelerate itself is not supported: for FSDP use `accelerate launch "
+            "--use_fsdp` or `distributed: {sharding: fsdp}` (mtpeft shards the model), for DeepSpeed "
+            "nothing yet; see the README's Scaling out section"
         )
+
+
+def _refuse_unsupported_with_fsdp(
+    config: TrainConfig, settings: fsdp.FsdpSettings, tasks: dict[str, RunTask]
+) -> None:
+    """What FSDP does not take here, named before anything trains."""
+    if config.mixed_precision == "fp16":
+        raise ConfigError(
+            f"mixed_precision: fp16 with FSDP ({settings.source}) is not supported (its loss scaler would "
+            "need FSDP's sharded scaler): use bf16 or no",
+            field="mixed_precision",
+        )
+    for position, entry in enumerate(config.tasks):
+        if tasks[entry.label].spec.kind == "generation":
+            # Generating runs as many forward passes as the longest answer needs, which differs per process.
+            raise ConfigError(
+                f"task {entry.label!r} generates text, which is not supported with FSDP ({settings.source}): "
+                "train it without sharding",
+                field=f"tasks.{position}.task",
+            )
 
 
 def _trace_batch(step: int, task: str, shard: Shard, indices: list[int]) -> None:
@@ -195,6 +220,7 @@ class MultiTaskTrainer:
         # the buffers (position ids, the loss weightings' weights) are updated alike on every process
         # from global values, so DDP's broadcast before every forward would only cost time.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)
+        fsdp.claim_accelerate_switch()  # before the Accelerator reads it: mtpeft shards, not accelerate
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             kwargs_handlers=[ddp],
@@ -227,6 +253,26 @@ class MultiTaskTrainer:
         )
         self.backbone, self.adapted, self.model = built.backbone, built.adapted, built.model
         self.pad_id = self.backbone.tokenizer.pad_token_id
+        # FSDP: each process keeps 1/P of the weights (one process: nothing to shard, trained as usual).
+        settings = fsdp.requested(config)
+        self.fsdp = settings if settings is not None and self.shard.several else None
+        if self.fsdp is not None:
+            _refuse_unsupported_with_fsdp(config, self.fsdp, self.tasks)
+            weighting = self.model.loss_weighting
+            blocks = fsdp.shard_model(
+                self.model,
+                self.backbone.model,
+                self.fsdp,
+                keep_whole=list(weighting.parameters()) if weighting is not None else [],
+            )
+            if self.main:  # said once, so that a launch that did not shard is seen at once
+                size = self.shard.size
+                print(
+                    f"FSDP ({self.fsdp.source}): each of {size} processes holds 1/{size} of the weights, "
+                    f"gradients and optimiser state ({blocks} blocks sharded as units)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         every = config.grad_conflict_every
         self.conflict = ConflictLog(every) if every and len(self.tasks) > 1 else None
         # Called with each complete checkpoint (a study's Ray worker copies it to shared storage there).
@@ -299,6 +345,8 @@ class MultiTaskTrainer:
             {"params": self._shared_parameters(), "lr": self.config.lr},
             {"params": self.model.head_parameters(), "lr": self.config.head_lr or self.config.lr},
         ]
+        if self.fsdp is not None:  # the fused kernel takes a group's tensors together: not mixed kinds
+            groups = [part for group in groups for part in fsdp.split_sharded(group)]
         # The fused kernel updates every tensor in one pass: 3.8x (LoRA) to 5x (full fine-tuning, 16 vs
         # 79 ms a step on minilm) faster than the per-tensor loop PyTorch picks on a CPU by default.
         fused = all(_fusable(p) for group in groups for p in group["params"])
@@ -316,7 +364,14 @@ class MultiTaskTrainer:
         scheduler = get_linear_schedule_with_warmup(
             optimizer, int(cfg.warmup_ratio * cfg.max_steps), cfg.max_steps
         )
-        model, optimizer, scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
+        if self.fsdp is None:
+            model, optimizer, scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
+        else:
+            # Already sharded: accelerate must not wrap it (DDP on top), nor save the optimiser of one
+            # shard as the whole; the scheduler goes into its checkpoints, the rest through modeling/fsdp.py.
+            model = self.model
+            self.accelerator.register_for_checkpointing(scheduler)
+        self._training = (model, optimizer)
         # One writer: the other processes' lines would repeat the main one's.
         log = (self.run_dir / layout.TRAIN_LOG if self.main else Path(os.devnull)).open("a", encoding="utf-8")
         state = TrainState()
@@ -431,7 +486,12 @@ class MultiTaskTrainer:
                     f"the loss of task '{task}' is {value} (nothing of this step was applied)",
                     task=task,
                 )
-            if last:
+            if self.fsdp is not None:
+                # FSDP2's no_sync: reduce-scatter only after the step's last backward, or after every one
+                # on a step that reads each task's gradient (then each is already the global one).
+                model.set_requires_gradient_sync(last or gradients is not None)
+                self.accelerator.backward(term)
+            elif last:
                 self.accelerator.backward(term)
             else:
                 with self.accelerator.no_sync(model):
@@ -444,7 +504,10 @@ class MultiTaskTrainer:
         if gradients is not None:
             gradients.synchronize()  # several processes: each task's gradient of the global batch
         _scale_gradients(model, weighting.gradient_scale(losses))
-        norm = self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+        if self.fsdp is not None:
+            norm = fsdp.clip_grad_norm_(list(model.parameters()), self.config.max_grad_norm)
+        else:
+            norm = self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
         # Stop, not skip: the checks sit before optimizer.step(), so the weights and AdamW's moments
         # never see the bad values; but skipping would hide a run that is blowing up (too high an lr, a
         # damaged checkpoint) behind an ordinary-looking result. fp16's loss scaler is the exception:
@@ -487,7 +550,7 @@ class MultiTaskTrainer:
         """A recorder of each task's gradient on the shared module, on steps that need one."""
         measure = self.conflict is not None and self.conflict.due(step)
         if weighting.needs_gradient_norms or measure:
-            return TaskGradients(self._shared_parameters())
+            return TaskGradients(self._shared_parameters(), sharded=self.fsdp is not None)
         return None
 
     @torch.no_grad()
@@ -572,18 +635,25 @@ class MultiTaskTrainer:
         tensors (8 ms for all of minilm's 22.7M weights), the exact search only when a norm is not finite
         (huge but finite weights can overflow a norm)."""
         trainable = [p.detach() for p in self.model.parameters() if p.requires_grad]
+        if self.fsdp is not None:
+            return None if fsdp.all_finite(trainable) else self._non_finite_parameter()
         norms = torch._foreach_norm(trainable)  # no public fused norm; clip_grad_norm_ uses the same
         if bool(torch.stack(norms).isfinite().all()):
             return None
         return self._non_finite_parameter()
 
     def _non_finite_parameter(self) -> str | None:
-        """The first trainable parameter holding inf/NaN (checked before a model is kept or saved)."""
+        """The first trainable parameter holding inf/NaN (checked before a model is kept or saved). FSDP:
+        each process looks at its shards and every process gets the first name any of them found."""
         model = self.accelerator.unwrap_model(self.model)
+        found = None
         for name, parameter in model.named_parameters():
-            if parameter.requires_grad and not bool(torch.isfinite(parameter).all()):
-                return name
-        return None
+            if parameter.requires_grad and not bool(torch.isfinite(fsdp.local(parameter.detach())).all()):
+                found = name
+                break
+        if self.fsdp is not None:
+            return next((name for name in gather_objects(found) if name is not None), None)
+        return found
 
     # ---- validation, selection, checkpoints --------------------------------------------------
     def _validate(self, state: TrainState, meter: CostMeter, log: Any) -> None:
@@ -632,7 +702,10 @@ class MultiTaskTrainer:
                 pad_id=self.pad_id,
                 batch_size=self.tasks[name].entry.eval_batch_size,
                 device=self.accelerator.device,
-                progress=self.progress,  # generating for a generation task's split takes a while
+                progress=self.progress
+                and self.main,  # generating for a generation task's split takes a while
+                shard=self.shard,  # each process predicts its share of the batches
+                lockstep=self.fsdp is not None,  # FSDP gathers weights in every forward, with everyone
             ).metrics
             for name, features in split.items()
         }
@@ -654,6 +727,8 @@ class MultiTaskTrainer:
         barrier()
         try:
             self.accelerator.save_state(str(tmp))
+            if self.fsdp is not None:  # accelerate saved the random states; the weights are gathered here
+                fsdp.save_training_state(*self._training, tmp, main=self.main)
             barrier()  # every process's files are in before the manifest lists them
             if not self.main:
                 return
@@ -726,6 +801,8 @@ class MultiTaskTrainer:
         (another mtpeft/accelerate version, a changed config), not damage: stop with one message."""
         try:
             self.accelerator.load_state(str(checkpoint))
+            if self.fsdp is not None:
+                fsdp.load_training_state(*self._training, checkpoint)
         except (RuntimeError, ValueError, KeyError, OSError, EOFError) as err:
             raise MtpeftError(
                 f"checkpoint {checkpoint} is intact but does not load into this run "
@@ -734,10 +811,13 @@ class MultiTaskTrainer:
             ) from err
 
     def save_deployable(self, directory: Path, *, step: int, score: float) -> None:
-        """What a deployment needs: the shared module and the heads (no optimiser state)."""
+        """What a deployment needs: the shared module and the heads (no optimiser state). FSDP: every
+        process takes part in gathering the whole weights, the main one writes them."""
+        whole = fsdp.full_model_state(self.model) if self.fsdp is not None else None
         if not self.accelerator.is_main_process:
             return
-        save_deployable(self.accelerator.unwrap_model(self.model), directory, step=step, score=score)
+        model = self.accelerator.unwrap_model(self.model)
+        save_deployable(model, directory, step=step, score=score, state_dict=whole)
 
     def stored_bytes(self) -> int:
         """What a deployment stores: the module and the heads (the manifest is bookkeeping)."""
