@@ -66,6 +66,7 @@ _PLACEMENT_FIELDS = frozenset(
         "evaluate_splits",
         "baselines",
         "log_with",
+        "distributed",
     }
 )
 # formulation (heads or instruct) is its own arm suffix, below.
