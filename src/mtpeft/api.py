@@ -70,10 +70,32 @@ class TaskInfo(ScanTaskSpec):
 
 
 def load(run_dir: str | Path, *, device: str | torch.device | None = None, batch_size: int = 32) -> Run:
-    """Load a trained run directory (workspace/runs/<run>) for inference.
+    """Load a trained run directory for inference.
 
-    device: "cpu", "cuda", "cuda:1", ...; None: the GPU when there is one. batch_size: snippets per
-    backbone pass (longer snippets share batches with each other, so padding stays small).
+    The base model, the run's PEFT module (its best checkpoint, `best/`, checked against its manifest)
+    and every task head are loaded once; every task of the run is then answered from that one model.
+
+    Args:
+        run_dir: A run directory, `WORKSPACE/runs/<name>-<hash>` (what `mtpeft train` wrote; the demo's
+            shared run is `demo_workspace/runs/demo-multi-<hash>`).
+        device: `"cpu"`, `"cuda"`, `"cuda:1"`, ...; None: the GPU when there is one.
+        batch_size: Snippets per backbone pass. Snippets are sorted by length first, so long ones share
+            batches with each other and padding stays small.
+
+    Returns:
+        The loaded run.
+
+    Raises:
+        ConfigError: `run_dir` is not a directory.
+        InputError: `batch_size` is not a positive integer.
+        DamagedFiles: the run's `best/` does not match its manifest (a damaged or partial copy).
+        ModelLoadError: the base model cannot be loaded (unknown name, no network and no local copy).
+
+    Example:
+        ```python
+        run = mtpeft.load("demo_workspace/runs/demo-multi-1a2b3c4d5e", device="cpu")
+        run.analyze("def f(x): return eval(x)")
+        ```
     """
     path = _run_path(run_dir)
     _check_batch_size(batch_size)
@@ -91,10 +113,22 @@ def load_many(
 
     Runs trained from the same base (same model; for the random `tiny-*` models also the same seed) with
     peft methods of one family (LoRA/DoRA, IA3, prefix, prompt, adapter, parallel-adapter) each add only
-    their adapter and heads; the others (`full`, another base) load on their own backbone, as `load` does.
-    See mtpeft.modeling.shared_base. `Run.memory` says what each one added. A directory given twice is
-    loaded once (the same Run comes back twice). Inference must stay single-threaded: runs on one backbone
-    switch its active adapter before each pass.
+    their adapter and heads; the others (`full`, another base) load on their own backbone, as `load` does
+    (see `mtpeft.modeling.shared_base`). Inference must stay single-threaded: runs on one backbone switch
+    its active adapter before each pass.
+
+    Args:
+        run_dirs: Run directories (a list, not one path). A directory given twice is loaded once.
+        device: As for `load`.
+        batch_size: As for `load`.
+
+    Returns:
+        One `Run` per directory, in the order given (the same object for a directory given twice).
+        `Run.memory` says what loading each one added.
+
+    Raises:
+        InputError: one path instead of a list, or an empty list.
+        ConfigError: a path that is not a directory.
     """
     if isinstance(run_dirs, (str, Path)):
         raise InputError(f"load_many() takes a list of run directories, not one ({run_dirs}); or use load()")
@@ -145,8 +179,24 @@ def _device(device: str | torch.device | None) -> torch.device:
 
 
 class Run:
-    """A trained run ready for inference; see the module docstring. Build it with :func:`load` or
-    :func:`load_many`."""
+    """A trained run ready for inference: every task of the run from one loaded model.
+
+    Build it with `load` or `load_many`, not directly. Inputs are batched by length (sorted, padded per
+    batch, answered in the caller's order) under `torch.inference_mode()`, and truncated per task to the
+    `max_length` the run was trained with (`max_tokens=` overrides it). A snippet within every requested
+    task's limit is encoded once for all of them.
+
+    Every method raises `InputError` for bad input: not a str, an empty list, a lone surrogate, blank
+    code, an unknown task, or a task of the wrong kind for the method (the message names the method
+    that answers it).
+
+    Attributes:
+        run_dir: The run directory, absolute.
+        run_id: The run's id in its store (None for a directory copied without `run.json`).
+        config: The run's resolved train config.
+        device: Where the model is.
+        memory: What loading this run added (the backbone it shares, if any; its parameter bytes; RSS).
+    """
 
     def __init__(
         self,
@@ -275,7 +325,14 @@ class Run:
     ) -> dict[str, Prediction] | list[dict[str, Prediction]]:
         """Every one-snippet task (or `tasks`) for each snippet, from one backbone pass per snippet.
 
-        A list gives a list of {task: Prediction} in the same order; a single str gives one dict.
+        Args:
+            snippets: One snippet of code, or a list of them.
+            tasks: A task name or a list of them, from `snippet_tasks` (binary and multiclass tasks, with
+                a head or in the instruct formulation); None: all of them.
+            max_tokens: Truncate every snippet to this many tokens instead of each task's trained limit.
+
+        Returns:
+            For a list, a list (same order) of `{task: Prediction}`; for a single str, one such dict.
         """
         texts, single = _texts(snippets, "snippet", role="code")
         names = self._select(tasks, self.snippet_tasks, "analyze")
@@ -320,8 +377,20 @@ class Run:
         *,
         max_tokens: int | None = None,
     ) -> Prediction | list[Prediction]:
-        """A pair task's answer for each pair (a[i], b[i]); a single str on one side is compared with every
-        snippet of the other. Each distinct snippet is encoded once. Two strs give one Prediction."""
+        """A pair task's answer (e.g. clone or not) for each pair `(a[i], b[i])`.
+
+        Each distinct snippet is encoded once.
+
+        Args:
+            a: One snippet, or a list of them.
+            b: One snippet, or a list of them. A single str on one side is compared with every snippet of
+                the other; two lists must be of the same length.
+            task: A task of `pair_tasks`; may be left out when the run has only one.
+            max_tokens: Truncate every snippet to this many tokens instead of the task's trained limit.
+
+        Returns:
+            One `Prediction` for two strs, else a list of them, one per pair.
+        """
         name = self._one(task, self.pair_tasks, "compare")
         left, single_a = _texts(a, "a", role="code")
         right, single_b = _texts(b, "b", role="code")
@@ -348,11 +417,20 @@ class Run:
         query: bool = False,
         max_tokens: int | None = None,
     ) -> np.ndarray:
-        """Unit-length vectors, float32 [n, dim] ([dim] for a single str).
+        """Unit-length vectors of snippets (or of natural-language queries) for similarity search.
 
-        The retrieval head's projection of `task` (None: the run's first retrieval task); `query=True`
-        embeds natural-language queries (truncated to the task's max_query_length). A run without a
-        retrieval task gives the backbone's pooled vectors, normalised: the space its pair heads read.
+        Args:
+            snippets: One text, or a list of them.
+            task: A task of `retrieval_tasks` whose projection to use; None: the run's first one. A run
+                without a retrieval task gives the backbone's pooled vectors, normalised (the space its
+                pair heads read).
+            query: Embed natural-language queries (truncated to the task's `max_query_length`) rather
+                than code.
+            max_tokens: Truncate every text to this many tokens instead of the task's trained limit.
+
+        Returns:
+            A float32 numpy array `[n, dim]`, or `[dim]` for a single str. The dot product of two rows
+            is their cosine similarity.
         """
         texts, single = _texts(snippets, "query" if query else "snippet")
         name = self.embedding_task(task, query=query)
@@ -374,10 +452,20 @@ class Run:
         max_new_tokens: int | None = None,
         num_beams: int | None = None,
     ) -> str | list[str]:
-        """What a task trained through the LM head writes for each snippet: a summary, the repaired code,
-        or an instruct task's label word (one str for a single str). Greedy unless `num_beams` > 1; at
-        most `max_new_tokens` (default: the task's max_target_length). The prompts and decoding are the
-        ones evaluation used, so a snippet of the test split gets the hypothesis evaluation scored."""
+        """What a task trained through the LM head writes for each snippet.
+
+        A summary, the repaired code, or an instruct task's label word. The prompts and decoding are the
+        ones evaluation used, so a snippet of the test split gets the hypothesis evaluation scored.
+
+        Args:
+            snippets: One snippet, or a list of them.
+            task: A task of `generation_tasks`; may be left out when the run has only one.
+            max_new_tokens: At most this many new tokens (default: the task's `max_target_length`).
+            num_beams: Beam search with this many beams; None or 1: greedy.
+
+        Returns:
+            One str for a single str, else a list of str in the same order.
+        """
         texts, single = _texts(snippets, "snippet", role="code")
         name = self._one(task, self.generation_tasks, "generate")
         with torch.inference_mode():
@@ -410,9 +498,22 @@ class Run:
     def search(
         self, query: str | Sequence[str], k: int = 10, *, index: str | Path | SearchIndex
     ) -> list[Hit] | list[list[Hit]]:
-        """The `k` indexed units most similar to each query (an index built from THIS run by `mtpeft index`).
+        """The `k` indexed units (functions, methods, tests) most similar to each query.
 
-        A single str gives a list of Hit (best first); a list of queries, one such list per query.
+        Args:
+            query: A natural-language query, or a list of them.
+            k: How many hits per query.
+            index: The folder `mtpeft index` wrote, or a loaded `SearchIndex`. It must have been built
+                by this run (same `best/` files): another run's index is refused.
+
+        Returns:
+            For a single str, a list of `Hit` (best first: rank, cosine score, path, name, lines); for a
+            list of queries, one such list per query.
+
+        Raises:
+            InputError: `k` is not a positive integer, or a query is not a non-blank str.
+            SearchIndexError: the index is missing, partial, damaged, or built by another run (a
+                `DataError` whose message says to rebuild it).
         """
         from mtpeft.index import SearchIndex, load_index
 

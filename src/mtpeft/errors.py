@@ -41,11 +41,23 @@ def _field(field: str | None) -> str | None:
 
 
 class MtpeftError(Exception):
-    """Base class: the CLI prints these as one message, never a traceback."""
+    """Base class of every error mtpeft raises on purpose.
+
+    The message says where (file, line, field, snippet or task) and what to do; the command line prints
+    it as one `error:` line and exits with status 2, never a traceback. Catch this to catch them all.
+    """
 
 
 class DataError(MtpeftError):
-    """A problem in an input data file, located as precisely as we can."""
+    """A problem in an input data file, located as precisely as we can.
+
+    Attributes:
+        path: The file (None when not from a file).
+        line: The line in it, 1-based, where known.
+        field: The record's field, where known.
+        reason: The message without the location.
+        hint: What to do, where there is something to say.
+    """
 
     def __init__(
         self,
@@ -76,7 +88,13 @@ class DataError(MtpeftError):
 
 
 class ConfigError(MtpeftError):
-    """A bad field in a task, train or study config."""
+    """A bad field in a task, train or study config (or an argument naming something that does not exist).
+
+    Attributes:
+        path: The config file, where known.
+        field: The field to fix, where known.
+        reason: The message without the location.
+    """
 
     def __init__(self, message: str, *, path: str | Path | None = None, field: str | None = None) -> None:
         self.path = str(path) if path is not None else None
@@ -122,4 +140,8 @@ class RunLocked(MtpeftError):
 
 
 class InputError(MtpeftError):
-    """Bad input handed to a trained run (`mtpeft.load(...)`'s analyze, embed, compare; `mtpeft predict`)."""
+    """Bad input handed to a trained run (`Run.analyze`, `compare`, `embed`, `generate`, `search`; `predict`).
+
+    Not a str, an empty list, a lone surrogate, blank code, an unknown task, or a task the method does not
+    answer; the message names the snippet or task and the method to use instead.
+    """

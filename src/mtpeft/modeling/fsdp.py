@@ -65,7 +65,7 @@ def refuse_deepspeed() -> None:
         raise MtpeftError(
             "DeepSpeed (ACCELERATE_USE_DEEPSPEED, from accelerate config or launch --use_deepspeed) is not "
             "supported: shard the weights with FSDP instead (accelerate launch --use_fsdp, or "
-            "`distributed: {sharding: fsdp}` with torchrun); see the README's Scaling out section"
+            "`distributed: {sharding: fsdp}` with torchrun); see docs/scaling.md"
         )
 
 

@@ -291,7 +291,7 @@ def _prompting(a: StudyAnalysis) -> Finding:
             claim,
             NOT_MEASURED,
             "no prompting run in this report's store: `mtpeft prompt` into the same workspace adds one "
-            "(the README's prompting section has the measured table)",
+            "(docs/prompting.md has the measured table)",
         )
     verdicts, parts = [], []
     for task in a.tasks:

@@ -810,7 +810,7 @@ def _validation_message(err: RequestValidationError) -> str:
         if kind == "json_invalid":  # _BoundedJsonRequest's message, whole
             lines.append(problem.get("ctx", {}).get("error", "the body is not valid JSON"))
         elif kind == "extra_forbidden":
-            lines.append(f"{where}: unknown field; see GET /v1/tasks and the README's Serving section")
+            lines.append(f"{where}: unknown field; see GET /v1/tasks and docs/serving.md")
         else:
             lines.append(f"{where}: {problem.get('msg', 'invalid')}")
     return "; ".join(lines)

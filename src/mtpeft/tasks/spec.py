@@ -23,7 +23,7 @@ class TaskKind:
 
 
 FIELD_ROLES = {"code", "label", "code_b", "query", "target", "id", "group"}
-# How a label in a data file is matched to a task's `labels` (also in the README's format section).
+# How a label in a data file is matched to a task's `labels` (also in docs/tasks.md).
 LABEL_RULE = (
     "a label is one of the task's label strings (spaces around it ignored), or a JSON integer whose "
     'digits are one of them (1 for "1"); true/false, decimals such as 1.0, NaN, Infinity, null, lists '

@@ -135,7 +135,7 @@ def _refuse_unsupported_sharding(accelerator: Accelerator) -> None:
         raise MtpeftError(
             f"{kind} set up by accelerate itself is not supported: for FSDP use `accelerate launch "
             "--use_fsdp` or `distributed: {sharding: fsdp}` (mtpeft shards the model), for DeepSpeed "
-            "nothing yet; see the README's Scaling out section"
+            "nothing yet; see docs/scaling.md"
         )
 
 

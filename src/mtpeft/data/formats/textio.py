@@ -4,7 +4,7 @@ Shared by the format readers; nothing here knows about tasks or roles. Parsing i
 one bounded loader (`parse_json`); `datasets.load_dataset("json")` is not used because it names no line or
 field for a bad record.
 
-What any byte string becomes here (the README's "Supported task formats" lists the same rules):
+What any byte string becomes here (docs/tasks.md, "Supported task formats", lists the same rules):
 - line ends: '\\n', '\\r\\n' and a lone '\\r' (old Mac files) all end a line, as in Python's universal
   newlines (CodeXGLUE's own readers use them); a raw CR can never sit inside a JSON string, so jsonl
   files are split the same way. U+2028 and other Unicode line separators do not end a line.
