@@ -42,7 +42,8 @@ class Batching:
     max_tokens: int = 16_384  # --batch-tokens: estimated tokens gathered into one batch
     # --pass-tokens: padded tokens per backbone forward. A gathered batch is encoded longest first in
     # passes of at most this many (rows x longest row): similar lengths share a pass, so padding stays
-    # small. 1024 was the fastest of 1024, 2048 and 4096 on a 2-core CPU (docs/performance.md); raise it on a GPU.
+    # small. 1024 was the fastest of 1024, 2048 and 4096 on a 2-core CPU (docs/performance.md); raise
+    # it on a GPU.
     pass_tokens: int = 1024
     max_queue: int = 1024  # requests waiting; beyond it the server answers 429 (busy), never 5xx
 
