@@ -26,17 +26,24 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mtpeft import layout
 from mtpeft.errors import ConfigError, DamagedFiles, shorten
 from mtpeft.manifest import MANIFEST_FILE, manifest_problem, write_manifest
+
+if TYPE_CHECKING:
+    from mtpeft.evaluation.calibration import ThresholdChoice
 
 CALIBRATION_DIR = "calibration"
 CALIBRATION_FILE = "calibration.json"
 VALIDATION_FILE = "validation.json"
 FORMAT = 1
 UNCALIBRATED = "uncalibrated"
+# Why a classification task has no temperature: its probabilities come from the LM head's label words.
+INSTRUCT_NOT_SCALED = (
+    "trained through the LM head (formulation instruct): label-word probabilities are not scaled"
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,19 @@ class Calibration:
     @property
     def temperatures(self) -> dict[str, float]:
         return {name: task.temperature for name, task in self.tasks.items()}
+
+    def precision_threshold(self, task: str, target: float) -> ThresholdChoice:
+        """The smallest threshold on the task's calibrated P(positive) whose precision on the stored split
+        reaches `target` (evaluation.calibration.precision_threshold; TargetUnreachable when none does)."""
+        import numpy as np
+
+        from mtpeft.evaluation.calibration import precision_threshold, scaled_probabilities
+
+        fitted = self.tasks[task]
+        if fitted.positive is None:
+            raise ValueError(f"task {task!r} has no positive label to flag")
+        probs = scaled_probabilities(np.asarray(fitted.logits), fitted.temperature)[:, fitted.positive]
+        return precision_threshold(probs, np.asarray(fitted.gold) == fitted.positive, target)
 
     def describe(self) -> str:
         """One line for a run's info: 'temperature scaling on valid (vuln T=1.31, ...)'."""
@@ -173,3 +193,67 @@ def _damaged(run_dir: Path, problem: str) -> NoReturn:
         f"run {Path(run_dir).name}'s {CALIBRATION_DIR}/ is damaged ({problem}); fit it again with "
         f"`mtpeft calibrate {run_dir}`, or delete that folder to use the run uncalibrated"
     )
+
+
+# ---- thresholds for a target precision (`mtpeft scan --precision`, `mtpeft predict --precision`) ------
+@dataclass(frozen=True)
+class PrecisionCut:
+    """A task's threshold on P(positive label) and what it reached on the calibration split."""
+
+    task: str
+    positive_label: str
+    choice: ThresholdChoice
+
+    def note(self, target: float, split: str) -> str:
+        c = self.choice
+        return (
+            f"{self.task}: flagged at P({self.positive_label}) >= {c.threshold:.4f}, the smallest threshold "
+            f"with {split} precision >= {target} (reached {c.precision:.3f}, recall {c.recall:.3f}, "
+            f"{c.flagged} of {c.examples} {split} examples flagged)"
+        )
+
+
+def precision_cuts(
+    run_dir: Path, target: float, tasks: list[str] | None, option: str = "--precision"
+) -> list[PrecisionCut]:
+    """Per two-class task (binary, pair) of `tasks` (None: every calibrated one), the threshold that
+    reaches `target` precision on the run's validation split. InputError, naming the task and the best
+    precision reachable, where the target is out of reach; and where the run or a task has no
+    calibration to choose from. Reads only calibration/ (no model)."""
+    from mtpeft.errors import InputError
+    from mtpeft.evaluation.calibration import TargetUnreachable
+
+    if not 0.0 < target <= 1.0:
+        raise InputError(f"{option} {target}: give a precision above 0 and at most 1, e.g. 0.9")
+    calibration = read_calibration(run_dir)
+    if calibration is None:
+        raise InputError(
+            f"{option}: run {Path(run_dir).name} is uncalibrated (no {CALIBRATION_DIR}/ folder: trained "
+            f"before calibration existed), so it has no validation outputs to choose thresholds from; run "
+            f"`mtpeft calibrate {run_dir}` first"
+        )
+    names = list(calibration.tasks) + list(calibration.skipped) if tasks is None else tasks
+    cuts = []
+    for name in names:
+        fitted = calibration.tasks.get(name)
+        if fitted is None:
+            why = calibration.skipped.get(name)
+            if why == INSTRUCT_NOT_SCALED:  # a two-class task that would go unflagged without saying
+                raise InputError(
+                    f"{option}: task {shorten(name)} has no calibration ({why}), so no threshold can be "
+                    "chosen for it; leave it out with --tasks"
+                )
+            continue  # retrieval, generation, or a name the command itself refuses: nothing to flag
+        if fitted.positive is None:
+            continue  # multiclass: no label makes a finding
+        try:
+            choice = calibration.precision_threshold(name, target)
+        except TargetUnreachable as err:
+            raise InputError(
+                f"{option} {target}: task {shorten(name)} cannot reach that precision on its "
+                f"{calibration.split} split at any threshold (best reachable: {err.best:.3f}, with "
+                f"{err.positives} positive of {len(fitted.gold)} examples); ask for at most {err.best:.3f}, "
+                "or leave the task out with --tasks"
+            ) from None
+        cuts.append(PrecisionCut(name, fitted.labels[fitted.positive], choice))
+    return cuts

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtpeft.calibration_file import Calibration, TaskCalibration, write_calibration
+from mtpeft.calibration_file import INSTRUCT_NOT_SCALED, Calibration, TaskCalibration, write_calibration
 from mtpeft.evaluation import calibration as cal
 from mtpeft.modeling.distributed import Shard
 
@@ -94,5 +94,5 @@ def calibrate_run(run_dir: Path, *, progress: bool = False, shard: Shard | None 
 
 def _why_not(kind: str, instruct: bool) -> str:
     if instruct:
-        return "trained through the LM head (formulation instruct): label-word probabilities are not scaled"
+        return INSTRUCT_NOT_SCALED
     return f"a {kind} task has no class probabilities to calibrate"
