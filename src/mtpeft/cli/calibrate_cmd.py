@@ -40,7 +40,9 @@ def calibrate(
     assert calibration is not None  # one process: it is the main one
     scores = {n: task.scores | {"temperature": task.temperature} for n, task in calibration.tasks.items()}
     title = f"{run_dir.name}: temperature scaling on {calibration.split} ({calibration.bins} ECE bins)"
-    console.print(calibration_table(title, scores, calibration.skipped))
+    console.print(calibration_table(title, scores))
+    for name, why in calibration.skipped.items():
+        console.print(plain(f"not calibrated: {name} ({why})"))
     if reliability:
         for name, row in scores.items():
             console.print(reliability_table(name, row))
