@@ -14,7 +14,7 @@ import numpy as np
 
 from mtpeft.calibration_file import INSTRUCT_NOT_SCALED, Calibration, TaskCalibration, write_calibration
 from mtpeft.evaluation import calibration as cal
-from mtpeft.modeling.distributed import Shard
+from mtpeft.modeling.distributed import Shard, barrier
 
 SPLIT = "valid"
 
@@ -85,10 +85,10 @@ def calibrate_run(run_dir: Path, *, progress: bool = False, shard: Shard | None 
         )
         gold = np.asarray(kind_of(task.spec).gold(features.examples)["y_true"])
         fitted[name] = fit_task(result.outputs["logits"], gold, list(task.spec.labels or ()), task.spec.kind)
-    if shard.rank != 0:
-        return None
-    calibration = Calibration(SPLIT, cal.ECE_BINS, fitted, skipped)
-    write_calibration(run_dir, calibration)
+    calibration = Calibration(SPLIT, cal.ECE_BINS, fitted, skipped) if shard.rank == 0 else None
+    if calibration is not None:
+        write_calibration(run_dir, calibration)
+    barrier()  # with several processes: none loads the run (to evaluate it) before calibration/ is whole
     return calibration
 
 
