@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -178,8 +179,8 @@ def _parsed(head: Any, outputs: Any, folder: Path) -> Calibration:
     tasks = {}
     for name, entry in head["tasks"].items():
         temperature = float(entry["temperature"])
-        if not temperature > 0:
-            raise ValueError(f"task {name!r}: temperature {temperature} is not positive")
+        if not 0 < temperature < math.inf:
+            raise ValueError(f"task {name!r}: temperature {temperature} is not a positive number")
         scores = {k: v for k, v in entry.items() if k not in ("temperature", "labels", "positive")}
         raw = outputs[name]
         tasks[name] = TaskCalibration(
