@@ -209,8 +209,9 @@ class PrecisionCut:
         c = self.choice
         return (
             f"{self.task}: flagged at P({self.positive_label}) >= {c.threshold:.4f}, the smallest threshold "
-            f"with {split} precision >= {target} (reached {c.precision:.3f}, recall {c.recall:.3f}, "
-            f"{c.flagged} of {c.examples} {split} examples flagged)"
+            f"with {split} precision >= {target} (reached {c.precision:.3f}, 97.5% lower bound "
+            f"{c.precision_low:.3f}; recall {c.recall:.3f}; {c.flagged} of {c.examples} {split} examples "
+            "flagged)"
         )
 
 
@@ -218,14 +219,10 @@ def precision_cuts(
     run_dir: Path, target: float, tasks: list[str] | None, option: str = "--precision"
 ) -> list[PrecisionCut]:
     """Per two-class task (binary, pair) of `tasks` (None: every calibrated one), the threshold that
-    reaches `target` precision on the run's validation split. InputError, naming the task and the best
-    precision reachable, where the target is out of reach; and where the run or a task has no
-    calibration to choose from. Reads only calibration/ (no model)."""
+    reaches `target` precision on the run's validation split, from RUN_DIR/calibration/ alone (no model
+    loaded). InputError where the run is uncalibrated; see `cuts_for` for the rest."""
     from mtpeft.errors import InputError
-    from mtpeft.evaluation.calibration import TargetUnreachable
 
-    if not 0.0 < target <= 1.0:
-        raise InputError(f"{option} {target}: give a precision above 0 and at most 1, e.g. 0.9")
     calibration = read_calibration(run_dir)
     if calibration is None:
         raise InputError(
@@ -233,6 +230,24 @@ def precision_cuts(
             f"before calibration existed), so it has no validation outputs to choose thresholds from; run "
             f"`mtpeft calibrate {run_dir}` first"
         )
+    return cuts_for(calibration, target, tasks, option)
+
+
+def cuts_for(
+    calibration: Calibration,
+    target: float,
+    tasks: list[str] | None,
+    option: str = "--precision",
+    tasks_option: str = "--tasks",
+) -> list[PrecisionCut]:
+    """`precision_cuts` on a calibration already read. InputError, naming the task and the best
+    precision reachable, where the target is out of reach, and where a two-class task has no
+    calibration to choose from (trained through the LM head)."""
+    from mtpeft.errors import InputError
+    from mtpeft.evaluation.calibration import TargetUnreachable
+
+    if not 0.0 < target <= 1.0:
+        raise InputError(f"{option} {target}: give a precision above 0 and at most 1, e.g. 0.9")
     names = list(calibration.tasks) + list(calibration.skipped) if tasks is None else tasks
     cuts = []
     for name in names:
@@ -242,7 +257,7 @@ def precision_cuts(
             if why == INSTRUCT_NOT_SCALED:  # a two-class task that would go unflagged without saying
                 raise InputError(
                     f"{option}: task {shorten(name)} has no calibration ({why}), so no threshold can be "
-                    "chosen for it; leave it out with --tasks"
+                    f"chosen for it; leave it out with {tasks_option}"
                 )
             continue  # retrieval, generation, or a name the command itself refuses: nothing to flag
         if fitted.positive is None:
@@ -254,7 +269,7 @@ def precision_cuts(
                 f"{option} {target}: task {shorten(name)} cannot reach that precision on its "
                 f"{calibration.split} split at any threshold (best reachable: {err.best:.3f}, with "
                 f"{err.positives} positive of {len(fitted.gold)} examples); ask for at most {err.best:.3f}, "
-                "or leave the task out with --tasks"
+                f"or leave the task out with {tasks_option}"
             ) from None
         cuts.append(PrecisionCut(name, fitted.labels[fitted.positive], choice))
     return cuts

@@ -179,3 +179,30 @@ def test_unreachable_precision_is_refused_naming_task_and_best(copy_of, tmp_path
     reachable = mtpeft_cli("predict", run, lines, "--precision", "0.25")
     assert reachable.code == 0, reachable.err
     assert json.loads(reachable.out)["predictions"]["vulnerability"]["flagged"] is True  # threshold: lowest
+
+
+def test_serve_flags_answers_for_a_requested_precision(run, copy_of):
+    from fastapi.testclient import TestClient
+
+    import mtpeft
+    from mtpeft.serve.app import create_app
+
+    raw = mtpeft.load(copy_of(calibrated=False), device="cpu")
+    body = {"snippets": SNIPPETS[:2], "pairs": [{"a": SNIPPETS[0], "b": SNIPPETS[3]}], "precision": 0.9}
+    with TestClient(create_app({"tiny": run, "old": raw}), base_url="http://localhost") as client:
+        reply = client.post("/v1/analyze", json=body)
+        assert reply.status_code == 200, reply.text
+        answer = reply.json()
+        assert set(answer["thresholds"]) == {"vulnerability", "clone"}
+        assert answer["thresholds"]["vulnerability"]["precision"] >= 0.9
+        cut = answer["thresholds"]["vulnerability"]["threshold"]
+        for snippet in answer["snippets"]:
+            got = snippet["vulnerability"]
+            assert got["flagged"] == (got["probabilities"]["1"] >= cut)
+            assert "flagged" not in snippet["complexity"]  # multiclass: nothing to flag
+        assert isinstance(answer["pairs"][0]["clone"]["flagged"], bool)
+        unreachable = client.post("/v1/analyze", json=body | {"precision": 1.5})
+        assert unreachable.status_code == 422 and "at most 1" in unreachable.text
+        old = client.post("/v1/analyze", json=body | {"run": "old"})
+        assert old.status_code == 422 and "uncalibrated" in old.text
+        assert client.get("/v1/tasks").json()["runs"][1]["calibration"] == "uncalibrated"

@@ -64,6 +64,8 @@ def test_precision_threshold_is_the_smallest_that_reaches_the_target():
     assert (at_08.threshold, at_08.precision, at_08.recall, at_08.flagged) == (0.2, 0.8, 1.0, 5)
     at_09 = cal.precision_threshold(scores, truth, 0.9)
     assert (at_09.threshold, at_09.precision, at_09.recall) == (0.4, 1.0, 0.75)
+    # 3 of 3 flagged are right: the exact lower bound p solves p**3 = 0.025
+    assert at_09.precision_low == pytest.approx(0.025 ** (1 / 3))
 
 
 def test_precision_is_reached_on_the_split_it_was_chosen_on():

@@ -16,7 +16,8 @@ probability threshold that reaches a target precision. numpy, scipy and scikit-l
   |accuracy - mean confidence|, with a prediction's confidence its top probability and bins right-closed
   ((0, 1/15], ..., (14/15, 1]). Written here: scikit-learn's calibration_curve gives no bin counts.
 - Precision thresholds: scikit-learn's precision_recall_curve over the validation split's positive-class
-  probabilities; the smallest threshold whose precision reaches the target (the most recall among them).
+  probabilities; the smallest threshold whose precision reaches the target (the most recall among them),
+  with the exact (Clopper-Pearson) 97.5 % lower bound of that precision from scipy's beta distribution.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
+from scipy.stats import beta
 
 ECE_BINS = 15
 T_MIN, T_MAX = 0.05, 20.0
@@ -114,6 +116,9 @@ class ThresholdChoice:
     recall: float
     flagged: int  # examples of the split at or above the threshold
     examples: int
+    # One-sided 97.5 % lower bound of the precision (exact Clopper-Pearson on `flagged` examples): a
+    # precision reached by flagging 2 examples says little, and this says how little.
+    precision_low: float = 0.0
 
 
 class TargetUnreachable(ValueError):
@@ -145,5 +150,7 @@ def precision_threshold(
         raise TargetUnreachable(target, float(precision[:-1].max()), int(truth.sum()))
     i = int(reached[0])
     cut = float(thresholds[i])
-    flagged = int((scores >= cut).sum())
-    return ThresholdChoice(cut, float(precision[i]), float(recall[i]), flagged, len(scores))
+    flagged = scores >= cut
+    hits, count = int(truth[flagged].sum()), int(flagged.sum())
+    low = float(beta.ppf(0.025, hits, count - hits + 1)) if hits else 0.0
+    return ThresholdChoice(cut, float(precision[i]), float(recall[i]), count, len(scores), low)
