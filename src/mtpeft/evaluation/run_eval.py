@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -13,6 +14,14 @@ from mtpeft.evaluation.evaluate import evaluate_task
 from mtpeft.modeling.build import load_trained
 from mtpeft.modeling.distributed import Shard
 from mtpeft.modeling.task_data import RunTask, resolve_tasks
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mtpeft.data.example import Example
+    from mtpeft.modeling.model import MultiTaskModel
+
+CALIBRATION_KEY = "calibration"  # in metrics.<split>.json: per task, ECE and NLL before/after
 
 
 def evaluate_run(
@@ -38,7 +47,7 @@ def evaluate_run(
     out_dir = layout.predictions_dir(run_dir, split)
     metrics: dict[str, dict[str, float]] = {}
     baseline_scores: dict[str, dict[str, dict[str, float]]] = {}
-    calibration: dict[str, dict] = {}
+    calibration: dict[str, dict[str, Any]] = {}
     for name, task in tasks.items():
         features = task.features(split, backbone.tokenizer, seed=config.seed, lm_head=backbone.info.lm_head)
         result = evaluate_task(
@@ -69,10 +78,9 @@ def evaluate_run(
     return metrics, baseline_scores
 
 
-CALIBRATION_KEY = "calibration"  # in metrics.<split>.json: per task, ECE and NLL before/after
-
-
-def calibration_scores(model, task: str, logits, examples) -> dict:
+def calibration_scores(
+    model: MultiTaskModel, task: str, logits: np.ndarray, examples: list[Example]
+) -> dict[str, Any]:
     """ECE and NLL of a head's probabilities on these examples, raw (T = 1) and at the run's temperature
     (`calibrated` false and T = 1 when the run has no calibration for the task)."""
     from mtpeft.evaluation.calibrate_run import task_scores
