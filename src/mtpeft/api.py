@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, TypedDict, overload
 import numpy as np
 import torch
 
+from mtpeft.calibration_file import UNCALIBRATED
 from mtpeft.config import TaskEntry, TrainConfig
 from mtpeft.data.example import blank_text_problem
 from mtpeft.errors import ConfigError, InputError
@@ -276,14 +277,23 @@ class Run:
 
     @property
     def info(self) -> dict[str, str]:
-        """Facts for reports: run directory and id, model, method, device."""
+        """Facts for reports: run directory and id, model, method, device, calibration."""
+        calibration = self.model.calibration
         return {
             "run": str(self.run_dir),
             "run_id": self.run_id or "",
             "model": self.model_info.name,
             "method": self.config.method,
             "device": str(self.device),
+            "calibration": calibration.describe() if calibration is not None else UNCALIBRATED,
         }
+
+    @property
+    def temperatures(self) -> dict[str, float]:
+        """Each calibrated task's temperature (its probabilities are softmax(logits / T)); empty for an
+        uncalibrated run (`info["calibration"]` is then "uncalibrated"; `mtpeft calibrate RUN` fits it)."""
+        calibration = self.model.calibration
+        return dict(calibration.temperatures) if calibration is not None else {}
 
     @property
     def fingerprint(self) -> str:

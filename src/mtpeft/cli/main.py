@@ -7,6 +7,7 @@ import sys
 import typer
 
 from mtpeft.cli import (
+    calibrate_cmd,
     data_cmd,
     index_cmd,
     lm_serve_cmd,
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(data_cmd.app, name="data", help="Read, check and build task data.")
 models_cmd.register(app)
 run_cmd.register(app)
+calibrate_cmd.register(app)  # temperature scaling of a trained run (mtpeft.calibration_file)
 study_cmd.register(app)
 prompt_cmd.register(app)  # general LLMs prompted on the same tasks, data, metrics and store
 for command in (predict_cmd, scan_cmd, index_cmd, serve_cmd):  # inference: mtpeft.load's Run behind each

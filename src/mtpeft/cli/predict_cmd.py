@@ -4,7 +4,9 @@ In:  {"code": "..."}                    every one-snippet task of the run (or of
      {"code": "...", "code_b": "..."}   every pair task (clone detection)
      an optional "id" (string or integer; default: the line number); other fields are ignored.
 Out: {"id": ..., "predictions": {"<task>": {"label": "1", "probability": 0.93}, ...}}
-     (with --probabilities, each task's "probabilities" of every label too).
+     (with --probabilities, each task's "probabilities" of every label too; with --precision P, each
+     binary and pair task's "flagged": whether P(positive label) reaches the threshold at which the
+     run's validation precision reaches P, listed on stderr with its validation recall).
 
 Lines are read and answered N at a time (--batch-size) and each batch is written and flushed before the
 next is read, so `-` (stdin) streams; blank lines are skipped. A bad line (not JSON, no "code", a
@@ -78,6 +80,12 @@ def predict(
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Also write every label's probability for each task."
     ),
+    precision: float | None = typer.Option(
+        None,
+        "--precision",
+        help='Add "flagged" to each binary/pair answer: P(positive) at or above the smallest threshold at '
+        "which the run's validation precision reaches this (e.g. 0.9); refused where none reaches it.",
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the JSON lines here instead of stdout."),
     device: str | None = typer.Option(
         None, help="cpu, cuda, cuda:1, ... (default: the GPU if there is one)."
@@ -94,15 +102,19 @@ def predict(
         raise InputError(f"--on-error {shorten(on_error)}: choose stop or skip")
     if out is not None:  # before anything is opened: `--out in.jsonl` would empty the input
         _check_output(out, input_path)
+    names = [t.strip() for item in tasks for t in item.split(",") if t.strip()]
+    cuts = _precision_cuts(run_dir, precision, names) if precision is not None else {}
     with _opened_input(input_path) as stream:  # a missing file fails before the model loads
         from mtpeft.api import load
 
         run = load(run_dir, device=device, batch_size=batch_size)
-        single, pairs = _tasks(run, [t.strip() for item in tasks for t in item.split(",") if t.strip()])
+        single, pairs = _tasks(run, names)
+        if run.info["calibration"] == "uncalibrated":
+            typer.echo(f"{run_dir}: uncalibrated (raw softmax probabilities; mtpeft calibrate RUN)", err=True)
         with _opened_output(out) as sink:
             try:
                 answered, skipped, stopped = _stream(
-                    stream, input_path, sink, run, single, pairs, batch_size, on_error, probabilities
+                    stream, input_path, sink, run, single, pairs, batch_size, on_error, (probabilities, cuts)
                 )
             except BrokenPipeError:  # `mtpeft predict ... | head`: the reader has all it wanted
                 _silence_stdout()
@@ -126,6 +138,16 @@ def _check_output(out: Path, input_path: str) -> None:
     except (OSError, ValueError):  # stdin replaced by an in-memory stream (tests, embedding): no file
         return
     refuse_overwriting_inputs(out, [stdin], names=["<stdin>"])  # `- --out in.jsonl < in.jsonl`
+
+
+def _precision_cuts(run_dir: Path, precision: float, names: list[str]) -> dict[str, tuple[str, float]]:
+    """{task: (positive label, threshold)} for --precision, chosen on the run's validation outputs."""
+    from mtpeft.calibration_file import precision_cuts
+
+    cuts = precision_cuts(run_dir, precision, names or None)
+    for cut in cuts:
+        typer.echo(cut.note(precision, "validation"), err=True)
+    return {c.task: (c.positive_label, c.choice.threshold) for c in cuts}
 
 
 def _tasks(run: Run, names: list[str]) -> tuple[list[str], list[str]]:
@@ -164,7 +186,7 @@ def _stream(
     pairs: list[str],
     batch_size: int,
     on_error: str,
-    probabilities: bool,
+    shown: tuple[bool, dict[str, tuple[str, float]]],
 ) -> tuple[int, int, DataError | None]:
     """(lines answered, lines skipped, the bad line that stopped it under --on-error stop).
 
@@ -181,14 +203,14 @@ def _stream(
             batch.append(_parse(raw, number, where, single, pairs))
         except DataError as err:
             if on_error == "stop":
-                answered += _answer(batch, run, single, pairs, sink, probabilities)
+                answered += _answer(batch, run, single, pairs, sink, shown)
                 return answered, skipped, err
             typer.echo(f"skipped: {err}", err=True)
             skipped += 1
         if len(batch) >= batch_size:
-            answered += _answer(batch, run, single, pairs, sink, probabilities)
+            answered += _answer(batch, run, single, pairs, sink, shown)
             batch = []
-    answered += _answer(batch, run, single, pairs, sink, probabilities)
+    answered += _answer(batch, run, single, pairs, sink, shown)
     return answered, skipped, None
 
 
@@ -247,11 +269,18 @@ def _id_field(record: dict[str, Any], number: int, bad: Any) -> str | int:
 
 
 def _answer(
-    batch: list[Request], run: Run, single: list[str], pairs: list[str], sink: IO[str], probabilities: bool
+    batch: list[Request],
+    run: Run,
+    single: list[str],
+    pairs: list[str],
+    sink: IO[str],
+    shown: tuple[bool, dict[str, tuple[str, float]]],
 ) -> int:
-    """One analyze call for the one-snippet lines, one compare call per pair task; rows in input order."""
+    """One analyze call for the one-snippet lines, one compare call per pair task; rows in input order.
+    `shown`: (every label's probabilities too?, {task: (positive label, --precision threshold)})."""
     if not batch:
         return 0
+    probabilities, cuts = shown
     rows: dict[int, dict[str, Any]] = {r.line: {} for r in batch}
     alone = [r for r in batch if r.code_b is None]
     both = [r for r in batch if r.code_b is not None]
@@ -274,6 +303,10 @@ def _answer(
             else {k: answer[k] for k in ("label", "probability")}
             for task, answer in rows[request.line].items()
         }
+        for task, (positive, cut) in cuts.items():
+            if task in predictions:
+                positive_p = rows[request.line][task]["probabilities"][positive]
+                predictions[task] = {**predictions[task], "flagged": positive_p >= cut}
         sink.write(json.dumps({"id": request.id, "predictions": predictions}, ensure_ascii=False) + "\n")
     sink.flush()
     return len(rows)

@@ -113,7 +113,26 @@ def _evaluate(
         RunStore(store_path).update_metrics(run_file["run_id"], split, metrics)
     rows = [(t, next(iter(m)), {"model": m[next(iter(m))]}, base.get(t, {})) for t, m in metrics.items()]
     console.print(scores_table(f"{run_dir.name}: {split}", rows, ["model"]))  # escapes user text itself
+    _print_calibration(run_dir, split)
     console.print(plain(f"prediction files: {layout.predictions_dir(run_dir, split)}"))
+
+
+def _print_calibration(run_dir: Path, split: str) -> None:
+    """ECE before/after temperature scaling per classification task, as evaluate_run wrote them."""
+    import json
+
+    from mtpeft import layout
+    from mtpeft.evaluation.calibration import ECE_BINS
+    from mtpeft.evaluation.run_eval import CALIBRATION_KEY
+    from mtpeft.report.console import calibration_table, console
+
+    written = json.loads(layout.metrics_path(run_dir, split).read_text(encoding="utf-8"))
+    scores = written.get(CALIBRATION_KEY) or {}
+    if scores:
+        title = f"{run_dir.name}: calibration on {split} ({ECE_BINS} equal-width ECE bins)"
+        console.print(calibration_table(title, scores))
+    if not all(row["calibrated"] for row in scores.values()):
+        console.print(f"uncalibrated: probabilities are the heads' raw softmax; mtpeft calibrate {run_dir}")
 
 
 def _evaluate_on_data(

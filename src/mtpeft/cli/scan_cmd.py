@@ -20,6 +20,7 @@ Exit status: 0 when the scan ran, findings or not (a scan is a report, not a ver
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,12 @@ def scan(
     threshold: str | None = typer.Option(
         None, "--threshold", help="Levels by probability: error,warning,note (default 0.9,0.7,0.5)."
     ),
+    precision: float | None = typer.Option(
+        None,
+        "--precision",
+        help="Instead of --threshold: per task, flag (level error) from the smallest probability at which "
+        "the run's validation precision reaches this, e.g. 0.9; refused where no threshold reaches it.",
+    ),
     clones: bool = typer.Option(True, "--clones/--no-clones", help="Search clone pairs (pair task)."),
     fail_on: str | None = typer.Option(
         None, "--fail-on", help="error | warning | note: exit 1 when a finding or clone pair reaches it."
@@ -88,6 +95,8 @@ def scan(
     from mtpeft.scan import ReportOptions
 
     thresholds = _checked_options(paths, fmt, threshold, fail_on)  # before the model loads: fail fast
+    cuts = _precision_cuts(run_dir, precision, threshold, _names(tasks)) if precision is not None else []
+    thresholds = replace(thresholds, per_task={c.task: c.choice.threshold for c in cuts})
     if out is not None:
         _check_out(out, paths)
     result = _scan(
@@ -103,6 +112,9 @@ def scan(
         progress,
         device,
     )
+    result.notes += [c.note(precision, "validation") for c in cuts if precision is not None]
+    if result.info.get("calibration") == "uncalibrated":  # a run trained before calibration existed
+        result.notes.append(f"run uncalibrated: raw softmax probabilities (mtpeft calibrate {run_dir})")
     options = ReportOptions(thresholds=thresholds, include_code=include_code)
     _write(result, fmt, out, options)
     if out is not None or fmt != "table":  # the table already ends with these lines
@@ -163,6 +175,17 @@ def _checked_options(paths: list[Path], fmt: str, threshold: str | None, fail_on
         return Thresholds.parse(threshold) if threshold else Thresholds()
     except ValueError as err:
         raise InputError(f"--threshold: {err}") from None
+
+
+def _precision_cuts(run_dir: Path, precision: float, threshold: str | None, tasks: list[str]) -> list:
+    """--precision's threshold per task, from the run's stored validation outputs (no model loaded)."""
+    from mtpeft.calibration_file import precision_cuts
+
+    if threshold is not None:
+        raise InputError(
+            "give --precision or --threshold, not both: --precision chooses each task's threshold"
+        )
+    return precision_cuts(run_dir, precision, tasks or None)
 
 
 def _scan(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -13,6 +14,14 @@ from mtpeft.evaluation.evaluate import evaluate_task
 from mtpeft.modeling.build import load_trained
 from mtpeft.modeling.distributed import Shard
 from mtpeft.modeling.task_data import RunTask, resolve_tasks
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mtpeft.data.example import Example
+    from mtpeft.modeling.model import MultiTaskModel
+
+CALIBRATION_KEY = "calibration"  # in metrics.<split>.json: per task, ECE and NLL before/after
 
 
 def evaluate_run(
@@ -38,6 +47,7 @@ def evaluate_run(
     out_dir = layout.predictions_dir(run_dir, split)
     metrics: dict[str, dict[str, float]] = {}
     baseline_scores: dict[str, dict[str, dict[str, float]]] = {}
+    calibration: dict[str, dict[str, Any]] = {}
     for name, task in tasks.items():
         features = task.features(split, backbone.tokenizer, seed=config.seed, lm_head=backbone.info.lm_head)
         result = evaluate_task(
@@ -53,6 +63,8 @@ def evaluate_run(
         metrics[name] = result.metrics
         if not writes:
             continue
+        if "logits" in result.outputs:
+            calibration[name] = calibration_scores(model, name, result.outputs["logits"], features.examples)
         write_predictions(task.spec, features.examples, result.outputs, out_dir)
         per_example = layout.per_example_path(run_dir, split, name)
         per_example.write_text(json.dumps(result.per_example), encoding="utf-8")
@@ -61,10 +73,23 @@ def evaluate_run(
             baseline_scores[name] = run_baselines(task.spec, train, features.examples, seed=config.seed)
     if not writes:
         return metrics, baseline_scores
-    layout.metrics_path(run_dir, split).write_text(
-        json.dumps({"metrics": metrics, "baselines": baseline_scores}, indent=2), encoding="utf-8"
-    )
+    written = {"metrics": metrics, "baselines": baseline_scores, CALIBRATION_KEY: calibration}
+    layout.metrics_path(run_dir, split).write_text(json.dumps(written, indent=2), encoding="utf-8")
     return metrics, baseline_scores
+
+
+def calibration_scores(
+    model: MultiTaskModel, task: str, logits: np.ndarray, examples: list[Example]
+) -> dict[str, Any]:
+    """ECE and NLL of a head's probabilities on these examples, raw (T = 1) and at the run's temperature
+    (`calibrated` false and T = 1 when the run has no calibration for the task)."""
+    from mtpeft.evaluation.calibrate_run import task_scores
+    from mtpeft.tasks.kinds import kind_of
+
+    fitted = model.calibration.temperatures if model.calibration is not None else {}
+    gold = kind_of(model.tasks[task]).gold(examples)["y_true"]
+    scores = task_scores(logits, gold, fitted.get(task, 1.0))
+    return {"calibrated": task in fitted, "temperature": fitted.get(task, 1.0), **scores}
 
 
 def process_device() -> torch.device:

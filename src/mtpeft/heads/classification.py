@@ -3,6 +3,10 @@
 One input: the MLP reads its pooled vector. Two inputs (pairs, bi-encoded: each snippet its own
 backbone pass, so each gets the full max_length): it reads [u, v, |u - v|, u * v] (Sentence-BERT
 style), which is symmetric in what it can learn about the two snippets.
+
+Probabilities are softmax(logits / T): T is the task's temperature (mtpeft.evaluation.calibration), 1 until
+a run's calibration sets it on load. It is a buffer outside the state dict, so heads.safetensors and best/
+are the same with or without it; the raw `logits` come out beside the probabilities for fitting it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class ClassificationHead(TaskHead):
             nn.Dropout(dropout),
             nn.Linear(hidden_size // 2, num_labels),
         )
+        self.register_buffer("temperature", torch.ones(()), persistent=False)
 
     @property
     def is_pair(self) -> bool:
@@ -48,5 +53,11 @@ class ClassificationHead(TaskHead):
         return nn.functional.cross_entropy(self.logits(vectors), batch["labels"])
 
     def predict(self, vectors: Vectors) -> dict[str, torch.Tensor]:
-        probs = self.logits(vectors).softmax(-1)
-        return {"y_pred": probs.argmax(-1), "probs": probs}
+        # The one place a head's logits become probabilities: evaluation, analyze, compare, scan, serve.
+        # T > 0 keeps the logits' order, so y_pred (the argmax) is the same whatever T is.
+        logits = self.logits(vectors)
+        probs = (logits / self.temperature).softmax(-1)
+        return {"y_pred": logits.argmax(-1), "probs": probs, "logits": logits}
+
+    def set_temperature(self, temperature: float) -> None:
+        self.temperature.fill_(temperature)

@@ -20,8 +20,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mtpeft import layout
+from mtpeft.calibration_file import CALIBRATION_DIR, Calibration, read_calibration
 from mtpeft.config import TaskEntry, TrainConfig
 from mtpeft.errors import ConfigError, DamagedFiles
+from mtpeft.heads.classification import ClassificationHead
 from mtpeft.manifest import MANIFEST_FILE, manifest_problem, write_manifest
 from mtpeft.modeling.lm_inputs import uses_lm
 from mtpeft.modeling.model import MultiTaskModel
@@ -265,6 +267,7 @@ class SavedRun(NamedTuple):
     run_dir: Path
     config: TrainConfig  # with absolute data paths: loads from any working directory
     meta: dict[str, Any]  # best/heads.json
+    calibration: Calibration | None = None  # RUN_DIR/calibration/, checked; None: uncalibrated
 
     @property
     def best(self) -> Path:
@@ -275,11 +278,13 @@ class SavedRun(NamedTuple):
         return self.best / layout.ADAPTER_DIR
 
 
-def read_saved(run_dir: Path) -> SavedRun:
-    """Verify `best/` and read its heads.json and the run's config; no model is loaded yet."""
+def read_saved(run_dir: Path, *, calibrated: bool = True) -> SavedRun:
+    """Verify `best/` (and its calibration/, where there is one) and read its heads.json and the run's
+    config; no model is loaded yet. `calibrated=False`: ignore calibration/ (what refitting it reads)."""
     verify_best(run_dir)
     meta = read_heads_meta(run_dir / layout.BEST_DIR)
-    return SavedRun(run_dir, layout.load_run_config(run_dir), meta)
+    calibration = read_calibration(run_dir) if calibrated else None
+    return SavedRun(run_dir, layout.load_run_config(run_dir), meta, calibration)
 
 
 def load_module(saved: SavedRun) -> tuple[Backbone, AdaptedBackbone]:
@@ -307,7 +312,22 @@ def attach_heads(
     )
     _check_head_inputs(model, saved.meta, saved.best / layout.HEADS_META)
     _load_heads(model, saved.best / layout.HEADS_WEIGHTS, saved.meta.get("format_version", 1))
+    _set_temperatures(model, saved)
     return model
+
+
+def _set_temperatures(model: MultiTaskModel, saved: SavedRun) -> None:
+    """Each calibrated head divides its logits by its task's temperature from now on."""
+    calibration = saved.calibration
+    model.calibration = calibration
+    for name, temperature in (calibration.temperatures if calibration else {}).items():
+        head = model.heads[name] if name in model.heads else None  # noqa: SIM401 (ModuleDict has no get)
+        if not isinstance(head, ClassificationHead):
+            raise DamagedFiles(
+                f"{saved.run_dir / CALIBRATION_DIR}: task {name!r} has a temperature but no classification "
+                f"head in this run; fit it again with `mtpeft calibrate {saved.run_dir}`"
+            )
+        head.set_temperature(temperature)
 
 
 def _saved_lm_tasks(saved: SavedRun) -> dict[str, TaskEntry]:
@@ -325,12 +345,13 @@ def load_saved(saved: SavedRun, device: torch.device | None = None) -> TrainedRu
     return TrainedRun(model, backbone, saved.config)
 
 
-def load_trained(run_dir: Path, device: torch.device | None = None) -> TrainedRun:
-    """The best saved module + heads on a fresh backbone: exactly what a deployment loads.
+def load_trained(run_dir: Path, device: torch.device | None = None, *, calibrated: bool = True) -> TrainedRun:
+    """The best saved module + heads on a fresh backbone: exactly what a deployment loads (with its
+    calibration, unless `calibrated=False`).
 
     The tasks come from `best/heads.json`, so no data folder is needed.
     """
-    return load_saved(read_saved(run_dir), device)
+    return load_saved(read_saved(run_dir, calibrated=calibrated), device)
 
 
 def _check_head_inputs(model: MultiTaskModel, meta: dict[str, Any], path: Path) -> None:

@@ -69,6 +69,8 @@ class MultiTaskModel(nn.Module):
         # Training only (training/loss_weighting.py): a module here so its learned weights are
         # optimised, checkpointed and wrapped by DDP together with the heads.
         self.loss_weighting = loss_weighting
+        # The run's calibration (calibration_file.Calibration) once loaded with one; None: uncalibrated.
+        self.calibration: Any = None
 
     # ---- the one path: encode each input once, then heads -----------------------------------
     def encode(

@@ -193,3 +193,43 @@ def evaluations_table(records: list[Any], run_names: dict[str, str]) -> Table:
         cells += [_fmt(r.baselines.get(b, {}).get(r.metric)) for b in (MAJORITY, TFIDF)]
         table.add_row(*(markup_safe(c) for c in cells))
     return table
+
+
+def calibration_table(title: str, scores: dict[str, dict[str, Any]]) -> Table:
+    """Per task: temperature, examples, NLL and ECE before -> after temperature scaling (an uncalibrated
+    task says so in the T column)."""
+    table = Table(title=plain(title))
+    for column in ("task", "T", "n", "NLL before", "NLL after", "ECE before", "ECE after"):
+        table.add_column(column, justify="left" if column == "task" else "right", overflow="fold")
+    for task, row in scores.items():
+        calibrated = row.get("calibrated", True)
+        table.add_row(
+            plain(task),
+            f"{row['temperature']:.3f}" if calibrated else "uncalibrated",
+            str(row["examples"]),
+            _fmt(row["nll_before"]),
+            _fmt(row["nll_after"]),
+            _fmt(row["ece_before"]),
+            _fmt(row["ece_after"]),
+        )
+    return table
+
+
+def reliability_table(task: str, row: dict[str, Any]) -> Table:
+    """The reliability diagram as a table: each non-empty confidence bin's examples, mean confidence and
+    accuracy, before and after temperature scaling (bins are right-closed: 0.47-0.53 is (0.47, 0.53])."""
+    table = Table(title=plain(f"{task}: reliability (top-label confidence vs accuracy)"))
+    for column in ("bin", "n before", "conf before", "acc before", "n after", "conf after", "acc after"):
+        table.add_column(column, justify="right")
+    for before, after in zip(row["reliability_before"], row["reliability_after"], strict=True):
+        if before["count"] or after["count"]:
+            table.add_row(
+                f"{before['low']:.2f}-{before['high']:.2f}",
+                str(before["count"]),
+                _fmt(before["confidence"]),
+                _fmt(before["accuracy"]),
+                str(after["count"]),
+                _fmt(after["confidence"]),
+                _fmt(after["accuracy"]),
+            )
+    return table

@@ -44,7 +44,9 @@ code { font-size: 0.95em; }
 <p class="muted">mtpeft {{ version }}{% for k, v in info %} &middot; {{ k }}: {{ v }}{% endfor %}</p>
 <ul>{% for line in summary %}<li>{{ line }}</li>{% endfor %}</ul>
 <p class="muted">Levels from the positive-class probability: error &ge; {{ th.error }},
-warning &ge; {{ th.warning }}, note &ge; {{ th.note }}. A model's prediction, not a proof.</p>
+warning &ge; {{ th.warning }}, note &ge; {{ th.note }}{% if th.per_task %}; except, at level error only,
+{% for task, cut in th.per_task.items() %}{{ task }} &ge; {{ "%.4f"|format(cut) }}{{ ", " if not loop.last }}
+{%- endfor %} (chosen for a validation precision){% endif %}. A model's prediction, not a proof.</p>
 
 <h2>Findings ({{ n_findings }})</h2>
 {% for path, rows in by_file %}

@@ -105,7 +105,8 @@ def to_json(result: ScanResult, options: ReportOptions | None = None) -> dict[st
         "root": str(result.root),
         "run": dict(result.info),
         "max_tokens": result.max_tokens,
-        "thresholds": {"error": th.error, "warning": th.warning, "note": th.note},
+        "thresholds": {"error": th.error, "warning": th.warning, "note": th.note}
+        | ({"per_task": dict(th.per_task)} if th.per_task else {}),
         "tasks": [_task_json(t) for t in result.tasks.values()],
         "units": [_unit_json(result, i, i in truncated, options) for i in range(len(result.units))],
         "findings": [
@@ -156,7 +157,7 @@ def _unit_json(result: ScanResult, index: int, truncated: bool, options: ReportO
             "label": answer.label,
             "probability": answer.probability,
             "positive_probability": p,
-            "level": options.thresholds.level(p),
+            "level": options.thresholds.for_task(name).level(p),
         }
     row: dict[str, Any] = {
         "id": index,

@@ -13,12 +13,15 @@ note       0.5 <= P < 0.7               more likely than not
 =========  ===========================  ======================================
 
 The thresholds are a :class:`Thresholds` value (``Thresholds.parse("0.9,0.7,0.5")`` for a
-command-line option). Tasks without positive labels (complexity, by default) raise no findings; their answers
-are still in the JSON and HTML reports.
+command-line option). ``per_task`` replaces the three levels of some tasks by one cut each (what
+``mtpeft scan --precision`` chose on the run's validation split): at or above it a finding is an
+error, below it there is none. Tasks without positive labels (complexity, by default) raise no
+findings; their answers are still in the JSON and HTML reports.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,10 +37,18 @@ class Thresholds:
     error: float = 0.9
     warning: float = 0.7
     note: float = 0.5
+    per_task: Mapping[str, float] = field(default_factory=dict)  # task -> its one cut (level error)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.note <= self.warning <= self.error <= 1.0:
             raise ValueError(f"thresholds must satisfy 0 <= note <= warning <= error <= 1, got {self}")
+
+    def for_task(self, task: str | None) -> Thresholds:
+        """The levels that apply to `task`: its own cut where it has one, else the three levels."""
+        if task is not None and task in self.per_task:
+            cut = self.per_task[task]
+            return Thresholds(cut, cut, cut)
+        return Thresholds(self.error, self.warning, self.note)
 
     @classmethod
     def parse(cls, text: str) -> Thresholds:
@@ -92,7 +103,7 @@ class ScanResult:
             for name, answer in answers.items():
                 task = self.tasks[name]
                 probability = positive_probability(task, answer)
-                level = thresholds.level(probability)
+                level = thresholds.for_task(name).level(probability)
                 if level is not None and probability is not None:
                     found.append(Finding(index, unit, task, answer, probability, level))
         found.sort(key=lambda f: (f.unit.path, f.unit.start_line, f.unit.start_column, f.task.name))
@@ -102,7 +113,7 @@ class ScanResult:
         """Exact duplicates are notes; confirmed clones take the level of their probability."""
         if pair.exact or pair.probability is None:
             return "note"
-        return (thresholds or Thresholds()).level(pair.probability) or "note"
+        return (thresholds or Thresholds()).for_task(self.clone_task).level(pair.probability) or "note"
 
     def summary(self) -> list[str]:
         """Short lines for the end of any report."""

@@ -86,7 +86,8 @@ def to_sarif(
         "results": results,
         "properties": {
             "maxTokens": result.max_tokens,
-            "thresholds": {"error": thresholds.error, "warning": thresholds.warning, "note": thresholds.note},
+            "thresholds": {"error": thresholds.error, "warning": thresholds.warning, "note": thresholds.note}
+            | ({"perTask": dict(thresholds.per_task)} if thresholds.per_task else {}),
             "run": dict(result.info),
         },
     }
@@ -120,6 +121,9 @@ def _task_rule(task: TaskSpec, rid: str, thresholds: Thresholds) -> dict[str, An
         f"Level from the model's probability: error >= {thresholds.error}, warning >= {thresholds.warning}, "
         f"note >= {thresholds.note}."
     )
+    if task.name in thresholds.per_task:  # `mtpeft scan --precision`: one cut chosen on validation
+        cut = thresholds.per_task[task.name]
+        levels = f"Error at probability >= {cut:.4f} (chosen for a precision on the run's validation split)."
     help_text = f"{full} {levels} A model's prediction, not a proof: review the code it points at."
     return {
         "id": rid,

@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mtpeft.calibration_file import PrecisionCut, cuts_for
 from mtpeft.data.example import blank_text_problem
 from mtpeft.data.formats.textio import parse_json, shorten
 from mtpeft.errors import DataError, MtpeftError
@@ -116,6 +117,11 @@ class AnalyzeRequest(BaseModel):
     pairs: list[Pair] = Field(default_factory=list, description="Snippet pairs for pair tasks (clone).")
     tasks: list[str] | None = Field(default=None, description="Tasks to answer (default: all that apply).")
     run: str | None = Field(default=None, description="Run name (default: the first run served).")
+    precision: float | None = Field(
+        default=None,
+        description="Add 'flagged' to each binary and pair answer: P(positive) at or above the smallest "
+        "threshold at which the run's validation precision reaches this (calibrated runs only).",
+    )
 
 
 class EmbedRequest(BaseModel):
@@ -250,6 +256,7 @@ class _Routes:
         self._check_texts([p.a for p in body.pairs], "pairs", side="a")
         self._check_texts([p.b for p in body.pairs], "pairs", side="b")
         snippet_tasks, pair_tasks = self._analyze_tasks(name, run, body)
+        cuts = self._precision_cuts(run, body.precision, snippet_tasks + pair_tasks)
         jobs: dict[str, Job] = {}
         if body.snippets and snippet_tasks:
             jobs[""] = Job(name, "analyze", body.snippets, snippet_tasks, tokens=_tokens(run, body.snippets))
@@ -259,7 +266,22 @@ class _Routes:
         answers = await self._run_jobs(list(jobs.values()), request)
         by_job = dict(zip(jobs, answers, strict=True))
         pairs = [{task: by_job[task][i] for task in pair_tasks} for i in range(len(body.pairs))]
-        return {"run": name, "snippets": by_job.get("", [{} for _ in body.snippets]), "pairs": pairs}
+        snippets = by_job.get("", [{} for _ in body.snippets])
+        if cuts:
+            _flag(snippets + pairs, cuts)
+        answer = {"run": name, "snippets": snippets, "pairs": pairs}
+        return answer | ({"thresholds": _thresholds(cuts, body.precision)} if cuts else {})
+
+    def _precision_cuts(self, run: Run, precision: float | None, tasks: list[str]) -> list[PrecisionCut]:
+        """The request's 'precision' as a threshold per asked binary/pair task, from the run's calibration."""
+        if precision is None:
+            return []
+        if run.model.calibration is None:
+            raise HTTPProblem(422, "'precision': this run is uncalibrated (mtpeft calibrate RUN fits it)")
+        try:
+            return cuts_for(run.model.calibration, precision, tasks, "'precision'", "'tasks'")
+        except MtpeftError as err:
+            raise HTTPProblem(422, str(err)) from None
 
     async def embed(self, body: EmbedRequest, request: Request) -> dict[str, Any]:
         name, run = self._run(body.run)
@@ -587,6 +609,23 @@ def _tokens(run: Run, texts: list[str]) -> int:
     """Tokens a batch will hold, estimated from characters (about 3 per token in code) without tokenising."""
     cap = run.max_tokens
     return sum(min(len(text) // 3 + 2, cap) for text in texts)
+
+
+def _flag(answers: list[dict[str, Any]], cuts: list[PrecisionCut]) -> None:
+    """Each answer of a task with a cut gains 'flagged': P(positive label) at or above the cut."""
+    for answer in answers:
+        for cut in cuts:
+            if cut.task in answer:
+                positive = answer[cut.task]["probabilities"][cut.positive_label]
+                answer[cut.task] = {**answer[cut.task], "flagged": positive >= cut.choice.threshold}
+
+
+def _thresholds(cuts: list[PrecisionCut], target: float | None) -> dict[str, dict[str, float | int]]:
+    """What each cut reached on the validation split it was chosen on."""
+    return {c.task: {"threshold": c.choice.threshold, "precision": c.choice.precision,
+                     "precision_low": c.choice.precision_low, "recall": c.choice.recall,
+                     "flagged": c.choice.flagged, "examples": c.choice.examples, "target": target or 0.0}
+            for c in cuts}  # fmt: skip
 
 
 def _listing(run: Run) -> str:

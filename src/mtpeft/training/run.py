@@ -27,6 +27,7 @@ from mtpeft import layout
 from mtpeft.config import TrainConfig, with_absolute_paths
 from mtpeft.disk import disk_full, folder_bytes, is_disk_full
 from mtpeft.errors import DiskFull, MtpeftError
+from mtpeft.evaluation.calibrate_run import calibrate_run
 from mtpeft.evaluation.run_eval import evaluate_run
 from mtpeft.layout import RUN_FILE, check_run_dir, checkpoint_dirs, read_run_file, run_dir_for, split_single
 from mtpeft.modeling.distributed import Shard, broadcast_object, cpu_only
@@ -194,6 +195,7 @@ def _follow(config: TrainConfig, shard: Shard) -> RunResult:
     if plan["resume"] is not None:
         trainer = MultiTaskTrainer(config, run_dir, progress=False)
         trainer.train(resume=plan["resume"])
+        calibrate_run(run_dir, progress=False, shard=shard)
         for split in config.evaluate_splits:
             evaluate_run(run_dir, split, baselines=False, progress=False, shard=shard)
     return broadcast_object(None)
@@ -316,6 +318,7 @@ def train_in_run_dir(
     trainer = MultiTaskTrainer(config, run_dir, progress=progress)
     trainer.on_checkpoint = on_checkpoint
     outcome = trainer.train(resume=resume)
+    calibrate_run(run_dir, progress=progress, shard=shard)  # before evaluating: the test ECE is calibrated
     metrics: dict[str, dict[str, dict[str, float]]] = {"valid": outcome.valid_metrics}
     baselines: dict[str, dict[str, dict[str, float]]] = {}
     for split in config.evaluate_splits:

@@ -64,7 +64,10 @@ class ClassificationKind(Kind):
         y_pred = outputs["y_pred"].long().tolist()
         y_true = self.gold(examples)["y_true"]
         metrics = compute_metrics(spec.metrics, y_true=y_true, y_pred=y_pred)
-        return TaskEvaluation(metrics, {"y_pred": y_pred}, {"y_true": y_true, "y_pred": y_pred})
+        kept = {"y_pred": y_pred}
+        if "logits" in outputs:  # a head's raw logits: what calibration is fitted and measured on
+            kept["logits"] = outputs["logits"].float().numpy()
+        return TaskEvaluation(metrics, kept, {"y_true": y_true, "y_pred": y_pred})
 
     def gold(self, examples: list[Example]) -> dict[str, Any]:
         return {"y_true": [int(e.label) for e in examples]}  # type: ignore[arg-type]
