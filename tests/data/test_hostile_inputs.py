@@ -250,9 +250,9 @@ def test_integer_label_matches_a_digit_label_of_a_multiclass_task(tmp_path):
     assert [get_task("complexity").labels[e.label] for e in examples] == ["1", "n"]
 
 
-def test_readme_documents_the_label_rule():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Supported task formats", 1)[1].split("\n## ", 1)[0]
+def test_the_formats_page_documents_the_label_rule():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "tasks.md").read_text(encoding="utf-8")
+    section = page.split("## Supported task formats", 1)[1].split("\n## ", 1)[0]
     for accepted_or_not in ('`1` for `"1"`', "`true`", "`1.0`", "`NaN`", "`null`"):
         assert accepted_or_not in section
 
