@@ -150,3 +150,20 @@ def test_run_without_ood_statistics_still_scans_and_says_so(run, run_dir, tmp_pa
     assert fitted["unfamiliar"] is True and fitted["ood_score"] > run.ood.thresholds[run.ood.score]
     older = mtpeft_cli("predict", old, lines)
     assert "ood_score" not in json.loads(older.out)["predictions"]["vulnerability"] and NO_OOD in older.err
+
+
+def test_serve_answers_carry_the_ood_score(run):
+    from fastapi.testclient import TestClient
+
+    from mtpeft.serve.app import create_app
+
+    test = _own_test_code(run)
+    familiar = test[int(np.argmin(_ood_scores(run, test)))]  # most of the test split is; this one surely
+    body = {"snippets": [familiar, _python_functions(1)[0]]}
+    with TestClient(create_app({"tiny": run}), base_url="http://localhost") as client:
+        reply = client.post("/v1/analyze", json=body)
+        assert reply.status_code == 200, reply.text
+        own, python = (s["vulnerability"] for s in reply.json()["snippets"])
+        assert (own["unfamiliar"], python["unfamiliar"]) == (False, True)
+        assert python["ood_score"] > own["ood_score"]
+        assert client.get("/v1/tasks").json()["runs"][0]["ood"] == run.info["ood"]
