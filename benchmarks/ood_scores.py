@@ -55,7 +55,6 @@ def main() -> None:
     from sklearn.metrics import roc_auc_score
 
     import mtpeft
-    from mtpeft.evaluation.ood import SCORES
 
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir", type=Path)
@@ -81,7 +80,7 @@ def main() -> None:
     }
     results: dict = {"run": str(args.run_dir), "default": stats.score, "counts": {}, "scores": {}}
     results["counts"] = {name: len(v) for name, v in vectors.items()}
-    for score in SCORES:
+    for score in stats.thresholds:  # the scores fitted for this run
         own = stats.scores(vectors["test"], score)
         row = {"test_beyond": float(np.mean(own > stats.thresholds[score]))}
         for name, v in vectors.items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtpeft.evaluation.ood import SCORES, fit_ood, read_ood, write_ood
+from mtpeft.evaluation.ood import MAHALANOBIS_MAX_HIDDEN, SCORES, fit_ood, read_ood, write_ood
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +38,15 @@ def test_written_statistics_read_back_the_same(stats, tmp_path):
     assert again is not None and again.thresholds == fitted.thresholds and again.limit == 40
     np.testing.assert_allclose(again.scores(valid), fitted.scores(valid), rtol=1e-5)
     assert read_ood(tmp_path / "nothing") is None
+
+
+def test_a_wide_model_stores_no_precision_matrix(tmp_path):
+    rng = np.random.default_rng(1)
+    wide = fit_ood(
+        rng.normal(size=(30, MAHALANOBIS_MAX_HIDDEN + 1)), rng.normal(size=(10, 1025)), limit=8, task=None
+    )
+    assert set(wide.thresholds) == {"knn"} and "precision" not in wide.arrays
+    with pytest.raises(KeyError, match="was not fitted"):
+        wide.scores(rng.normal(size=(2, 1025)), "mahalanobis")
+    write_ood(tmp_path, wide)
+    assert read_ood(tmp_path).thresholds == wide.thresholds

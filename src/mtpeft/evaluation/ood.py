@@ -6,7 +6,8 @@ calibration/ folder (mtpeft.calibration_file) as two more files under its manife
 
     ood.json   format, the score used by default, the token limit and task the vectors were pooled at,
                each score's threshold (the SHARE quantile of the validation snippets' scores) and counts
-    ood.npz    mean and precision matrix (Mahalanobis), the bank of unit vectors (k-NN)
+    ood.npz    the bank of unit vectors (k-NN); mean and precision matrix (Mahalanobis, for a hidden size up
+               to MAHALANOBIS_MAX_HIDDEN)
 
 Two scores, a registry (SCORES); higher means less familiar:
 - mahalanobis: distance to the training vectors' mean under a shared covariance shrunk by Ledoit-Wolf
@@ -34,6 +35,9 @@ VALID_SAMPLE = 2000  # validation vectors the threshold is the quantile of
 SHARE = 0.95  # of the run's own validation snippets that count as in distribution
 K = 5  # neighbours: the K-th nearest, less noisy than the nearest alone on a few hundred vectors
 DEFAULT_SCORE = "knn"
+# Above this hidden size Mahalanobis is not fitted: its precision matrix (hidden^2 floats) would outweigh
+# the k-NN bank (4 MB at 1024, 64 MB at 4096), for a score that measured worse (docs/using/calibration.md).
+MAHALANOBIS_MAX_HIDDEN = 1024
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,12 @@ class OodStats:
     arrays: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # mean, precision, bank
 
     def scores(self, vectors: np.ndarray, score: str | None = None) -> np.ndarray:
-        """The score (default: the stored choice) of each row of `vectors` [n, hidden]."""
+        """The score (default: the stored choice) of each row of `vectors` [n, hidden]; KeyError for a
+        score not fitted (Mahalanobis above MAHALANOBIS_MAX_HIDDEN)."""
+        if (score or self.score) not in self.thresholds:
+            raise KeyError(
+                f"OOD score {score!r} was not fitted for this run (fitted: {', '.join(self.thresholds)})"
+            )
         return SCORES[score or self.score](self.arrays, np.asarray(vectors, dtype=np.float64))
 
     def unfamiliar(self, scores: np.ndarray) -> np.ndarray:
@@ -94,15 +103,14 @@ def fit_ood(
     from sklearn.covariance import LedoitWolf
 
     train = np.asarray(train, dtype=np.float64)
-    shrunk = LedoitWolf().fit(train)
-    arrays = {
-        "mean": shrunk.location_,
-        "precision": shrunk.precision_,
-        "bank": _unit(train).astype(np.float32),
-    }
+    arrays = {"bank": _unit(train).astype(np.float32)}
+    if train.shape[1] <= MAHALANOBIS_MAX_HIDDEN:
+        shrunk = LedoitWolf().fit(train)
+        arrays |= {"mean": shrunk.location_, "precision": shrunk.precision_.astype(np.float32)}
+    fitted = {name: score for name, score in SCORES.items() if name == "knn" or "precision" in arrays}
     thresholds = {
         name: float(np.quantile(score(arrays, np.asarray(valid, dtype=np.float64)), share))
-        for name, score in SCORES.items()
+        for name, score in fitted.items()
     }
     counts = {"train": len(train), "valid": len(valid)}
     return OodStats(DEFAULT_SCORE, limit, task, thresholds, share, counts, arrays)
@@ -135,8 +143,12 @@ def read_ood(folder: Path) -> OodStats | None:
     if head["score"] not in SCORES:
         raise ValueError(f"unknown OOD score {head['score']!r} (known: {', '.join(SCORES)})")
     with np.load(folder / ARRAYS_FILE, allow_pickle=False) as stored:
-        arrays = {name: stored[name] for name in ("mean", "precision", "bank")}
+        arrays = {name: stored[name] for name in stored.files}
+    if "bank" not in arrays:
+        raise KeyError("bank")
     thresholds = {str(k): float(v) for k, v in head["thresholds"].items()}
+    if head["score"] not in thresholds:
+        raise ValueError(f"no threshold for the OOD score {head['score']!r}")
     counts = {str(k): int(v) for k, v in head["counts"].items()}
     return OodStats(
         head["score"], int(head["limit"]), head["task"], thresholds, float(head["share"]), counts, arrays
