@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, TypedDict, overload
 import numpy as np
 import torch
 
-from mtpeft.calibration_file import UNCALIBRATED
+from mtpeft.calibration_file import NO_OOD, UNCALIBRATED
 from mtpeft.config import TaskEntry, TrainConfig
 from mtpeft.data.example import blank_text_problem
 from mtpeft.errors import ConfigError, InputError
@@ -48,18 +48,27 @@ from mtpeft.modeling.shared_base import MemoryUse, load_one, load_shared, parame
 from mtpeft.scan.analyzer import TaskSpec as ScanTaskSpec
 
 if TYPE_CHECKING:
+    from mtpeft.evaluation.ood import OodStats
     from mtpeft.index import Hit, SearchIndex
 
 DEFAULT_BATCH_SIZE = 32
 _TOKEN_COUNT_CHUNK = 1024  # texts per tokenizer call when only counting
 
 
-class Prediction(TypedDict):
-    """One task's answer for one input."""
-
+class _Answer(TypedDict):
     label: str  # the most probable label, as the task's files write it
     probability: float  # of that label
     probabilities: dict[str, float]  # every label's
+
+
+class Prediction(_Answer, total=False):
+    """One task's answer for one input: label, probability, probabilities, and for a snippet where the run
+    has OOD statistics, its out-of-distribution score (higher: less like the training code) and whether it
+    is beyond the run's threshold (the same in every task's answer for a snippet). Those two are absent
+    where the run has none (`info["ood"]` says so; `mtpeft calibrate RUN` fits them)."""
+
+    ood_score: float
+    unfamiliar: bool
 
 
 @dataclass(frozen=True)
@@ -286,7 +295,14 @@ class Run:
             "method": self.config.method,
             "device": str(self.device),
             "calibration": calibration.describe() if calibration is not None else UNCALIBRATED,
+            "ood": self.ood.describe() if self.ood is not None else NO_OOD,
         }
+
+    @property
+    def ood(self) -> OodStats | None:
+        """The run's out-of-distribution statistics (mtpeft.evaluation.ood); None where it has none."""
+        calibration = self.model.calibration
+        return calibration.ood if calibration is not None else None
 
     @property
     def temperatures(self) -> dict[str, float]:
@@ -348,8 +364,9 @@ class Run:
         names = self._select(tasks, self.snippet_tasks, "analyze")
         limits = {n: self._limit(n, max_tokens) for n in names}
         headed = {n: limit for n, limit in limits.items() if n not in self.model.lm_tasks}
-        pooled = self._task_pooled(texts, headed) if headed else {}
+        pooled, vectors = self._pooled_and_ood(texts, headed)
         answers: list[dict[str, Prediction]] = [{} for _ in texts]
+        familiarity = self._familiarity(texts, vectors) if names else [{} for _ in texts]
         with torch.inference_mode():
             for name in names:
                 if name in headed:
@@ -357,9 +374,39 @@ class Run:
                     probs = head.predict({head.inputs[0]: pooled[name]})["probs"]
                 else:  # instruct: a pass of its own (the prompt holds the task's question)
                     probs = self._choose(name, texts, None, limits[name])
-                for answer, prediction in zip(answers, self._predictions(name, probs), strict=True):
-                    answer[name] = prediction
+                for answer, prediction, ood in zip(
+                    answers, self._predictions(name, probs), familiarity, strict=True
+                ):
+                    answer[name] = {**prediction, **ood}  # type: ignore[typeddict-item]
         return answers[0] if single else answers
+
+    def _pooled_and_ood(
+        self, texts: list[str], headed: dict[str, int]
+    ) -> tuple[dict[str, torch.Tensor], np.ndarray | None]:
+        """The tasks' pooled vectors and, with a shared module and OOD statistics, the vectors at the
+        statistics' limit from the same encode (a sequence within every limit is encoded once)."""
+        stats = self.ood
+        if not headed or stats is None or self._per_task:
+            return (self._task_pooled(texts, headed) if headed else {}), None
+        both = self._pooled(texts, [*headed.values(), stats.limit])
+        return {n: both[limit] for n, limit in headed.items()}, both[stats.limit].cpu().numpy()
+
+    def _familiarity(self, texts: list[str], vectors: np.ndarray | None) -> list[dict[str, float | bool]]:
+        """Per text, its OOD score and whether it is unfamiliar (empty dicts without statistics)."""
+        stats = self.ood
+        if stats is None:
+            return [{} for _ in texts]
+        if vectors is None:
+            vectors = self.ood_vectors(texts, stats.limit, stats.task)
+        scores = stats.scores(vectors)
+        return [
+            {"ood_score": float(s), "unfamiliar": bool(u)}
+            for s, u in zip(scores, stats.unfamiliar(scores), strict=True)
+        ]
+
+    def ood_vectors(self, texts: Sequence[str], limit: int, task: str | None = None) -> np.ndarray:
+        """Pooled vectors [len(texts), hidden] at `limit` tokens: what OOD statistics fit and score."""
+        return self._pooled(texts, [limit], task=task)[limit].cpu().numpy()
 
     def _choose(self, name: str, texts: list[str], others: list[str] | None, limit: int) -> torch.Tensor:
         return self.model.choose(name, texts, others, max_length=limit, batch_size=self.batch_size)

@@ -5,6 +5,8 @@
                          NLL and ECE before/after, and the reliability bins before/after
       validation.json    per task, the validation split's raw logits and gold labels: what precision
                          thresholds (`mtpeft scan --precision`) are chosen from, at any target, later
+      ood.json, ood.npz  out-of-distribution statistics of the pooled vectors and their threshold
+                         (mtpeft.evaluation.ood); absent from folders written before them
       MANIFEST.json      every file's size and sha256, written last (mtpeft.manifest)
 
 The folder is written as `calibration.tmp/`, its manifest last, then renamed into place (as best/ is),
@@ -35,12 +37,14 @@ from mtpeft.manifest import MANIFEST_FILE, manifest_problem, write_manifest
 
 if TYPE_CHECKING:
     from mtpeft.evaluation.calibration import ThresholdChoice
+    from mtpeft.evaluation.ood import OodStats
 
 CALIBRATION_DIR = "calibration"
 CALIBRATION_FILE = "calibration.json"
 VALIDATION_FILE = "validation.json"
 FORMAT = 1
 UNCALIBRATED = "uncalibrated"
+NO_OOD = "no out-of-distribution statistics"
 # Why a classification task has no temperature: its probabilities come from the LM head's label words.
 INSTRUCT_NOT_SCALED = (
     "trained through the LM head (formulation instruct): label-word probabilities are not scaled"
@@ -65,6 +69,7 @@ class Calibration:
     bins: int
     tasks: dict[str, TaskCalibration]
     skipped: dict[str, str]  # task -> why it has no temperature (instruct, retrieval, generation)
+    ood: OodStats | None = None  # None: none (an older folder, or no one-snippet task)
 
     @property
     def temperatures(self) -> dict[str, float]:
@@ -127,6 +132,10 @@ def write_calibration(run_dir: Path, calibration: Calibration) -> Path:
         outputs = {name: {"logits": t.logits, "labels": t.gold} for name, t in calibration.tasks.items()}
         (tmp / CALIBRATION_FILE).write_text(json.dumps(head, indent=1), encoding="utf-8")
         (tmp / VALIDATION_FILE).write_text(json.dumps(outputs), encoding="utf-8")
+        if calibration.ood is not None:
+            from mtpeft.evaluation.ood import write_ood
+
+            write_ood(tmp, calibration.ood)
         write_manifest(tmp)
     except BaseException:  # a full disk, Ctrl-C: no half-written calibration.tmp is left behind
         shutil.rmtree(tmp, ignore_errors=True)
@@ -156,6 +165,7 @@ def read_calibration(run_dir: Path) -> Calibration | None:
         calibration = _parsed(head, outputs, folder)
     except (OSError, ValueError, KeyError, TypeError) as err:  # ValueError: JSON and UTF-8 errors
         _damaged(run_dir, f"{folder / CALIBRATION_FILE}: unreadable ({shorten(err, quoted=False)})")
+    calibration = _with_ood(run_dir, folder, calibration)
     fingerprint = best_fingerprint(run_dir)
     if head.get("best") is not None and fingerprint is not None and head["best"] != fingerprint:
         _damaged(
@@ -164,6 +174,18 @@ def read_calibration(run_dir: Path) -> Calibration | None:
             "since, or copied from another run)",
         )
     return calibration
+
+
+def _with_ood(run_dir: Path, folder: Path, calibration: Calibration) -> Calibration:
+    from dataclasses import replace
+    from zipfile import BadZipFile
+
+    from mtpeft.evaluation.ood import OOD_FILE, read_ood
+
+    try:
+        return replace(calibration, ood=read_ood(folder))
+    except (OSError, ValueError, KeyError, TypeError, BadZipFile) as err:
+        _damaged(run_dir, f"{folder / OOD_FILE}: unreadable ({shorten(err, quoted=False)})")
 
 
 def _parsed(head: Any, outputs: Any, folder: Path) -> Calibration:

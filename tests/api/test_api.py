@@ -150,9 +150,13 @@ def test_a_long_snippet_is_truncated_to_each_tasks_own_limit(run, encoded_rows):
         np.testing.assert_allclose(
             list(together[task]["probabilities"].values()), list(alone["probabilities"].values()), atol=1e-6
         )
-    # max_tokens overrides every task's limit: one input again.
+    # max_tokens overrides every task's limit: one input for the tasks, and the OOD score's own (it is
+    # always read at the limit its statistics were fitted at, 40 tokens here).
     encoded_rows.clear()
     run.analyze(long, max_tokens=32)
+    assert sum(encoded_rows) == 2
+    encoded_rows.clear()
+    run.analyze(long, max_tokens=run.ood.limit)
     assert sum(encoded_rows) == 1
 
 

@@ -44,7 +44,7 @@ def test_each_line_gets_the_apis_answers_in_input_order(run, run_dir, mtpeft_cli
     for row, answer in zip((rows[0], rows[2]), expected, strict=True):
         assert set(row["predictions"]) == {"vulnerability", "complexity"}
         for task, prediction in row["predictions"].items():
-            assert set(prediction) == {"label", "probability"}
+            assert set(prediction) == {"label", "probability", "ood_score", "unfamiliar"}
             assert prediction["label"] == answer[task]["label"]
             assert prediction["probability"] == pytest.approx(answer[task]["probability"], abs=1e-6)
     pair = run.compare(CLONE_A, CLONE_B, task="clone")

@@ -92,7 +92,9 @@ def test_the_hook_blocks_a_commit_with_a_finding_and_lets_clean_code_through(run
         "    hooks:\n"
         f"      - id: {HOOK}\n"
         # Every finding is an error at this threshold; no clone pairs, so the level is the finding's.
-        f"        args: [--run, '{run_dir}', --threshold, '{level},{level},{level}', --no-clones]\n"
+        # --include-unfamiliar: this hand-written Python is unlike the tiny run's templated fixtures.
+        f"        args: [--run, '{run_dir}', --threshold, '{level},{level},{level}', --no-clones, "
+        "--include-unfamiliar]\n"
         "        verbose: true\n",
         encoding="utf-8",
     )

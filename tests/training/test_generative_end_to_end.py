@@ -126,7 +126,7 @@ def test_predict_cli_writes_generated_text_beside_labels(trained, tmp_path):
     row = json.loads(result.stdout.splitlines()[0])
     assert row["id"] == "a" and set(row["predictions"]) == {"vulnerability", "repair"}
     assert row["predictions"]["repair"] == {"text": mtpeft_generate(trained.run_dir, code)}
-    assert set(row["predictions"]["vulnerability"]) == {"label", "probability"}
+    assert set(row["predictions"]["vulnerability"]) == {"label", "probability", "ood_score", "unfamiliar"}
 
 
 def mtpeft_generate(run_dir: Path, code: str) -> str:

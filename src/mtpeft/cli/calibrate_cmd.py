@@ -3,7 +3,7 @@
 Training does this at its end; this command is for runs trained before calibration existed, and for a
 calibration/ folder that was damaged or removed. It writes RUN_DIR/calibration/ (mtpeft.calibration_file)
 and prints, per task, the temperature and the NLL and ECE before and after, then each task's reliability
-bins (with --reliability).
+bins (with --reliability), and the out-of-distribution statistics' threshold (mtpeft.evaluation.ood).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def calibrate(
     probabilities; labels do not change.
     """
     from mtpeft import layout
-    from mtpeft.calibration_file import calibration_dir
+    from mtpeft.calibration_file import NO_OOD, calibration_dir
     from mtpeft.evaluation.calibrate_run import calibrate_run
     from mtpeft.modeling.build import read_heads_meta
     from mtpeft.report.console import calibration_table, console, plain, reliability_table
@@ -46,4 +46,6 @@ def calibrate(
     if reliability:
         for name, row in scores.items():
             console.print(reliability_table(name, row))
+    ood = calibration.ood.describe() if calibration.ood is not None else f"{NO_OOD} (no one-snippet task)"
+    console.print(plain(f"out-of-distribution: {ood}"))
     console.print(plain(f"written to {calibration_dir(run_dir)}"))

@@ -111,6 +111,8 @@ def predict(
         single, pairs = _tasks(run, names)
         if run.info["calibration"] == "uncalibrated":
             typer.echo(f"{run_dir}: uncalibrated (raw softmax probabilities; mtpeft calibrate RUN)", err=True)
+        elif run.ood is None:  # calibrated before OOD statistics existed: answers carry no "unfamiliar"
+            typer.echo(f"{run_dir}: {run.info['ood']} (mtpeft calibrate RUN fits them)", err=True)
         with _opened_output(out) as sink:
             try:
                 answered, skipped, stopped = _stream(
@@ -300,7 +302,7 @@ def _answer(
         predictions = {
             task: answer
             if probabilities or "text" in answer
-            else {k: answer[k] for k in ("label", "probability")}
+            else {k: answer[k] for k in ("label", "probability", "ood_score", "unfamiliar") if k in answer}
             for task, answer in rows[request.line].items()
         }
         for task, (positive, cut) in cuts.items():

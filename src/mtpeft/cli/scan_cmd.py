@@ -79,6 +79,11 @@ def scan(
     fail_on: str | None = typer.Option(
         None, "--fail-on", help="error | warning | note: exit 1 when a finding or clone pair reaches it."
     ),
+    include_unfamiliar: bool = typer.Option(
+        False,
+        "--include-unfamiliar",
+        help="Report the task findings of units unlike the run's training data too (default: a note).",
+    ),
     include_code: bool = typer.Option(
         False, "--include-code", help="json: put each unit's code in the report."
     ),
@@ -115,6 +120,8 @@ def scan(
     result.notes += [c.note(precision, "validation") for c in cuts if precision is not None]
     if result.info.get("calibration") == "uncalibrated":  # a run trained before calibration existed
         result.notes.append(f"run uncalibrated: raw softmax probabilities (mtpeft calibrate {run_dir})")
+    result.include_unfamiliar = include_unfamiliar
+    result.notes += _familiarity_notes(result, run_dir)
     options = ReportOptions(thresholds=thresholds, include_code=include_code)
     _write(result, fmt, out, options)
     if out is not None or fmt != "table":  # the table already ends with these lines
@@ -155,6 +162,17 @@ def _check_out(out: Path, scanned: list[Path]) -> None:
                 f"--out {_shown(out)} is a source file of the tree being scanned; write the report elsewhere"
             )
     refuse_overwriting_inputs(out, [path for path in scanned if not path.is_dir()])
+
+
+def _familiarity_notes(result: ScanResult, run_dir: Path) -> list[str]:
+    from mtpeft.calibration_file import NO_OOD
+
+    if result.info.get("ood") == NO_OOD:  # an older run: every unit is reported, none is checked
+        return [
+            f"run has {NO_OOD}: no unit is checked for being unlike the training data "
+            f"(mtpeft calibrate {run_dir})"
+        ]
+    return result.unfamiliar_notes()
 
 
 def _names(values: list[str]) -> list[str]:

@@ -8,13 +8,20 @@ the reason. The split is the one the run selected its best step on (`valid`, sub
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mtpeft.calibration_file import INSTRUCT_NOT_SCALED, Calibration, TaskCalibration, write_calibration
 from mtpeft.evaluation import calibration as cal
+from mtpeft.evaluation import ood
+from mtpeft.evaluation.ood import OodStats
 from mtpeft.modeling.distributed import Shard, barrier
+
+if TYPE_CHECKING:
+    from mtpeft.modeling.build import TrainedRun
 
 SPLIT = "valid"
 
@@ -55,7 +62,7 @@ def calibrate_run(run_dir: Path, *, progress: bool = False, shard: Shard | None 
     from mtpeft.evaluation.evaluate import evaluate_task
     from mtpeft.evaluation.run_eval import process_device
     from mtpeft.heads.classification import ClassificationHead
-    from mtpeft.modeling.build import load_trained
+    from mtpeft.modeling.build import TrainedRun, load_trained
     from mtpeft.modeling.task_data import resolve_tasks
     from mtpeft.tasks.kinds import kind_of
 
@@ -85,11 +92,42 @@ def calibrate_run(run_dir: Path, *, progress: bool = False, shard: Shard | None 
         )
         gold = np.asarray(kind_of(task.spec).gold(features.examples)["y_true"])
         fitted[name] = fit_task(result.outputs["logits"], gold, list(task.spec.labels or ()), task.spec.kind)
-    calibration = Calibration(SPLIT, cal.ECE_BINS, fitted, skipped) if shard.rank == 0 else None
+    calibration = None
+    if shard.rank == 0:
+        ood = fit_run_ood(TrainedRun(model, backbone, config), run_dir)
+        calibration = Calibration(SPLIT, cal.ECE_BINS, fitted, skipped, ood)
     if calibration is not None:
         write_calibration(run_dir, calibration)
     barrier()  # with several processes: none loads the run (to evaluate it) before calibration/ is whole
     return calibration
+
+
+def fit_run_ood(trained: TrainedRun, run_dir: Path) -> OodStats | None:
+    """OOD statistics (mtpeft.evaluation.ood) from the pooled vectors of the run's one-snippet tasks'
+    code: training snippets (a seeded sample of at most ood.SAMPLE) for the statistics, validation
+    snippets (at most ood.VALID_SAMPLE) for the threshold. Encoded by Run itself, so that the vectors are
+    exactly those `Run.analyze` scores later. None where the run has no one-snippet task with a head."""
+    from mtpeft.api import Run
+    from mtpeft.modeling.task_data import resolve_tasks
+
+    run = Run(trained, run_dir)
+    names = [n for n in run.snippet_tasks if n not in run.model.lm_tasks]
+    if not names:
+        return None
+    tasks = resolve_tasks(run.config)
+    limit = min(run.tasks[n].max_length for n in names)
+    task = names[0] if run._per_task else None  # a task-conditioned module: the first task's vectors
+
+    def vectors(split: str, cap: int) -> np.ndarray:
+        seed = run.config.seed
+        codes = list(dict.fromkeys(e.code for n in names for e in tasks[n].examples(split, seed=seed)))
+        codes = random.Random(seed).sample(codes, min(cap, len(codes)))
+        return run.ood_vectors(codes, limit, task) if codes else np.zeros((0, 0))
+
+    train, valid = vectors("train", ood.SAMPLE), vectors(SPLIT, ood.VALID_SAMPLE)
+    if len(train) < 2 or len(valid) == 0:
+        return None
+    return ood.fit_ood(train, valid, limit=limit, task=task)
 
 
 def _why_not(kind: str, instruct: bool) -> str:

@@ -138,7 +138,18 @@ def _analyze(
             answers = analyzer.analyze(codes, list(names), max_tokens=max_tokens)
             for i, answer in zip(batch, _checked(answers, len(batch), names, result.tasks), strict=True):
                 result.answers[i] = answer
+            for i, raw in zip(batch, answers, strict=True):
+                ood = _unfamiliar_score(raw[names[0]])
+                if ood is not None:
+                    result.unfamiliar[i] = ood
             tick("analyze", len(batch))
+
+
+def _unfamiliar_score(answer: object) -> float | None:
+    """The OOD score of an answer its analyzer marked unfamiliar (mtpeft.api.Prediction), else None."""
+    if isinstance(answer, Mapping) and answer.get("unfamiliar") is True:
+        return float(answer["ood_score"])
+    return None
 
 
 def _checked(

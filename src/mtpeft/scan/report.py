@@ -173,6 +173,8 @@ def _unit_json(result: ScanResult, index: int, truncated: bool, options: ReportO
         "truncated": truncated,
         "answers": answers,
     }
+    if index in result.unfamiliar:
+        row["unfamiliar"] = {"ood_score": result.unfamiliar[index]}
     if options.include_code:
         row["code"] = unit.code
     return row
@@ -190,6 +192,7 @@ def _summary_json(result: ScanResult) -> dict[str, int]:
         "truncated": len(result.truncated),
         "clone_pairs": len(result.clone_pairs) - exact,
         "exact_duplicates": exact,
+        "unfamiliar": len(result.unfamiliar),
     }
 
 

@@ -94,12 +94,18 @@ class ScanResult:
     notes: list[str] = field(default_factory=list)
     info: dict[str, str] = field(default_factory=dict)  # the analyzer's facts (run, model, ...)
     clone_task: str | None = None  # the pair task that confirmed near-miss clones
+    # Units beyond the run's out-of-distribution threshold (index -> OOD score): "unlike the training
+    # data", reported as a note instead of their task findings unless include_unfamiliar.
+    unfamiliar: dict[int, float] = field(default_factory=dict)
+    include_unfamiliar: bool = False
 
     def findings(self, thresholds: Thresholds | None = None) -> list[Finding]:
         """Every (unit, task) at or above the note threshold, by path, line and task name."""
         thresholds = thresholds or Thresholds()
         found = []
         for index, (unit, answers) in enumerate(zip(self.units, self.answers, strict=True)):
+            if index in self.unfamiliar and not self.include_unfamiliar:
+                continue  # the model's verdict on code unlike its training data is noise: a note instead
             for name, answer in answers.items():
                 task = self.tasks[name]
                 probability = positive_probability(task, answer)
@@ -128,9 +134,24 @@ class ScanResult:
             f"{count_phrase(len(self.truncated), 'function')} truncated to {self.max_tokens} tokens",
             clones,
         ]
+        if self.unfamiliar:
+            what = "findings included" if self.include_unfamiliar else "no findings reported for them"
+            lines.append(f"{count_phrase(len(self.unfamiliar), 'unit')} unlike the training data ({what})")
         if "total" in self.timings:
             lines.append(f"{self.timings['total']:.1f} s")
         return lines + list(self.notes)
+
+    def unfamiliar_notes(self, limit: int = 20) -> list[str]:
+        """One note per unfamiliar unit (the first `limit`, by path and line), then how many more."""
+        order = sorted(self.unfamiliar, key=lambda i: (self.units[i].path, self.units[i].start_line))
+        notes = [
+            f"{self.units[i].path}:{self.units[i].start_line} {self.units[i].name}: unlike the training "
+            f"data (OOD score {self.unfamiliar[i]:.4g})"
+            for i in order[:limit]
+        ]
+        if len(order) > limit:
+            notes.append(f"... and {len(order) - limit} more unit(s) unlike the training data")
+        return notes
 
 
 def count_phrase(n: int, word: str) -> str:
