@@ -123,6 +123,11 @@ def clean_env(monkeypatch):
     for name in list(os.environ):
         if name.startswith(("FSDP_", "ACCELERATE_USE_", "MTPEFT_FSDP")):
             monkeypatch.delenv(name)
+    # claim_accelerate_switch writes these itself: recorded here so they are removed after the test
+    # (left behind, they turned FSDP on in every later test's training subprocess).
+    for name in ("ACCELERATE_USE_FSDP", "MTPEFT_FSDP_FROM_ACCELERATE"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     return monkeypatch
 
 
