@@ -59,8 +59,7 @@ def calibrate_run(run_dir: Path, *, progress: bool = False, shard: Shard | None 
     """Fit and write RUN_DIR/calibration/ from the run's best/ (its current calibration, if any, is
     ignored and replaced). With several processes all call it; each predicts its share and the main one
     writes. Returns what was written (None on the other processes)."""
-    from mtpeft.evaluation.evaluate import evaluate_task
-    from mtpeft.evaluation.run_eval import process_device
+    from mtpeft.evaluation.run_eval import process_device, score_task, split_features
     from mtpeft.heads.classification import ClassificationHead
     from mtpeft.modeling.build import TrainedRun, load_trained
     from mtpeft.modeling.task_data import resolve_tasks
@@ -76,20 +75,12 @@ def calibrate_run(run_dir: Path, *, progress: bool = False, shard: Shard | None 
         if not isinstance(head, ClassificationHead):
             skipped[name] = _why_not(task.spec.kind, name in model.lm_tasks)
             continue
-        features = task.features(SPLIT, backbone.tokenizer, seed=config.seed, lm_head=backbone.info.lm_head)
+        features = split_features(task, SPLIT, backbone, config.seed)
         if not features.examples:
             skipped[name] = f"its {SPLIT} split is empty"
             continue
-        result = evaluate_task(
-            model,
-            name,
-            features,
-            pad_id=backbone.tokenizer.pad_token_id,
-            batch_size=task.entry.eval_batch_size,
-            device=device,
-            progress=progress and shard.rank == 0,
-            shard=shard,
-        )
+        shown = progress and shard.rank == 0
+        result = score_task(model, backbone, name, task, features, device, shown, shard)
         gold = np.asarray(kind_of(task.spec).gold(features.examples)["y_true"])
         fitted[name] = fit_task(result.outputs["logits"], gold, list(task.spec.labels or ()), task.spec.kind)
     calibration = None

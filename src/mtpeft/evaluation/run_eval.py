@@ -49,17 +49,8 @@ def evaluate_run(
     baseline_scores: dict[str, dict[str, dict[str, float]]] = {}
     calibration: dict[str, dict[str, Any]] = {}
     for name, task in tasks.items():
-        features = task.features(split, backbone.tokenizer, seed=config.seed, lm_head=backbone.info.lm_head)
-        result = evaluate_task(
-            model,
-            name,
-            features,
-            pad_id=backbone.tokenizer.pad_token_id,
-            batch_size=task.entry.eval_batch_size,
-            device=device,
-            progress=progress and writes,
-            shard=shard,
-        )
+        features = split_features(task, split, backbone, config.seed)
+        result = score_task(model, backbone, name, task, features, device, progress and writes, shard)
         metrics[name] = result.metrics
         if not writes:
             continue
@@ -90,6 +81,34 @@ def calibration_scores(
     gold = kind_of(model.tasks[task]).gold(examples)["y_true"]
     scores = task_scores(logits, gold, fitted.get(task, 1.0))
     return {"calibrated": task in fitted, "temperature": fitted.get(task, 1.0), **scores}
+
+
+def split_features(task: RunTask, split: str, backbone: Any, seed: int) -> Any:
+    """One split of a task, tokenised as the run was trained."""
+    return task.features(split, backbone.tokenizer, seed=seed, lm_head=backbone.info.lm_head)
+
+
+def score_task(
+    model: Any,
+    backbone: Any,
+    name: str,
+    task: RunTask,
+    features: Any,
+    device: torch.device,
+    progress: bool,
+    shard: Shard,
+) -> Any:
+    """One task's outputs on `features`, with the run's eval batch size (evaluation and calibration)."""
+    return evaluate_task(
+        model,
+        name,
+        features,
+        pad_id=backbone.tokenizer.pad_token_id,
+        batch_size=task.entry.eval_batch_size,
+        device=device,
+        progress=progress,
+        shard=shard,
+    )
 
 
 def process_device() -> torch.device:
