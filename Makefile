@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/mtpeft demo --workspace $(DEMO_DIR)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 # The property-based tests with many more generated inputs (profile in tests/conftest.py).
 fuzz: $(STAMP)
