@@ -332,6 +332,8 @@ def train_in_run_dir(
     details: dict[str, Any] = {"curve": outcome.curve}
     if outcome.grad_conflict:
         details["grad_conflict"] = outcome.grad_conflict
+    if outcome.affinity:  # the lookahead affinity's mean matrix (its measurements: RUN_DIR/affinity.json)
+        details["affinity"] = outcome.affinity
     (run_dir / layout.CURVE_FILE).write_text(json.dumps(outcome.curve, indent=1), encoding="utf-8")
     return TrainedRun(metrics, baselines, outcome.cost, _data_quality(trainer), details)
 
