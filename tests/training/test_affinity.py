@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +250,19 @@ def test_the_store_keeps_the_matrix_and_the_cost_counts_the_overhead(affinity_ru
     assert cost["affinity_flops_estimate"] == overhead["flops_estimate"]
     assert 0 < cost["affinity_wall_time_s"] < cost["wall_time_s"]
     assert "affinity_wall_time_s" not in plain
+
+
+def test_mtpeft_group_proposes_modules_from_the_trained_runs_affinity(affinity_runs, monkeypatch, capsys):
+    from mtpeft.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["mtpeft", "group", str(affinity_runs["every"]), "--max-groups", "2"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out = capsys.readouterr().out
+    assert exited.value.code == 0, out
+    assert f"3 tasks grouped on lookahead affinity from {affinity_runs['every'] / AFFINITY_FILE}" in out
+    modules = [line for line in out.splitlines() if line.startswith("module ")]
+    assert len(modules) == 2  # within the budget
+    assert sorted(t for line in modules for t in line.split(": ")[1].split(" (")[0].split(" + ")) == sorted(
+        FORMATS
+    )

@@ -88,9 +88,10 @@ def _group_study(
 
 
 def _say(text: str) -> None:
-    from mtpeft.report.console import console, plain
+    """One line as written (never wrapped: lines stay greppable), terminal control characters escaped."""
+    from mtpeft.report.console import printable
 
-    console.print(plain(text))
+    typer.echo(printable(text))
 
 
 def _print_proposal(signal: Signal, max_groups: int | None, *, heading: str = "") -> None:
@@ -114,7 +115,9 @@ def _print_proposal(signal: Signal, max_groups: int | None, *, heading: str = ""
 
 
 def _print_groups(signal: Signal, plan: Plan, *, scores: bool = False) -> None:
-    for number, group in enumerate(plan.groups, 1):
+    from mtpeft.study.grouping import in_study_order
+
+    for number, group in enumerate(in_study_order(plan, signal.tasks), 1):
         if len(group.tasks) == 1:
             extra = f" (alone: {next(iter(group.scores.values())):.3f})" if scores else " (alone)"
             _say(f"module {number}: {group.tasks[0]}{extra}")

@@ -103,7 +103,7 @@ def _reached(scorer: GroupScorer | None, plan: Plan | None) -> tuple[str, str]:
 def _grouping_table(a: StudyAnalysis, arm: Arm, cheap: dict[str, Signal]) -> Table:
     from mtpeft.report.build import Table
     from mtpeft.study.analysis import measured_scorer
-    from mtpeft.study.grouping import propose
+    from mtpeft.study.grouping import in_study_order, propose
 
     matrix = a.transfer[arm]
     scorer = measured_scorer(a.runs, arm, matrix)
@@ -113,7 +113,7 @@ def _grouping_table(a: StudyAnalysis, arm: Arm, cheap: dict[str, Signal]) -> Tab
     plans += [(s.title, propose(s.tasks, s.gains).best) for s in cheap.values()]
 
     def modules(plan: Plan | None) -> str:
-        return "-" if plan is None else "; ".join(" + ".join(g.tasks) for g in plan.groups)
+        return "-" if plan is None else "; ".join(" + ".join(g.tasks) for g in in_study_order(plan, a.tasks))
 
     rows = []
     for name, plan in plans:

@@ -152,6 +152,12 @@ class GroupScorer:
         return Plan([self(group) for group in partition])
 
 
+def in_study_order(plan: Plan, tasks: list[str]) -> list[GroupPrediction]:
+    """The plan's groups by the position of their first task in `tasks` (as a reader lists them)."""
+    position = {t: i for i, t in enumerate(tasks)}
+    return sorted(plan.groups, key=lambda g: min(position.get(t, len(position)) for t in g.tasks))
+
+
 def _better(a: Plan, b: Plan | None) -> bool:
     if not a.known:
         return False
@@ -204,7 +210,8 @@ def search(
     scorer: GroupScorer, tasks: list[str], max_groups: int | None = None
 ) -> tuple[Plan | None, str, int]:
     """(best plan, how it was searched, partitions scored); exhaustive up to MAX_EXHAUSTIVE tasks."""
-    budget = f", at most {max_groups} modules" if max_groups is not None else ""
+    plural = "" if max_groups == 1 else "s"
+    budget = f", at most {max_groups} module{plural}" if max_groups is not None else ""
     if len(tasks) <= MAX_EXHAUSTIVE:
         best, count = _exhaustive(scorer, tasks, max_groups)
         return best, f"exhaustive over all {count} partitions{budget}", count
