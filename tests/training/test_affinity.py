@@ -21,9 +21,9 @@ from mtpeft.errors import ConfigError
 from mtpeft.layout import AFFINITY_FILE, BEST_DIR, CHECKPOINTS_DIR, COST_FILE, HEADS_WEIGHTS, TRAIN_LOG
 from mtpeft.modeling.distributed import Shard
 from mtpeft.store import RunStore
-from mtpeft.training.affinity import AffinityLog, lookahead, undone
+from mtpeft.training.affinity import AffinityLog, check_supported, lookahead, undone
 from mtpeft.training.run import run_training
-from mtpeft.training.trainer import MultiTaskTrainer, _refuse_unsupported_with_affinity
+from mtpeft.training.trainer import MultiTaskTrainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -113,11 +113,11 @@ def test_several_processes_and_fp16_are_refused_by_name():
         {"tasks": [{"task": "vulnerability"}, {"task": "clone"}], "affinity": {"every": 2}}
     )
     with pytest.raises(ConfigError, match="one process only") as err:
-        _refuse_unsupported_with_affinity(config, Shard(0, 2))
+        check_supported(config, Shard(0, 2))
     assert err.value.field == "affinity"
     fp16 = config.model_copy(update={"mixed_precision": "fp16"})
     with pytest.raises(ConfigError, match="fp16"):
-        _refuse_unsupported_with_affinity(fp16, Shard(0, 1))
+        check_supported(fp16, Shard(0, 1))
 
 
 def test_affinity_is_not_part_of_the_run_key():

@@ -35,15 +35,40 @@ import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from mtpeft.errors import ConfigError
 from mtpeft.training.grad_conflict import TaskGradients
+
+if TYPE_CHECKING:
+    from mtpeft.config import TrainConfig
+    from mtpeft.modeling.distributed import Shard
 
 Batch = dict[str, Any]
 LossFn = Callable[[str, Batch], float]  # a task's loss on a batch, no gradient
+
+
+def check_supported(config: TrainConfig, shard: Shard) -> None:
+    """Refuse, naming the field, what the lookahead affinity does not take (before anything trains)."""
+    if config.affinity is None or len(config.tasks) < 2:
+        return
+    if shard.several:
+        # Each process would have to step and score its share in lockstep and all-reduce every loss;
+        # not built: the affinity run is one joint run, which one process trains.
+        raise ConfigError(
+            f"affinity is measured on one process only, and this run has {shard.size}: train the run "
+            "that measures affinity with one process (plain `mtpeft train`), or drop `affinity`",
+            field="affinity",
+        )
+    if config.mixed_precision == "fp16":
+        raise ConfigError(
+            "affinity with mixed_precision: fp16 is not supported (the loss scaler scales the gradients "
+            "the lookahead steps on): use bf16 or no",
+            field="mixed_precision",
+        )
 
 
 def loss_factor(term: torch.Tensor, loss: torch.Tensor) -> float:

@@ -49,7 +49,7 @@ from mtpeft.modeling.distributed import (
 from mtpeft.modeling.inputs import Batch, TaskFeatures, collate, padded_widths, to_device
 from mtpeft.modeling.task_data import RunTask, resolve_tasks
 from mtpeft.models.limits import position_limit
-from mtpeft.training.affinity import AffinityLog, lookahead, loss_factor, task_gradients
+from mtpeft.training.affinity import AffinityLog, check_supported, lookahead, loss_factor, task_gradients
 from mtpeft.training.batching import TaskBatcher
 from mtpeft.training.cost import CostMeter
 from mtpeft.training.grad_conflict import ConflictLog, TaskGradients
@@ -161,24 +161,6 @@ def _refuse_unsupported_with_fsdp(
                 "train it without sharding",
                 field=f"tasks.{position}.task",
             )
-
-
-def _refuse_unsupported_with_affinity(config: TrainConfig, shard: Shard) -> None:
-    """What the lookahead affinity does not take here, named before anything trains."""
-    if shard.several:
-        # Each process would have to step and score its share in lockstep and all-reduce every loss;
-        # not built: the affinity run is one joint run, which one process trains.
-        raise ConfigError(
-            f"affinity is measured on one process only, and this run has {shard.size}: train the run "
-            "that measures affinity with one process (plain `mtpeft train`), or drop `affinity`",
-            field="affinity",
-        )
-    if config.mixed_precision == "fp16":
-        raise ConfigError(
-            "affinity with mixed_precision: fp16 is not supported (the loss scaler scales the gradients "
-            "the lookahead steps on): use bf16 or no",
-            field="mixed_precision",
-        )
 
 
 def _trace_batch(step: int, task: str, shard: Shard, indices: list[int]) -> None:
@@ -300,7 +282,7 @@ class MultiTaskTrainer:
         measure = config.affinity is not None and len(self.tasks) > 1
         self.affinity = AffinityLog(config.affinity.every, list(self.tasks)) if measure else None
         if self.affinity is not None:
-            _refuse_unsupported_with_affinity(config, self.shard)
+            check_supported(config, self.shard)  # run_training checked before writing; a study's worker
         # Called with each complete checkpoint (a study's Ray worker copies it to shared storage there).
         self.on_checkpoint: Callable[[Path], None] | None = None
         # Live curves (log_with); None without trackers, so such a run computes none of their values.
