@@ -56,8 +56,7 @@ def test_rank_correlation_matches_scipy_with_a_bootstrap_interval(grouping_study
         row = rows[name]
         assert row["pairs"] == "3"
         assert row["Spearman"] == f"{stats.spearmanr(signal, transfer).statistic:+.3f}"
-        lo, hi = (float(v) for v in row["95% interval"].strip("[]").split(", "))
-        assert -1 <= lo <= hi <= 1
+        assert (row["95% interval"], row["note"]) == ("-", "too few pairs for an interval (5 needed)")
     assert GROUPING_SIGNALS_TRUST in section.blocks  # when to trust each signal
 
 

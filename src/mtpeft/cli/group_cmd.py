@@ -96,6 +96,7 @@ def _say(text: str) -> None:
 
 def _print_proposal(signal: Signal, max_groups: int | None, *, heading: str = "") -> None:
     from mtpeft.study.grouping import propose
+    from mtpeft.study.signals import signed4
 
     proposal = propose(signal.tasks, signal.gains, max_groups)
     measured = f"; {signal.measurements} measurements" if signal.measurements is not None else ""
@@ -109,13 +110,14 @@ def _print_proposal(signal: Signal, max_groups: int | None, *, heading: str = ""
         return
     _print_groups(signal, proposal.best)
     _say(
-        f"mean over tasks of the mean {signal.title} from its partners: {proposal.best.mean_score:+.4g} "
+        f"mean over tasks of the mean {signal.title} from its partners: {signed4(proposal.best.mean_score)} "
         "(one module per task: 0)"
     )
 
 
 def _print_groups(signal: Signal, plan: Plan, *, scores: bool = False) -> None:
     from mtpeft.study.grouping import in_study_order
+    from mtpeft.study.signals import signed4
 
     for number, group in enumerate(in_study_order(plan, signal.tasks), 1):
         if len(group.tasks) == 1:
@@ -125,7 +127,7 @@ def _print_groups(signal: Signal, plan: Plan, *, scores: bool = False) -> None:
         extra = (
             ", ".join(f"{t} {v:.3f}" for t, v in group.scores.items()) + f" ({group.source})"
             if scores
-            else f"mean from partners {sum(group.scores.values()) / len(group.scores):+.4g}"
+            else f"mean from partners {signed4(sum(group.scores.values()) / len(group.scores))}"
         )
         _say(f"module {number}: {' + '.join(group.tasks)}: {extra}")
         for line in signal.evidence(group.tasks):

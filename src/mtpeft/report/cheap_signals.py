@@ -37,9 +37,10 @@ def _pairs(tasks: list[str], signal: Signal, transfer: Signal) -> tuple[list[flo
 
 def _values_table(arm: Arm, tasks: list[str], cheap: dict[str, Signal], transfer: Signal) -> Table:
     from mtpeft.report.build import Table, signed
+    from mtpeft.study.signals import signed4
 
     def cell(value: float | None) -> str:
-        return "-" if value is None else f"{value:+.4g}"
+        return "-" if value is None else signed4(value)
 
     rows = [
         [a, b, *(cell(s.pair(a, b)) for s in cheap.values()), signed(transfer.pair(a, b))]
@@ -61,7 +62,7 @@ def _values_table(arm: Arm, tasks: list[str], cheap: dict[str, Signal], transfer
 
 def _correlation_table(arm: Arm, tasks: list[str], cheap: dict[str, Signal], transfer: Signal) -> Table:
     from mtpeft.report.build import Table
-    from mtpeft.study.stats import BOOTSTRAP_RESAMPLES, rank_correlation
+    from mtpeft.study.stats import BOOTSTRAP_RESAMPLES, MIN_PAIRS_FOR_INTERVAL, rank_correlation
 
     rows = []
     for signal in cheap.values():
@@ -72,13 +73,15 @@ def _correlation_table(arm: Arm, tasks: list[str], cheap: dict[str, Signal], tra
             continue
         span = f"[{result.lo:+.2f}, {result.hi:+.2f}]" if result.lo is not None else "-"
         note = f"{result.undefined_draws} constant resamples left out" if result.undefined_draws else ""
+        if result.lo is None:
+            note = f"too few pairs for an interval ({MIN_PAIRS_FOR_INTERVAL} needed)"
         rows.append([signal.title, str(result.n), f"{result.rho:+.3f}", span, f"{result.p:.2g}", note])
     return Table(
         f"{arm}: how each cheap signal ranks the pairs",
         "Spearman rank correlation of the signal with the mean measured transfer over the pairs where both "
         "are known: +1 ranks the pairs exactly as the pair runs do, 0 not at all. 95% interval: percentile "
-        f"bootstrap over the pairs ({BOOTSTRAP_RESAMPLES} resamples); with few pairs it is wide, and an "
-        "interval that holds 0 leaves the question open.",
+        f"bootstrap over the pairs ({BOOTSTRAP_RESAMPLES} resamples, from {MIN_PAIRS_FOR_INTERVAL} pairs "
+        "on); with few pairs it is wide, and an interval that holds 0 leaves the question open.",
         ["signal", "pairs", "Spearman", "95% interval", "p", "note"],
         rows,
     )

@@ -58,13 +58,18 @@ class Signal:
 
     def _describe(self, a: str, b: str) -> str:
         def value(key: tuple[str, str]) -> str:
-            return f"{self.gains[key]:+.4g}" if key in self.gains else "unknown"
+            return signed4(self.gains[key]) if key in self.gains else "unknown"
 
         if self.kind == AFFINITY:  # Z[i][j] is what j gets from i
             return f"{a} -> {b}: Z = {value((b, a))}; {b} -> {a}: Z = {value((a, b))}"
         if self.kind == COSINE:
             return f"{a} / {b}: cosine = {value((a, b))}"
         return f"T[{a}][{b}] = {value((a, b))}; T[{b}][{a}] = {value((b, a))}"
+
+
+def signed4(value: float) -> str:
+    """4 significant digits with a sign; rounding noise of a mean (1e-18) shows as 0."""
+    return f"{round(value, 12) + 0.0:+.4g}"
 
 
 def _finite(value: Any) -> bool:

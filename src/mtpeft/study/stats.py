@@ -17,6 +17,8 @@ import numpy as np
 CI_LEVEL = 0.95
 MIN_SEEDS_FOR_T = 3
 BOOTSTRAP_RESAMPLES = 1000
+# Below it a bootstrap over pairs is mostly resamples of 2 or 3 distinct points: no interval is given.
+MIN_PAIRS_FOR_INTERVAL = 5
 
 PerExample = dict[str, list]
 Loader = Callable[[int], PerExample | None]  # seed -> that run's per-example predictions
@@ -120,7 +122,8 @@ class RankCorrelation:
 def rank_correlation(
     x: list[float], y: list[float], *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
 ) -> RankCorrelation:
-    """Spearman's rho of x and y (scipy) and a CI_LEVEL percentile bootstrap over the pairs.
+    """Spearman's rho of x and y (scipy) and a CI_LEVEL percentile bootstrap over the pairs (from
+    MIN_PAIRS_FOR_INTERVAL pairs on; fewer get rho and p alone).
 
     The bootstrap is a short loop of our own rather than scipy.stats.bootstrap: with a handful of pairs
     many resamples repeat one value on a side, where rho is undefined, and those are left out and
@@ -144,6 +147,8 @@ def rank_correlation(
         result = spearmanr(xs, ys)
     rho, p = float(result.statistic), float(result.pvalue)
     if np.isnan(rho):
+        return RankCorrelation(rho, p, n)
+    if n < MIN_PAIRS_FOR_INTERVAL:
         return RankCorrelation(rho, p, n)
     rng = np.random.default_rng(seed)
     draws = [rho_of(xs[i], ys[i]) for i in rng.integers(0, n, size=(resamples, n))]
