@@ -42,3 +42,39 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
+
+
+# ---- a hand-made study for the grouping signals (tests/report, tests/cli) -----------------------------
+A, B, C = "py-defect", "py-clone", "py-search"
+# The joint run's mean lookahead affinity, Z[i][j] (i's step on j's loss), in the order A, B, C: A and B
+# help each other, C is hurt by and hurts both; and its gradient cosines, which pair A with C instead.
+GROUPING_AFFINITY = [[0.05, 0.02, -0.01], [0.02, 0.04, -0.01], [-0.01, -0.01, 0.03]]
+GROUPING_COSINES = {f"{B} | {A}": -0.2, f"{A} | {C}": 0.3, f"{B} | {C}": -0.1}  # pair keys sort the names
+
+
+@pytest.fixture
+def grouping_study(tmp_path: Path) -> Path:
+    """A workspace whose store holds study `hand-made`: three singles, three pairs and the joint run, which
+    measured affinity and cosines. Transfer (mean of both ways): A-B +0.03, A-C +0.02, B-C -0.02; the
+    measured grouping is {A, B} + {C} (mean 0.687, measured), cosine's {A, C} + {B} reaches 0.680."""
+    from mtpeft.store import RunStore
+    from mtpeft.study.synthetic import record_scores
+
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    store = RunStore(workspace / "mtpeft.sqlite")
+    for scores in ({A: 0.70}, {B: 0.80}, {C: 0.50}):
+        record_scores(store, scores)
+    record_scores(store, {A: 0.75, B: 0.81})  # T[A][B] = +0.05, T[B][A] = +0.01
+    record_scores(store, {A: 0.68, C: 0.56})  # -0.02, +0.06
+    record_scores(store, {B: 0.79, C: 0.47})  # -0.01, -0.03
+    details = {
+        "affinity": {"every": 2, "tasks": [A, B, C], "measurements": 10, "z": GROUPING_AFFINITY},
+        "grad_conflict": {
+            "every": 2,
+            "measurements": 10,
+            "pairs": {key: {"mean": value, "n": 10} for key, value in GROUPING_COSINES.items()},
+        },
+    }
+    record_scores(store, {A: 0.72, B: 0.80, C: 0.49}, details=details)
+    return workspace

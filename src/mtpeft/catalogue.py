@@ -33,3 +33,20 @@ LOSS_WEIGHTING_DESCRIPTIONS: dict[str, str] = {
     "famo": "Liu et al. 2023: softmax weights moved to the tasks whose log loss fell least in the step "
     "(one extra forward per task); options lr (0.025), gamma (0.001)",
 }
+
+# When to trust each signal of which tasks should share a module (`mtpeft group --help` and the report's
+# "Cheap grouping signals vs measured transfer" section print it).
+GROUPING_SIGNALS_TRUST = (
+    "When to trust each signal (pending measurement: examples/studies/grouping.yaml measures all three on"
+    " five tasks of ../shared/data; its numbers will be filled in here). Measured pair transfer is the "
+    "reference: it is what grouping is for, but it costs one run per pair. Lookahead affinity (TAG, "
+    "`affinity: {every: K}`) asks directly whether a step for one task lowers another task's loss, at the"
+    " cost of N + N^2 forward passes every K steps of one joint run; gradient cosine "
+    "(`grad_conflict_every: K`) costs almost nothing but only sees the direction of the gradients, not "
+    "their effect on the loss (on the claims study it correlated +0.54 with transfer over 6 pairs: "
+    "undecided). Both come from one joint run and one seed, and affinities are small numbers (a lookahead"
+    " moves the weights by one learning-rate step). Trust a cheap signal's grouping once a study that "
+    "measured both shows its rank correlation with transfer clearly positive (the bootstrap interval "
+    "above 0) and its grouping reaching about the measured grouping's score; until then, use it to choose"
+    " which few groups to run, not as the answer."
+)

@@ -115,6 +115,18 @@ class DistributedConfig(BaseModel):
     )
 
 
+class AffinityOptions(BaseModel):
+    """Lookahead task affinity (Fifty et al. 2021, Task Affinity Grouping): training/affinity.py."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: int = Field(
+        ge=1,
+        description="Every K steps, a lookahead SGD step on each task's gradient alone and every task's "
+        "relative loss change on its own batch; undone exactly (the trained weights are the same).",
+    )
+
+
 class TrainConfig(BaseModel):
     """A fully described run: with its seed, this is what the store keys on."""
 
@@ -143,6 +155,11 @@ class TrainConfig(BaseModel):
         default=None,
         ge=1,
         description="Every K steps, the cosine between tasks' gradients on the shared module (off: null).",
+    )
+    affinity: AffinityOptions | None = Field(
+        default=None,
+        description="Lookahead task affinity, `{every: K}` (off: null): RUN_DIR/affinity.json and the store; "
+        "the lookahead is undone, so the trained weights and the run key are those of the run without it.",
     )
     token_loss: Literal["task-token", "batch-token", "sample"] = Field(
         default="task-token",
@@ -243,6 +260,7 @@ class TrainConfig(BaseModel):
         data.pop("study", None)
         data.pop("log_with", None)
         data.pop("distributed", None)  # how the work is divided, like the number of processes
+        data.pop("affinity", None)  # a measurement undone after each lookahead: the weights are the same
         # Fields added after runs were stored count only when set: a config that leaves them at their
         # default keeps the key it had before they existed, so finished runs are still found.
         for name, default in _KEY_NEUTRAL_DEFAULTS.items():

@@ -21,6 +21,7 @@ CONFIG_FILE = "config.yaml"
 COST_FILE = "cost.json"
 CURVE_FILE = "curve.json"  # validation (and curve_test) scores against cumulative training compute
 GRAD_CONFLICT_FILE = "grad_conflict.json"  # cosines between tasks' gradients (grad_conflict_every)
+AFFINITY_FILE = "affinity.json"  # lookahead task affinity (affinity: {every: K})
 TRAIN_LOG = "train.log"
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"  # the trainer's own part of a checkpoint (step, best, cursors)

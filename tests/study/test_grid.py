@@ -181,3 +181,18 @@ def test_shipped_example_studies_load_and_expand(name):
     n_tasks = len(raw["tasks"])
     per_arm_seed = n_tasks + 1 + n_tasks * (n_tasks - 1) // 2
     assert len(runs) == per_arm_seed * len(raw["grid"]["methods"]) * len(raw["grid"]["seeds"])
+
+
+def test_the_grouping_study_is_its_stated_design():
+    runs = expand(load_study(REPO / "examples" / "studies" / "grouping.yaml"))
+    kinds = [r.task_set for r in runs]
+    assert (kinds.count("single"), kinds.count("pair"), kinds.count("all")) == (5, 10, 1)  # every pair once
+    measured = [r for r in runs if r.config.affinity is not None]
+    assert [r.task_set for r in measured] == ["all"]  # the one joint run measures the lookahead affinity
+    assert {e.data for e in measured[0].config.tasks} == {
+        f"../shared/data/{d}"
+        for d in ("devign-sysevr", "reveal-chrome", "bigclonebench", "tlcodesum", "flakeflagger")
+    }
+    assert all(e.max_length == 128 and e.max_train_examples for r in runs for e in r.config.tasks)
+    # Affinity is no part of the run key: the joint run is found again however it was trained.
+    assert measured[0].config.run_key() == measured[0].config.model_copy(update={"affinity": None}).run_key()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mtpeft.study.grouping import Cost, recommend, set_partitions
+from mtpeft.study.grouping import Cost, propose, recommend, set_partitions
 
 
 @pytest.mark.parametrize(("n", "bell"), [(1, 1), (2, 2), (3, 5), (4, 15), (5, 52), (8, 4140)])
@@ -96,3 +96,70 @@ def test_tasks_never_co_trained_are_not_grouped_on_no_evidence():
     assert any("left out" in n for n in unmeasured.notes)
     paired = recommend(tasks, {t: 0.6 for t in tasks}, {(i, j): 0.0 for i in tasks for j in tasks if i != j})
     assert not any("left out" in n for n in paired.notes)
+
+
+# ---- a budget of modules, and cheap signals (a task alone scores 0) ---------------------------------
+def _pair_and_two_loners() -> dict[tuple[str, str], float]:
+    """a and b help each other; c and d hurt everyone, each other least."""
+    gains = {("a", "b"): 0.3, ("b", "a"): 0.3, ("c", "d"): -0.1, ("d", "c"): -0.1}
+    for loner, harm in (("c", -0.2), ("d", -0.3)):
+        for friend in "ab":
+            gains[(loner, friend)] = gains[(friend, loner)] = harm
+    return gains
+
+
+def test_a_signal_groups_the_tasks_that_help_each_other():
+    proposal = propose(list("abcd"), _pair_and_two_loners())
+    assert _groups(proposal.best) == [["a", "b"], ["c"], ["d"]]
+    assert proposal.best.mean_score == pytest.approx((0.3 + 0.3) / 4)  # the loners alone: 0 each
+    assert "exhaustive over all 15 partitions" in proposal.search
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected", "mean"),
+    [
+        # 2 modules: c and d must share one (they hurt each other least); (0.3 + 0.3 - 0.1 - 0.1) / 4.
+        (2, [["a", "b"], ["c", "d"]], 0.1),
+        (
+            1,
+            [["a", "b", "c", "d"]],
+            (2 * (0.3 - 0.2 - 0.3) / 3 + (-0.2 - 0.2 - 0.1) / 3 + (-0.3 - 0.3 - 0.1) / 3) / 4,
+        ),
+        (3, [["a", "b"], ["c"], ["d"]], 0.15),
+    ],
+)
+def test_the_budget_caps_the_modules_at_the_best_partition_that_fits(budget, expected, mean):
+    proposal = propose(list("abcd"), _pair_and_two_loners(), max_groups=budget)
+    assert _groups(proposal.best) == expected
+    assert proposal.best.mean_score == pytest.approx(mean)
+    assert f"at most {budget} module" in proposal.search
+
+
+def test_greedy_search_keeps_to_the_budget_by_merging_whole_clusters():
+    clusters = [["a1", "a2", "a3"], ["b1", "b2", "b3"], ["c1", "c2", "c3"]]
+    same = {t: k for k, c in enumerate(clusters) for t in c}
+    tasks = [t for c in clusters for t in c]
+    gains = {(i, j): (0.04 if same[i] == same[j] else -0.05) for i in tasks for j in tasks if i != j}
+    free = propose(tasks, gains)
+    assert "greedy" in free.search and _groups(free.best) == clusters
+    capped = propose(tasks, gains, max_groups=2)
+    assert capped.best.modules == 2
+    for group in capped.best.groups:  # each module a union of whole clusters
+        assert set(group.tasks) == {t for c in clusters if set(c) & set(group.tasks) for t in c}
+    assert sorted(len(g.tasks) for g in capped.best.groups) == [3, 6]  # two clusters merged, one apart
+
+
+def test_no_partition_within_the_budget_rests_on_known_pairs():
+    gains = {("a", "b"): 0.1, ("b", "a"): 0.1}  # c was never measured with anyone
+    assert propose(["a", "b", "c"], gains, max_groups=1).best is None
+    assert _groups(propose(["a", "b", "c"], gains, max_groups=2).best) == [["a", "b"], ["c"]]
+
+
+def test_recommend_takes_the_budget_too():
+    tasks, single, transfer = _friends_and_a_loner()
+    rec = recommend(tasks, single, transfer, max_groups=1)
+    assert rec.best.modules == 1 and "at most 1 module" in rec.search
+
+
+def _groups(plan) -> list[list[str]]:
+    return sorted(sorted(g.tasks) for g in plan.groups)

@@ -9,6 +9,7 @@ import typer
 from mtpeft.cli import (
     calibrate_cmd,
     data_cmd,
+    group_cmd,
     index_cmd,
     lm_serve_cmd,
     models_cmd,
@@ -32,6 +33,7 @@ models_cmd.register(app)
 run_cmd.register(app)
 calibrate_cmd.register(app)  # temperature scaling of a trained run (mtpeft.calibration_file)
 study_cmd.register(app)
+group_cmd.register(app)  # which tasks share a module, from cheap signals or a study's transfer
 prompt_cmd.register(app)  # general LLMs prompted on the same tasks, data, metrics and store
 for command in (predict_cmd, scan_cmd, index_cmd, serve_cmd):  # inference: mtpeft.load's Run behind each
     command.register(app)

@@ -97,7 +97,8 @@ def plan_table(spec: StudySpec, jobs: list[Job], records: list[RunRecord]) -> tu
         f"{time_text} (evaluation and model loading not included).",
         "batches: micro-batches = steps still to train x tasks (a run to resume counts from its last "
         "checkpoint); tokens: micro-batches x batch x max length (padded: an upper bound); FLOPs "
-        "(estimate) ~ 6 (full) or 4 (PEFT) x backbone params x tokens.",
+        "(estimate) ~ 6 (full) or 4 (PEFT) x backbone params x tokens, plus 2 x params x tokens of the "
+        "lookahead's forward passes where `affinity` is set.",
     ]
     sources = {f"{m}/{meth}: {t.source}" for (m, meth), t in throughputs.items() if t is not None}
     missing = sorted(f"{m}/{meth}" for (m, meth), t in throughputs.items() if t is None)

@@ -22,6 +22,7 @@ from mtpeft.layout import RUNS_DIR, per_example_path, store_path
 from mtpeft.outputs import atomic_output, refuse_overwriting_inputs, write_bytes, write_text
 from mtpeft.paths import safe_filename
 from mtpeft.report import plots
+from mtpeft.report.cheap_signals import cheap_signals_section
 from mtpeft.report.compute import budget_section, compute_section
 from mtpeft.report.conflict import conflict_section
 from mtpeft.report.findings import findings_section
@@ -771,6 +772,7 @@ SECTIONS: list[Callable[[StudyAnalysis, Context], Section | None]] = [
     conflict_section,
     stability_section,
     grouping_section,
+    cheap_signals_section,
     cost_section,
     compute_section,
     budget_section,

@@ -19,7 +19,7 @@ import numpy as np
 
 from mtpeft.store import RunRecord
 from mtpeft.study.compute_to_quality import LOOSER_TOLERANCES, ComputeToQuality, compute_to_quality
-from mtpeft.study.grouping import Cost, Recommendation, recommend
+from mtpeft.study.grouping import Cost, GroupScorer, Recommendation, recommend
 from mtpeft.study.records import SPLIT, Arm, StudyRuns
 from mtpeft.study.stats import Estimate, Loader, diff_estimate, score_estimate
 
@@ -286,7 +286,9 @@ def _group_cost(runs: StudyRuns, arm: Arm, group: tuple[str, ...]) -> Cost | Non
     )
 
 
-def grouping(runs: StudyRuns, arm: Arm, matrix: TransferMatrix) -> Recommendation | None:
+def grouping_inputs(runs: StudyRuns, arm: Arm, matrix: TransferMatrix) -> dict[str, Any] | None:
+    """What the grouping search scores a group from (GroupScorer's arguments); None without every
+    task's single-task score."""
     tasks = [t for t in runs.tasks if t in runs.primary]
     single = {t: m for t in tasks if (m := _mean(runs.single_scores(arm, t))) is not None}
     if len(tasks) < 2 or len(single) < len(tasks):
@@ -299,7 +301,26 @@ def grouping(runs: StudyRuns, arm: Arm, matrix: TransferMatrix) -> Recommendatio
             measured[frozenset(group)] = scores
         if (cost := _group_cost(runs, arm, group)) is not None:
             costs[frozenset(group)] = cost
-    return recommend(tasks, single, matrix.as_dict(), measured, costs)
+    return {
+        "tasks": tasks,
+        "single": single,
+        "transfer": matrix.as_dict(),
+        "measured": measured,
+        "costs": costs,
+    }
+
+
+def grouping(
+    runs: StudyRuns, arm: Arm, matrix: TransferMatrix, *, max_groups: int | None = None
+) -> Recommendation | None:
+    inputs = grouping_inputs(runs, arm, matrix)
+    return None if inputs is None else recommend(**inputs, max_groups=max_groups)
+
+
+def measured_scorer(runs: StudyRuns, arm: Arm, matrix: TransferMatrix) -> GroupScorer | None:
+    """Scores any partition as the measured study does (what a cheap signal's grouping reached)."""
+    inputs = grouping_inputs(runs, arm, matrix)
+    return None if inputs is None else GroupScorer(**inputs)
 
 
 def analyse(records: list[RunRecord], *, study: str | None = None, split: str = SPLIT) -> StudyAnalysis:

@@ -6,6 +6,9 @@ FLOPs  ~= 6 x backbone params x tokens for full fine-tuning, 4 x params x tokens
           (the same estimate the cost meter records; see mtpeft.training.cost).
 seconds = tokens x (measured wall seconds per estimated token) of finished runs of the same model
           (and method, where there are some) in the store; unknown without any.
+Lookahead affinity (`affinity: {every: K}`) adds, per measurement, the step's batches scored N + 1 times
+without a backward (before, and after each task's lookahead): ~2 x params per token, in FLOPs and, in
+proportion to the FLOPs, in time.
 """
 
 from __future__ import annotations
@@ -65,12 +68,21 @@ def estimate_run(config: TrainConfig, throughput: Throughput | None, done_steps:
     tokens = steps * tokens_per_step(config)
     params = backbone_parameters(config.model)
     factor = 6.0 if config.method == "full" else 4.0
+    # Forward-only tokens of the lookaheads, in units of trained tokens' FLOPs (2 vs `factor` per param).
+    lookahead = _lookahead_tokens(config, steps) * 2.0 / factor
     return RunEstimate(
         micro_batches=steps * len(config.tasks),
         tokens=tokens,
-        flops=factor * params * tokens if params else None,
-        seconds=tokens * throughput.seconds_per_token if throughput else None,
+        flops=factor * params * (tokens + lookahead) if params else None,
+        seconds=(tokens + lookahead) * throughput.seconds_per_token if throughput else None,
     )
+
+
+def _lookahead_tokens(config: TrainConfig, steps: int) -> int:
+    """Tokens the lookahead affinity scores without a backward over `steps` steps (0 when off)."""
+    if config.affinity is None or len(config.tasks) < 2:
+        return 0
+    return (steps // config.affinity.every) * (len(config.tasks) + 1) * tokens_per_step(config)
 
 
 def _record_config(record: RunRecord) -> TrainConfig | None:

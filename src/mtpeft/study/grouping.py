@@ -7,9 +7,15 @@ A task's predicted score in a group:
   (pairwise transfers assumed additive: an approximation, which the report states);
 - unknown: a group neither run nor estimable (a task of it has no measured pairing with any other task
   of the group). Plans with such a group are never recommended: no evidence is not "no transfer".
-The search is exhaustive over set partitions up to 8 tasks (4,140 partitions) and a greedy merge above.
-Ties go to fewer modules (less storage). Compute of a group: measured when it was run, else the sum of
-its tasks' single-task compute (a multi-task step trains one micro-batch per task, as the single runs do).
+The search is exhaustive over set partitions up to 8 tasks (4,140 partitions) and a greedy merge above,
+optionally with a budget of at most G modules (exhaustive: only partitions that fit; greedy: once no merge
+raises the mean, the best merges are still taken until it fits). Ties go to fewer modules (less storage).
+Compute of a group: measured when it was run, else the sum of its tasks' single-task compute (a
+multi-task step trains one micro-batch per task, as the single runs do).
+
+A cheap signal (lookahead affinity, gradient cosine: study/signals.py) is searched the same way with
+every task scoring 0 alone and, in a group, the mean signal it gets from the others (`propose`): with
+affinity that is TAG's "total inter-task affinity onto each task" (Fifty et al. 2021), divided by N.
 """
 
 from __future__ import annotations
@@ -146,6 +152,12 @@ class GroupScorer:
         return Plan([self(group) for group in partition])
 
 
+def in_study_order(plan: Plan, tasks: list[str]) -> list[GroupPrediction]:
+    """The plan's groups by the position of their first task in `tasks` (as a reader lists them)."""
+    position = {t: i for i, t in enumerate(tasks)}
+    return sorted(plan.groups, key=lambda g: min(position.get(t, len(position)) for t in g.tasks))
+
+
 def _better(a: Plan, b: Plan | None) -> bool:
     if not a.known:
         return False
@@ -156,14 +168,16 @@ def _better(a: Plan, b: Plan | None) -> bool:
     return abs(a.mean_score - b.mean_score) <= TIE and a.modules < b.modules
 
 
-def _exhaustive(scorer: GroupScorer, tasks: list[str]) -> tuple[Plan, int]:
+def _exhaustive(scorer: GroupScorer, tasks: list[str], max_groups: int | None) -> tuple[Plan | None, int]:
+    """None when no partition within the budget is known (only with a budget below the task count)."""
     best, count = None, 0
     for partition in set_partitions(tasks):
+        if max_groups is not None and len(partition) > max_groups:
+            continue
         count += 1
         plan = scorer.plan(partition)
         if _better(plan, best):
             best = plan
-    assert best is not None  # one module per task is always known
     return best, count
 
 
@@ -175,18 +189,54 @@ def _merges(partition: list[list[str]]) -> Iterator[list[list[str]]]:
             yield [*rest, partition[i] + partition[j]]
 
 
-def _greedy(scorer: GroupScorer, tasks: list[str]) -> tuple[Plan, int]:
-    """Start from one module per task; take the merge that most raises the mean; stop when none does."""
+def _greedy(scorer: GroupScorer, tasks: list[str], max_groups: int | None) -> tuple[Plan | None, int]:
+    """Start from one module per task; take the merge that most raises the mean; stop when none does
+    and the plan fits the budget (over it, the best merge is taken even when it lowers the mean)."""
     partition = [[t] for t in tasks]
     current, count = scorer.plan(partition), 1
     while True:
-        improved = False
+        over = max_groups is not None and len(partition) > max_groups
+        best: tuple[Plan, list[list[str]]] | None = None
         for merged in _merges(partition):
             candidate, count = scorer.plan(merged), count + 1
-            if _better(candidate, current):
-                current, partition, improved = candidate, merged, True
-        if not improved:
-            return current, count
+            if _better(candidate, best[0] if best else None if over else current):
+                best = (candidate, merged)
+        if best is None:
+            return (None if over else current), count
+        current, partition = best
+
+
+def search(
+    scorer: GroupScorer, tasks: list[str], max_groups: int | None = None
+) -> tuple[Plan | None, str, int]:
+    """(best plan, how it was searched, partitions scored); exhaustive up to MAX_EXHAUSTIVE tasks."""
+    plural = "" if max_groups == 1 else "s"
+    budget = f", at most {max_groups} module{plural}" if max_groups is not None else ""
+    if len(tasks) <= MAX_EXHAUSTIVE:
+        best, count = _exhaustive(scorer, tasks, max_groups)
+        return best, f"exhaustive over all {count} partitions{budget}", count
+    best, count = _greedy(scorer, tasks, max_groups)
+    return (
+        best,
+        f"greedy merging ({len(tasks)} tasks > {MAX_EXHAUSTIVE}; {count} partitions scored{budget})",
+        count,
+    )
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """The partition a cheap signal proposes (`propose`); `best` is None when nothing fits the budget."""
+
+    best: Plan | None
+    search: str
+    partitions: int
+
+
+def propose(tasks: list[str], gains: dict[tuple[str, str], float], max_groups: int | None = None) -> Proposal:
+    """The partition of `tasks` with the highest mean signal from group partners (a task alone: 0);
+    gains[(a, b)]: what a gets from sharing with b (missing pairs: unknown, never grouped on)."""
+    scorer = GroupScorer(tasks, {t: 0.0 for t in tasks}, gains)
+    return Proposal(*search(scorer, tasks, max_groups))
 
 
 def recommend(
@@ -195,18 +245,18 @@ def recommend(
     transfer: dict[tuple[str, str], float],
     measured: dict[frozenset[str], dict[str, float]] | None = None,
     costs: dict[frozenset[str], Cost] | None = None,
-) -> Recommendation:
-    """The best partition of `tasks` (each needs a single-task score) and the two reference plans."""
+    *,
+    max_groups: int | None = None,
+) -> Recommendation | None:
+    """The best partition of `tasks` (each needs a single-task score) and the two reference plans;
+    None when no partition within `max_groups` rests on measurements."""
     missing = [t for t in tasks if t not in single]
     if missing:
         raise ValueError(f"no single-task score for {missing}: run the `single` task set first")
     scorer = GroupScorer(tasks, single, transfer, measured, costs)
-    if len(tasks) <= MAX_EXHAUSTIVE:
-        best, count = _exhaustive(scorer, tasks)
-        search = f"exhaustive over all {count} partitions"
-    else:
-        best, count = _greedy(scorer, tasks)
-        search = f"greedy merging ({len(tasks)} tasks > {MAX_EXHAUSTIVE}; {count} partitions scored)"
+    best, how, count = search(scorer, tasks, max_groups)
+    if best is None:
+        return None
     notes = []
     all_in_one = scorer.plan([list(tasks)])
     if any(scorer(list(pair)).source == "unknown" for pair in combinations(tasks, 2)):
@@ -219,11 +269,4 @@ def recommend(
             "groups marked 'estimated' were not run as such: single-task score + mean pairwise transfer; "
             "run them to confirm"
         )
-    return Recommendation(
-        best,
-        scorer.plan([[t] for t in tasks]),
-        all_in_one,
-        search,
-        count,
-        notes,
-    )
+    return Recommendation(best, scorer.plan([[t] for t in tasks]), all_in_one, how, count, notes)

@@ -63,6 +63,7 @@ _PLACEMENT_FIELDS = frozenset(
         "save_every",
         "curve_test",
         "grad_conflict_every",
+        "affinity",
         "evaluate_splits",
         "baselines",
         "log_with",

@@ -17,6 +17,8 @@ import numpy as np
 CI_LEVEL = 0.95
 MIN_SEEDS_FOR_T = 3
 BOOTSTRAP_RESAMPLES = 1000
+# Below it a bootstrap over pairs is mostly resamples of 2 or 3 distinct points: no interval is given.
+MIN_PAIRS_FOR_INTERVAL = 5
 
 PerExample = dict[str, list]
 Loader = Callable[[int], PerExample | None]  # seed -> that run's per-example predictions
@@ -103,3 +105,56 @@ def diff_estimate(
     _, lo, hi = paired_bootstrap_diff(metric, data_a, data_b, n=BOOTSTRAP_RESAMPLES)
     size = len(next(iter(data_a.values())))
     return Estimate(mean, lo, hi, n, f"paired bootstrap over {size} test examples")
+
+
+@dataclass(frozen=True)
+class RankCorrelation:
+    """Spearman's rho over paired values, with a percentile bootstrap interval over the pairs."""
+
+    rho: float  # NaN when undefined (fewer than 3 pairs, or one side constant)
+    p: float
+    n: int  # pairs
+    lo: float | None = None
+    hi: float | None = None
+    undefined_draws: int = 0  # resamples whose rho is undefined (one side constant): left out
+
+
+def rank_correlation(
+    x: list[float], y: list[float], *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> RankCorrelation:
+    """Spearman's rho of x and y (scipy) and a CI_LEVEL percentile bootstrap over the pairs (from
+    MIN_PAIRS_FOR_INTERVAL pairs on; fewer get rho and p alone).
+
+    The bootstrap is a short loop of our own rather than scipy.stats.bootstrap: with a handful of pairs
+    many resamples repeat one value on a side, where rho is undefined, and those are left out and
+    counted here instead of turning the whole interval into NaN."""
+    import warnings
+
+    from scipy.stats import spearmanr
+
+    n = len(x)
+    if n < 3:
+        return RankCorrelation(float("nan"), float("nan"), n)
+
+    def rho_of(a: np.ndarray, b: np.ndarray) -> float:
+        with warnings.catch_warnings():  # constant input: scipy warns and returns NaN
+            warnings.simplefilter("ignore")
+            return float(spearmanr(a, b).statistic)
+
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = spearmanr(xs, ys)
+    rho, p = float(result.statistic), float(result.pvalue)
+    if np.isnan(rho):
+        return RankCorrelation(rho, p, n)
+    if n < MIN_PAIRS_FOR_INTERVAL:
+        return RankCorrelation(rho, p, n)
+    rng = np.random.default_rng(seed)
+    draws = [rho_of(xs[i], ys[i]) for i in rng.integers(0, n, size=(resamples, n))]
+    defined = [d for d in draws if not np.isnan(d)]
+    if not defined:
+        return RankCorrelation(rho, p, n, undefined_draws=resamples)
+    tail = 100 * (1 - CI_LEVEL) / 2
+    lo, hi = (float(v) for v in np.percentile(defined, [tail, 100 - tail]))
+    return RankCorrelation(rho, p, n, lo, hi, resamples - len(defined))

@@ -74,6 +74,11 @@ class TaskGradients:
         self._deltas = [*zip(tasks[:-1], earlier.unbind(0), strict=True), (tasks[-1], last)]
         self._sum_by_task()
 
+    @property
+    def deltas(self) -> list[tuple[str, torch.Tensor]]:
+        """(task, gradient) of each backward of the step, in order (training/affinity.py reads them)."""
+        return list(self._deltas)
+
     def _sum_by_task(self) -> None:
         self.by_task = {}
         for task, delta in self._deltas:

@@ -32,6 +32,7 @@ from mtpeft.evaluation.run_eval import evaluate_run
 from mtpeft.layout import RUN_FILE, check_run_dir, checkpoint_dirs, read_run_file, run_dir_for, split_single
 from mtpeft.modeling.distributed import Shard, broadcast_object, cpu_only
 from mtpeft.store import RunStore
+from mtpeft.training.affinity import check_supported as check_affinity_supported
 from mtpeft.training.preflight import preflight
 from mtpeft.training.run_lock import run_lock
 from mtpeft.training.trainer import MultiTaskTrainer
@@ -64,6 +65,8 @@ def run_training(
     preflight(config, source=source)
     shard = join_processes()
     check_batches_divide(config, shard)
+    for run in _runs_of(config):  # single mode: one task per run, which measures no affinity
+        check_affinity_supported(run, shard)
     with _sigterm_as_interrupt(shard):
         if shard.rank != 0:
             return [_follow(sub, shard) for sub in _runs_of(config)]
@@ -332,6 +335,8 @@ def train_in_run_dir(
     details: dict[str, Any] = {"curve": outcome.curve}
     if outcome.grad_conflict:
         details["grad_conflict"] = outcome.grad_conflict
+    if outcome.affinity:  # the lookahead affinity's mean matrix (its measurements: RUN_DIR/affinity.json)
+        details["affinity"] = outcome.affinity
     (run_dir / layout.CURVE_FILE).write_text(json.dumps(outcome.curve, indent=1), encoding="utf-8")
     return TrainedRun(metrics, baselines, outcome.cost, _data_quality(trainer), details)
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ from mtpeft.modeling.distributed import (
 from mtpeft.modeling.inputs import Batch, TaskFeatures, collate, padded_widths, to_device
 from mtpeft.modeling.task_data import RunTask, resolve_tasks
 from mtpeft.models.limits import position_limit
+from mtpeft.training.affinity import AffinityLog, check_supported, lookahead, loss_factor, task_gradients
 from mtpeft.training.batching import TaskBatcher
 from mtpeft.training.cost import CostMeter
 from mtpeft.training.grad_conflict import ConflictLog, TaskGradients
@@ -72,6 +74,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
     grad_conflict: dict[str, Any] = field(default_factory=dict)  # ConflictLog.state_dict()
+    affinity: dict[str, Any] = field(default_factory=dict)  # AffinityLog.state_dict()
 
     def save(self, directory: Path) -> None:
         (directory / STATE_FILE).write_text(json.dumps(self.__dict__, indent=1), encoding="utf-8")
@@ -92,6 +95,7 @@ class TrainOutcome:
     # Every validation: step, mean primary score, metrics per task, cumulative compute (and test metrics
     # with curve_test); the compute-to-quality curve (report/compute_curve.py).
     curve: list[dict[str, Any]] = field(default_factory=list)
+    affinity: dict[str, Any] | None = None  # AffinityLog.summary(), when `affinity` is set
 
 
 _STEPS_IN_PROCESS = 0  # optimiser steps taken by this process, over every run it trains
@@ -275,6 +279,10 @@ class MultiTaskTrainer:
                 )
         every = config.grad_conflict_every
         self.conflict = ConflictLog(every) if every and len(self.tasks) > 1 else None
+        measure = config.affinity is not None and len(self.tasks) > 1
+        self.affinity = AffinityLog(config.affinity.every, list(self.tasks)) if measure else None
+        if self.affinity is not None:
+            check_supported(config, self.shard)  # run_training checked before writing; a study's worker
         # Called with each complete checkpoint (a study's Ray worker copies it to shared storage there).
         self.on_checkpoint: Callable[[Path], None] | None = None
         # Live curves (log_with); None without trackers, so such a run computes none of their values.
@@ -383,6 +391,8 @@ class MultiTaskTrainer:
                 self.batchers[name].restore(cursor)
             if self.conflict is not None:
                 self.conflict.load_state_dict(state.grad_conflict)
+            if self.affinity is not None:
+                self.affinity.load_state_dict(state.affinity)
         meter = CostMeter(
             trainable_params=self.trainable_parameters(),
             backbone_params=self.adapted.total_parameters(),
@@ -454,9 +464,20 @@ class MultiTaskTrainer:
         last_valid = state.history[-1]["metrics"] if state.history else {}
         best_valid = next((h["metrics"] for h in state.history if h["step"] == state.best_step), last_valid)
         conflict = self._write_conflict()
+        affinity = self._write_affinity()
+        if affinity is not None:  # its share of the run's cost (already inside wall time and FLOPs)
+            cost["affinity_wall_time_s"] = affinity["overhead"]["wall_time_s"]
+            cost["affinity_flops_estimate"] = affinity["overhead"]["flops_estimate"]
         curve = [{k: v for k, v in h.items() if k != "loss_weights"} for h in state.history]
         return TrainOutcome(
-            state.best_step, state.best_score, best_valid, cost, state.stopped_early, conflict, curve
+            state.best_step,
+            state.best_score,
+            best_valid,
+            cost,
+            state.stopped_early,
+            conflict,
+            curve,
+            affinity=affinity,
         )
 
     def _step(
@@ -465,7 +486,10 @@ class MultiTaskTrainer:
         counts = {t: step_tasks.count(t) for t in set(step_tasks)}
         weighting = self.accelerator.unwrap_model(model).loss_weighting
         gradients = self._task_gradients(weighting, step)
+        probe = self._affinity_probe(step)  # each task's gradient on what the lookahead steps
+        factors: list[float] = []  # d term / d loss of each micro-batch (the lookahead steps on the loss)
         kept: list[tuple[str, Batch]] = []  # the step's batches, scored again after it (FAMO)
+        probed: list[tuple[str, Batch]] = []  # the same, for the lookahead affinity
         losses: dict[str, float] = {}
         # All of the step's batches first (collating is cheap): a token loss normalises over the step.
         batches = [self._collate(task, step) for task in step_tasks]
@@ -486,6 +510,8 @@ class MultiTaskTrainer:
                     f"the loss of task '{task}' is {value} (nothing of this step was applied)",
                     task=task,
                 )
+            if probe is not None:
+                factors.append(loss_factor(term, loss))
             if self.fsdp is not None:
                 # FSDP2's no_sync: reduce-scatter only after the step's last backward, or after every one
                 # on a step that reads each task's gradient (then each is already the global one).
@@ -498,11 +524,16 @@ class MultiTaskTrainer:
                     self.accelerator.backward(term)
             if gradients is not None:
                 gradients.record(task)
+            if probe is not None:
+                probe.record(task)
+                probed.append((task, batch))
             if weighting.needs_losses_after:
                 kept.append((task, batch))
             losses[task] = losses.get(task, 0.0) + value / counts[task]
         if gradients is not None:
             gradients.synchronize()  # several processes: each task's gradient of the global batch
+        if probe is not None:  # before anything of the step is applied; undone before it is
+            self._measure_affinity(model, optimizer, probe, factors, probed, meter, step)
         _scale_gradients(model, weighting.gradient_scale(losses))
         if self.fsdp is not None:
             norm = fsdp.clip_grad_norm_(list(model.parameters()), self.config.max_grad_norm)
@@ -552,6 +583,53 @@ class MultiTaskTrainer:
         if weighting.needs_gradient_norms or measure:
             return TaskGradients(self._shared_parameters(), sharded=self.fsdp is not None)
         return None
+
+    def _affinity_probe(self, step: int) -> TaskGradients | None:
+        """On a step that measures affinity: a recorder of each task's gradient on the shared module
+        and the heads (what the lookahead steps)."""
+        if self.affinity is None or not self.affinity.due(step):
+            return None
+        shared = self._shared_parameters()
+        heads = [p for p in self.model.heads.parameters() if p.requires_grad]
+        return TaskGradients(shared + heads)
+
+    def _measure_affinity(
+        self,
+        model,
+        optimizer,
+        recorded: TaskGradients,
+        factors: list[float],
+        batches: list[tuple[str, Batch]],
+        meter: CostMeter,
+        step: int,
+    ) -> None:
+        """One lookahead measurement (training/affinity.py), counted in the run's cost."""
+        assert self.affinity is not None
+        started = time.perf_counter()
+        parameters = recorded.parameters
+        rate_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+        unwrapped = self.accelerator.unwrap_model(model)
+
+        def loss(task: str, batch: Batch) -> float:
+            with self.accelerator.autocast():
+                return float(unwrapped(task, batch))
+
+        gradients = task_gradients(recorded, factors, list(self.tasks))
+        z = lookahead(unwrapped, parameters, [rate_of[id(p)] for p in parameters], gradients, batches, loss)
+        # Every task's batches once before and once after each task's step.
+        positions = sum(int(b["num_positions"]) for _, b in batches) * (1 + len(gradients))
+        meter.add_forward_only(positions=positions)
+        self.affinity.add(step, z, seconds=time.perf_counter() - started, positions=positions)
+
+    def _write_affinity(self) -> dict[str, Any] | None:
+        if self.affinity is None:
+            return None
+        backbone = self.adapted.total_parameters()
+        if self.main:
+            (self.run_dir / layout.AFFINITY_FILE).write_text(
+                json.dumps(self.affinity.record(backbone_params=backbone), indent=1), encoding="utf-8"
+            )
+        return self.affinity.summary(backbone_params=backbone)
 
     @torch.no_grad()
     def _losses_after(
@@ -720,6 +798,7 @@ class MultiTaskTrainer:
         state.cursors = {n: b.cursor.__dict__.copy() for n, b in self.batchers.items()}
         state.cost = meter.state_dict()
         state.grad_conflict = self.conflict.state_dict() if self.conflict is not None else {}
+        state.affinity = self.affinity.state_dict() if self.affinity is not None else {}
         final = self.run_dir / layout.CHECKPOINTS_DIR / f"step-{state.step:07d}"
         tmp = final.with_name(final.name + ".tmp")
         if self.main:
