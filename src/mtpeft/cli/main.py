@@ -11,6 +11,7 @@ from mtpeft.cli import (
     data_cmd,
     index_cmd,
     lm_serve_cmd,
+    merge_cmd,
     models_cmd,
     predict_cmd,
     prompt_cmd,
@@ -31,6 +32,7 @@ app.add_typer(data_cmd.app, name="data", help="Read, check and build task data."
 models_cmd.register(app)
 run_cmd.register(app)
 calibrate_cmd.register(app)  # temperature scaling of a trained run (mtpeft.calibration_file)
+merge_cmd.register(app)  # one run from trained LoRA runs, no training (mtpeft.merging)
 study_cmd.register(app)
 prompt_cmd.register(app)  # general LLMs prompted on the same tasks, data, metrics and store
 for command in (predict_cmd, scan_cmd, index_cmd, serve_cmd):  # inference: mtpeft.load's Run behind each
