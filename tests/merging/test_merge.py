@@ -45,8 +45,11 @@ def runs(merge_root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def linear_1_0(sources: tuple[Path, Path], runs: Path):
-    return _merge(sources, runs / "linear-1-0", "linear", weights=[1, 0])
+def linear_1_0(study_run):
+    """The store record of the study's merged arm: its single-task runs merged by linear, weights (1, 0)."""
+    run_dir = study_run("merged", ["vulnerability", "complexity"])
+    (record,) = [r for r in _store(run_dir).list_runs() if Path(r.run_dir).resolve() == run_dir]
+    return record
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,7 @@ def ties(sources: tuple[Path, Path], runs: Path) -> Path:
 
 def test_linear_with_weights_1_0_reproduces_the_first_runs_predictions(sources, linear_1_0) -> None:
     first, _ = sources
-    merged, alone = _raw(linear_1_0.run_dir), _raw(first)
+    merged, alone = _raw(Path(linear_1_0.run_dir)), _raw(first)
     want = alone.analyze(CODE, tasks=["vulnerability"])
     got = merged.analyze(CODE, tasks=["vulnerability"])
     for ours, theirs in zip(got, want, strict=True):
@@ -64,33 +67,28 @@ def test_linear_with_weights_1_0_reproduces_the_first_runs_predictions(sources, 
         for label, p in theirs["vulnerability"]["probabilities"].items():
             # not bit for bit: peft folds the scaling (alpha / r = 2) into A and B as sqrt(2) each
             assert ours["vulnerability"]["probabilities"][label] == pytest.approx(p, abs=1e-5)
-    # The test split too: the same predicted labels, so the same score, through `mtpeft merge`'s evaluation.
+    # The test split too: the same predicted labels, so the same score, through the merge's evaluation.
     trained = json.loads((first / "metrics.test.json").read_text(encoding="utf-8"))["metrics"]
     assert linear_1_0.metrics["test"]["vulnerability"] == trained["vulnerability"]
     assert set(linear_1_0.metrics["test"]) == {"vulnerability", "complexity"}
 
 
 def test_the_merged_run_records_its_sources_settings_and_no_training_cost(sources, linear_1_0) -> None:
-    run_file = json.loads((linear_1_0.run_dir / "run.json").read_text(encoding="utf-8"))
+    import hashlib
+
+    run_file = json.loads((Path(linear_1_0.run_dir) / "run.json").read_text(encoding="utf-8"))
     merge = run_file["merge"]
     assert (merge["method"], merge["weights"], merge["density"]) == ("linear", [1.0, 0.0], None)
     ids = [json.loads((s / "run.json").read_text(encoding="utf-8"))["run_id"] for s in sources]
     assert [s["run_id"] for s in merge["sources"]] == ids
-    import hashlib
-
     manifest = hashlib.sha256((sources[0] / "best" / "MANIFEST.json").read_bytes()).hexdigest()
     assert merge["sources"][0]["best_manifest_sha256"] == manifest
-    record = _store(linear_1_0.run_dir).get(linear_1_0.run_id)
-    assert (record.status, record.mode, record.tasks) == (
-        "finished",
-        "merged",
-        ["vulnerability", "complexity"],
-    )
-    assert record.cost["train_flops_estimate"] == 0 and record.cost["tokens"] == 0
+    assert run_file["run_id"] == linear_1_0.run_id and linear_1_0.details["merge"] == merge
+    assert (linear_1_0.status, linear_1_0.mode, linear_1_0.study) == ("finished", "merged", "merging")
+    assert linear_1_0.tasks == ["vulnerability", "complexity"]
+    assert linear_1_0.cost["train_flops_estimate"] == 0 and linear_1_0.cost["tokens"] == 0
     trained = [json.loads((s / "cost.json").read_text(encoding="utf-8")) for s in sources]
-    assert record.cost["sources_train_flops_estimate"] == sum(c["train_flops_estimate"] for c in trained)
-    assert record.details["merge"] == merge
-    assert record.metrics["test"] == linear_1_0.metrics["test"]
+    assert linear_1_0.cost["sources_train_flops_estimate"] == sum(c["train_flops_estimate"] for c in trained)
 
 
 def test_a_merged_run_loads_evaluates_scans_and_reports(ties, runs, tmp_path, mtpeft_cli) -> None:
@@ -195,3 +193,20 @@ def test_unequal_ranks_are_refused_except_by_cat(sources, runs, mtpeft_cli) -> N
 def test_bad_settings_are_one_error_line(sources, tmp_path, mtpeft_cli, options, message) -> None:
     done = mtpeft_cli("merge", *sources, *options, "--out", tmp_path / "out")
     assert done.code == 2 and message in done.err and "Traceback" not in done.err
+
+
+def test_runs_trained_through_the_lm_head_merge_and_generate(llama_runs, tmp_path, mtpeft_cli) -> None:
+    import mtpeft
+
+    out = llama_runs["clone"].parent / "merged"
+    merged = _merge((llama_runs["clone"], llama_runs["repair"]), out, "ties", density=0.5)
+    assert set(merged.metrics) == set()  # the sources evaluated no split, so neither does the merge
+    run = mtpeft.load(out, device="cpu")
+    assert run.generation_tasks == ["clone", "repair"]
+    assert isinstance(run.generate("int f(int a) { return a + 1 }", task="repair"), str)
+    assert run.compare("int f() {}", "int g() {}", task="clone")["label"] in ("0", "1")
+    mixed = mtpeft_cli(
+        "merge", llama_runs["clone"], llama_runs["vulnerability"], "--method", "cat", "--out", tmp_path / "x"
+    )
+    assert mixed.code == 2
+    assert "trains tasks through the LM head (formulation instruct or generation) and run" in mixed.err

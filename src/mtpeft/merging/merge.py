@@ -67,11 +67,13 @@ def merge_runs(
     progress: bool = False,
     study: str | None = None,
     key: str | None = None,
+    name: str | None = None,
 ) -> MergeResult:
     """Merge the runs into the new run directory `out`, record it, and score it on its splits.
 
     `study`: the store's study of the merged run (default: the sources' study when they share one);
-    `key`: its run key in the store (default: from the sources' best/ checksums and the settings).
+    `key`: its run key in the store (default: from the sources' best/ checksums and the settings);
+    `name`: its name in the store (default: the folder's).
     """
     out = Path(out)
     _check_out(out)
@@ -81,6 +83,7 @@ def merge_runs(
     started = time.perf_counter()
     model, backbone = build_merged(sources, settings, weights)
     config = merged_config(sources, model, out, study=study if study is not None else _shared_study(sources))
+    config = config.model_copy(update={"name": name or out.name})
     record = merge_record(sources, settings)
     key = key or config_hash({"merge": record})
     store = _store_of(out)
@@ -95,6 +98,10 @@ def merge_runs(
             store.finish_run(
                 run_id, metrics=metrics, cost=cost, baselines=baselines, details={"merge": record}
             )
+    except KeyboardInterrupt:
+        if store is not None:
+            store.interrupt_run(run_id, "stopped by the user (KeyboardInterrupt)")
+        raise
     except BaseException as err:
         if store is not None:
             store.fail_run(run_id, f"{type(err).__name__}: {err}")

@@ -30,6 +30,7 @@ class Arm:
     model: str
     method: str  # display label, e.g. "lora" or "lora(r=16)"
     method_name: str = ""  # the PEFT method itself ("full" for full fine-tuning)
+    merged: bool = False  # made by `mtpeft merge` from trained runs, not trained (label "... merged ...")
 
     def __str__(self) -> str:
         return f"{self.model} / {self.method}"
@@ -217,7 +218,7 @@ class StudyRuns:
         self.views = [
             RunView(
                 r,
-                Arm(r.model, labels[r.run_id], r.method),
+                Arm(r.model, labels[r.run_id], r.method, r.mode == MERGED),
                 group := tuple(sorted(r.tasks, key=order.__getitem__)),
                 group_kind(group, self.tasks),
             )
