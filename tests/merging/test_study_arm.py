@@ -63,3 +63,13 @@ def test_the_report_sets_the_merged_arm_beside_single_and_multi(merge_root, stud
     assert [c.strip() for c in flops.strip("|").split("|")][1:3] == [f"{singles:.2e}", "0.00e+00"]
     assert merged.cost["train_flops_estimate"] == 0
     assert Path(merged.run_dir).is_dir()
+
+
+def test_time_estimates_ignore_merged_runs(merge_root, study_outcomes) -> None:
+    """A merge's wall time is no training time: the dry run's throughput comes from trained runs only."""
+    from mtpeft.store import RunStore
+    from mtpeft.study.estimate import measured_throughput
+
+    records = RunStore(merge_root / "ws" / "mtpeft.sqlite").list_runs(study="merging")
+    throughput = measured_throughput(records, "tiny-bert", "lora")
+    assert throughput is not None and throughput.source.startswith("3 finished tiny-bert/lora run(s)")
