@@ -12,6 +12,7 @@ from mtpeft.cli import (
     group_cmd,
     index_cmd,
     lm_serve_cmd,
+    merge_cmd,
     models_cmd,
     predict_cmd,
     prompt_cmd,
@@ -32,6 +33,7 @@ app.add_typer(data_cmd.app, name="data", help="Read, check and build task data."
 models_cmd.register(app)
 run_cmd.register(app)
 calibrate_cmd.register(app)  # temperature scaling of a trained run (mtpeft.calibration_file)
+merge_cmd.register(app)  # one run from trained LoRA runs, no training (mtpeft.merging)
 study_cmd.register(app)
 group_cmd.register(app)  # which tasks share a module, from cheap signals or a study's transfer
 prompt_cmd.register(app)  # general LLMs prompted on the same tasks, data, metrics and store

@@ -110,6 +110,23 @@ def plan_table(spec: StudySpec, jobs: list[Job], records: list[RunRecord]) -> tu
     return table, notes
 
 
+def merge_notes(spec: StudySpec, jobs: list[Job], records: list[RunRecord]) -> list[str]:
+    """One line per merged arm of the study (made after its single-task runs, without training)."""
+    from mtpeft.study.merging import plan_merges
+    from mtpeft.study.runner import latest_by_key
+
+    merges, notes = plan_merges(spec, [j.planned for j in jobs])
+    latest = latest_by_key([r for r in records if r.study == spec.name])
+    for merge in merges:
+        status = latest[merge.key].status if merge.key in latest else None
+        action = ACTIONS.get(status, status or "new")
+        notes.append(
+            f"merged arm {merge.display_name}: {action} (no training; after its {len(merge.sources)} "
+            "single-task runs)"
+        )
+    return notes
+
+
 def outcome_table(outcomes: list[Outcome]) -> Table:
     from rich.table import Table
 
@@ -151,6 +168,7 @@ def _study(
         raise located(err, study_file) from err
     records = RunStore(store_path(spec)).list_runs() if store_path(spec).is_file() else []
     table, notes = plan_table(spec, jobs, records)
+    notes += merge_notes(spec, jobs, records)
     console.print(table)
     for note in notes:
         console.print(plain(note))

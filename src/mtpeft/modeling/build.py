@@ -133,10 +133,11 @@ def save_deployable(
     directory: Path,
     *,
     step: int,
-    score: float,
+    score: float | None,
     state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write `best/` whole or not at all: into a scratch folder first, renamed over the old one.
+    `score`: the validation score it was selected at (None: not selected by one, a merged run).
     `state_dict`: the whole model's weights, keyed as `model.state_dict()`, where the model's own are
     sharded (FSDP: gathered by modeling/fsdp.py); None: the model's own."""
     tmp = directory.with_name(directory.name + ".tmp")
@@ -158,7 +159,12 @@ def _part(state_dict: dict[str, torch.Tensor] | None, prefix: str) -> dict[str, 
 
 
 def _write_deployable(
-    model: MultiTaskModel, tmp: Path, *, step: int, score: float, state_dict: dict[str, torch.Tensor] | None
+    model: MultiTaskModel,
+    tmp: Path,
+    *,
+    step: int,
+    score: float | None,
+    state_dict: dict[str, torch.Tensor] | None,
 ) -> None:
     model.backbone.save(tmp / layout.ADAPTER_DIR, _part(state_dict, "backbone.base_model."))
     heads = _part(state_dict, "heads.")

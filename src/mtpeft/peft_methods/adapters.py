@@ -10,6 +10,10 @@ from mtpeft.models.loading import ModelInfo
 from mtpeft.peft_methods.bottleneck import BottleneckConfig
 from mtpeft.peft_methods.peft_backed import PeftLibraryMethod, target_list
 
+# A bottleneck's nonlinearity makes a weighted sum of two adapters no sum of their effects, and the
+# tuner (ours, peft_methods/bottleneck) has no add_weighted_adapter.
+BOTTLENECK_NOT_MERGEABLE = "bottleneck adapters have no add_weighted_adapter in peft (a nonlinear module)"
+
 # Where serial adapters go when target_modules is not given.
 PLACEMENTS = {
     "houlsby": lambda info: [
@@ -72,6 +76,7 @@ ADAPTER = PeftLibraryMethod(
     description=METHOD_DESCRIPTIONS["adapter"],
     defaults=_serial_defaults,
     make_config=lambda info, options: _config(info, options, _serial_targets(info, options), parallel=False),
+    merge_problem=BOTTLENECK_NOT_MERGEABLE,
 )
 
 PARALLEL_ADAPTER = PeftLibraryMethod(
@@ -81,4 +86,5 @@ PARALLEL_ADAPTER = PeftLibraryMethod(
     make_config=lambda info, options: _config(
         info, options, target_list(options["target_modules"]), parallel=True
     ),
+    merge_problem=BOTTLENECK_NOT_MERGEABLE,
 )

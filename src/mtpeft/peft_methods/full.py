@@ -22,6 +22,8 @@ class FullAdaptedBackbone(AdaptedBackbone):
 class FullFineTuning:
     name: str = "full"
     description: str = METHOD_DESCRIPTIONS["full"]
+    # What `mtpeft merge` says (peft_backed.PeftLibraryMethod.merge_problem).
+    merge_problem: str | None = "it changes every base weight, and peft merges adapter modules only"
 
     def apply(self, backbone: Backbone, options: dict[str, Any]) -> FullAdaptedBackbone:
         resolved = resolve_options(self.name, {}, options)

@@ -39,4 +39,6 @@ IA3 = PeftLibraryMethod(
     description=METHOD_DESCRIPTIONS["ia3"],
     defaults=_defaults,
     make_config=_config,
+    # peft merges (IA)^3 vectors by a plain weighted sum only (no TIES, DARE, cat); not offered here.
+    merge_problem="mtpeft merges LoRA modules only; peft offers no TIES, DARE or cat merge of (IA)^3 vectors",
 )

@@ -32,6 +32,7 @@ LORA = PeftLibraryMethod(
     description=METHOD_DESCRIPTIONS["lora"],
     defaults=_defaults,
     make_config=lambda info, options: _lora_config(info, options, use_dora=False),
+    merge_problem=None,  # add_weighted_adapter's own case
 )
 
 DORA = PeftLibraryMethod(
@@ -39,4 +40,7 @@ DORA = PeftLibraryMethod(
     description=METHOD_DESCRIPTIONS["dora"],
     defaults=_defaults,
     make_config=lambda info, options: _lora_config(info, options, use_dora=True),
+    # add_weighted_adapter combines lora_A/lora_B only: the merged module would keep the base weights'
+    # norms as its magnitude vectors, not the trained ones.
+    merge_problem="peft's add_weighted_adapter does not merge DoRA's trained magnitude vectors",
 )

@@ -16,6 +16,8 @@ from mtpeft.errors import ConfigError
 from mtpeft.models.loading import Backbone, ModelInfo
 from mtpeft.peft_methods.base import AdaptedBackbone, read_method_record, resolve_options
 
+NOT_MERGEABLE = "peft's add_weighted_adapter merges LoRA modules, and this method's module is not one"
+
 
 class PeftAdaptedBackbone(AdaptedBackbone):
     """`base_model` is a `peft.PeftModel`; save() writes peft's adapter folder, loadable with plain peft."""
@@ -45,6 +47,9 @@ class PeftLibraryMethod:
     make_config: Callable[[ModelInfo, dict[str, Any]], PeftConfig]
     # Why the method cannot generate text (generation tasks are then refused), if it cannot.
     generation_problem: str | None = None
+    # Why `mtpeft merge` cannot merge runs of this method (None: it can, through peft's
+    # add_weighted_adapter). Refused unless a method says otherwise.
+    merge_problem: str | None = NOT_MERGEABLE
 
     def apply(self, backbone: Backbone, options: dict[str, Any]) -> PeftAdaptedBackbone:
         resolved = resolve_options(self.name, self.defaults(backbone.info), options)

@@ -42,6 +42,7 @@ PREFIX = PeftLibraryMethod(
         "replaces with its own cache, so the prefix is lost while generating (a T5 generates exactly as "
         "without it)"
     ),
+    merge_problem="its virtual tokens are no weight update that peft's add_weighted_adapter can combine",
 )
 
 PROMPT = PeftLibraryMethod(
@@ -51,4 +52,5 @@ PROMPT = PeftLibraryMethod(
     make_config=lambda info, options: PromptTuningConfig(
         task_type=info.peft_task_type, num_virtual_tokens=options["num_virtual_tokens"]
     ),
+    merge_problem="its virtual tokens are no weight update that peft's add_weighted_adapter can combine",
 )

@@ -31,6 +31,7 @@ from mtpeft.store import EvaluationRecord, RunRecord, RunStore
 from mtpeft.store.sqlite import PROMPTING, TFIDF_SKIPPED
 from mtpeft.study.analysis import Comparison, CostComparison, StudyAnalysis, analyse
 from mtpeft.study.grouping import Plan, Recommendation
+from mtpeft.study.merged_arms import MergedCost, MergedTask
 from mtpeft.study.records import Arm
 from mtpeft.study.stats import Estimate, score_estimate
 
@@ -701,6 +702,84 @@ def cost_section(a: StudyAnalysis, ctx: Context) -> Section:
     return section
 
 
+MERGED_TITLE = "Merged modules (no training)"
+
+
+def _merged_row(m: MergedTask) -> list[str]:
+    against = [m.versus_single, m.versus_multi, m.versus_full]
+    first = next(c for c in against if c is not None)  # merged_tasks keeps rows with one at least
+    return (
+        [str(m.arm), m.task, first.metric]
+        + [num(c.right.mean) if c else "-" for c in against]
+        + [num(first.left.mean)]
+        + [f"{signed(c.diff.mean)} {interval(c.diff)}" if c else "-" for c in against]
+    )
+
+
+def _merged_cost_rows(c: MergedCost) -> list[list[str]]:
+    spec = [
+        ("train FLOPs (est.)", "train_flops_estimate", flops),
+        ("train tokens", "tokens", lambda v: f"{v:,.0f}"),
+        ("wall time (training; the merge)", "wall_time_s", seconds),
+        ("shared-module params", "shared_params", lambda v: f"{v:,.0f}"),
+        ("stored bytes", "stored_bytes", human_bytes),
+    ]
+    rows = []
+    for label, key, fmt in spec:
+        total = (
+            c.singles[key] + c.merge[key]
+            if key in ("train_flops_estimate", "tokens", "wall_time_s")
+            else None
+        )
+        rows.append(
+            [
+                label,
+                fmt(c.singles[key]),
+                fmt(c.merge[key]),
+                fmt(total) if total is not None else fmt(c.merge[key]),
+                fmt(c.multi[key]) if c.multi else "-",
+            ]
+        )
+    return rows
+
+
+def merged_section(a: StudyAnalysis, ctx: Context) -> Section | None:
+    """Merged arms (`mtpeft merge`, a grid's `merges`) beside the single and multi-task runs of their
+    source arm; left out where the study has none."""
+    if not a.merged and not a.merged_costs:
+        return None
+    section = Section(MERGED_TITLE)
+    section.blocks.append(
+        "A merged arm is one shared module made from its source arm's single-task modules by peft's "
+        "add_weighted_adapter (no training step; each task keeps the head it was trained with). Its "
+        "training cost is its single-task runs' cost: merging adds none."
+    )
+    if a.merged:
+        section.blocks.append(
+            Table(
+                "Merged minus single-task and minus multi-task",
+                "Primary test metric, mean over seeds; the differences with their 95% CI. single: the "
+                "source arm's single-task run of the task (what was merged); all tasks: the source arm's "
+                "one module trained on all tasks; full: full fine-tuning of all tasks on the same model "
+                "(same task settings). " + direction_note(_metrics_used(a)),
+                ["merged arm", "task", "metric", "single", "all tasks", "full", "merged"]
+                + ["merged - single", "merged - all tasks", "merged - full"],
+                [_merged_row(m) for m in a.merged],
+            )
+        )
+    for c in a.merged_costs:
+        section.blocks.append(
+            Table(
+                f"{c.arm}: cost against {c.source}",
+                f"Mean over seeds {c.seeds}. The merged arm needs its single-task runs (trained) and the "
+                "merge (no training: FLOPs and tokens 0); its total is their sum. Lower is better.",
+                ["quantity", "single runs (sum)", "merge", "merged arm in total", "1 multi-task run"],
+                _merged_cost_rows(c),
+            )
+        )
+    return section
+
+
 def _split_numbers(summary: dict, key: str) -> str:
     splits = summary.get("splits", {})
     return " / ".join(f"{s}: {_plain(v.get(key))}" for s, v in splits.items() if key in v) or "-"
@@ -774,6 +853,7 @@ SECTIONS: list[Callable[[StudyAnalysis, Context], Section | None]] = [
     grouping_section,
     cheap_signals_section,
     cost_section,
+    merged_section,
     compute_section,
     budget_section,
     data_quality_section,

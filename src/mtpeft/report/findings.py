@@ -219,7 +219,7 @@ def _stability(a: StudyAnalysis) -> str:
 def _architecture(a: StudyAnalysis) -> str:
     everything = a.runs.all_group
     candidates: list[tuple[Arm, dict[str, float]]] = []
-    for arm in (arm for arm in a.arms if not arm.is_full):
+    for arm in (arm for arm in a.arms if not arm.is_full and not arm.merged):  # trained shared modules
         scores = a.scores.get(arm, {}).get(everything, {})
         if means := {t: e.mean for t, e in scores.items() if e.mean is not None}:
             candidates.append((arm, means))

@@ -5,7 +5,8 @@ is one transaction, so a killed process leaves a run "running" (shown as "interr
 is gone), never a half-written run that looks finished.
 
 Tables: `runs` (one row per run; JSON columns for config, cost, baselines, data quality, versions and
-kind-specific details; mode "prompting" marks a prompted LLM, not a fine-tuned run),
+kind-specific details; mode "prompting" marks a prompted LLM, not a fine-tuned run, and "merged" a run
+merged from trained runs by `mtpeft merge`),
 `metrics(run_id, split, task, metric, value)` (normalised, what reports query), `evaluations` (a run
 scored on other data: `mtpeft evaluate RUN --data TASK=PATH`) and `schema_version`.
 """
@@ -74,6 +75,7 @@ MIGRATIONS: dict[int, str] = {
 SCHEMA_VERSION = max(MIGRATIONS)
 STATUSES = ("running", "finished", "failed", "interrupted")
 PROMPTING = "prompting"  # runs.mode of a general LLM prompted directly (`mtpeft prompt`), not fine-tuned
+MERGED = "merged"  # runs.mode of a run merged from trained runs (`mtpeft merge`), not trained itself
 _PID_TIME_TOLERANCE_S = 1.0
 LOCK_TIMEOUT_S = 30.0
 PAUSE_MESSAGE = "mtpeft store: pausing inside finish_run for"
@@ -143,7 +145,7 @@ class RunRecord:
     name: str
     study: str | None
     group_id: str | None  # single-mode runs of one training command share it
-    mode: str  # "single" | "multi"
+    mode: str  # "single" | "multi" | "merged" (mtpeft merge) | "prompting" (mtpeft prompt)
     model: str
     method: str
     tasks: list[str]

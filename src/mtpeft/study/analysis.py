@@ -13,7 +13,7 @@ Per arm (model x method), on each task's primary test metric (all metrics: highe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from mtpeft.study.compute_to_quality import LOOSER_TOLERANCES, ComputeToQuality,
 from mtpeft.study.grouping import Cost, GroupScorer, Recommendation, recommend
 from mtpeft.study.records import SPLIT, Arm, StudyRuns
 from mtpeft.study.stats import Estimate, Loader, diff_estimate, score_estimate
+
+if TYPE_CHECKING:
+    from mtpeft.study.merged_arms import MergedCost, MergedTask
 
 COST_KEYS = (
     "shared_params",
@@ -111,6 +114,8 @@ class StudyAnalysis:
     grouping: dict[Arm, Recommendation] = field(default_factory=dict)
     compute_to_quality: list[ComputeToQuality] = field(default_factory=list)
     compute_to_quality_looser: list[ComputeToQuality] = field(default_factory=list)  # LOOSER_TOLERANCES
+    merged: list[MergedTask] = field(default_factory=list)  # merged arms vs their sources (merged_arms.py)
+    merged_costs: list[MergedCost] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -179,8 +184,8 @@ def peft_vs_full(runs: StudyRuns) -> list[Comparison]:
     everything = runs.all_group
     comparisons = []
     for full in (a for a in runs.arms if a.is_full):
-        for arm in runs.arms:
-            if arm.is_full or arm.model != full.model or not runs.same_task_settings(arm, full):
+        for arm in runs.arms:  # trained PEFT arms (merged ones meet full in merged_arms.py)
+            if arm.is_full or arm.merged or arm.model != full.model or not runs.same_task_settings(arm, full):
                 continue
             for task in (t for t in runs.tasks if t in runs.primary):
                 found = _compare(runs, arm, task, (arm, everything), (full, everything))
@@ -324,6 +329,8 @@ def measured_scorer(runs: StudyRuns, arm: Arm, matrix: TransferMatrix) -> GroupS
 
 
 def analyse(records: list[RunRecord], *, study: str | None = None, split: str = SPLIT) -> StudyAnalysis:
+    from mtpeft.study.merged_arms import merged_costs, merged_tasks  # it builds on _compare above
+
     runs = StudyRuns(records, split=split)
     transfer = {arm: transfer_matrix(runs, arm) for arm in runs.arms}
     recommendations = {arm: grouping(runs, arm, transfer[arm]) for arm in runs.arms}
@@ -343,4 +350,6 @@ def analyse(records: list[RunRecord], *, study: str | None = None, split: str = 
         compute_to_quality_looser=[
             r for t in LOOSER_TOLERANCES for r in compute_to_quality(runs, tolerance=t)
         ],
+        merged=merged_tasks(runs),
+        merged_costs=merged_costs(runs),
     )

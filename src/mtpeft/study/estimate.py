@@ -18,6 +18,7 @@ from functools import cache
 
 from mtpeft.config import TaskEntry, TrainConfig, validate_config
 from mtpeft.store import RunRecord
+from mtpeft.store.sqlite import MERGED
 from mtpeft.tasks import get_task
 from mtpeft.tasks.kinds import kind_of
 
@@ -95,8 +96,10 @@ def _record_config(record: RunRecord) -> TrainConfig | None:
 
 def measured_throughput(records: list[RunRecord], model: str, method: str) -> Throughput | None:
     """Wall seconds per estimated token on finished runs of this model and method (else this model)."""
-    finished = [
-        r for r in records if r.status == "finished" and r.model == model and r.cost.get("wall_time_s")
+    finished = [  # merged runs trained nothing: their wall time is a merge's
+        r
+        for r in records
+        if r.status == "finished" and r.mode != MERGED and r.model == model and r.cost.get("wall_time_s")
     ]
     same_method = [r for r in finished if r.method == method]
     chosen = same_method or finished

@@ -16,7 +16,7 @@ from typing import Any
 from mtpeft.errors import MtpeftError
 from mtpeft.layout import per_example_path
 from mtpeft.store import RunRecord
-from mtpeft.store.sqlite import PROMPTING
+from mtpeft.store.sqlite import MERGED, PROMPTING
 from mtpeft.study.grid import Group, group_kind
 
 SPLIT = "test"
@@ -30,6 +30,7 @@ class Arm:
     model: str
     method: str  # display label, e.g. "lora" or "lora(r=16)"
     method_name: str = ""  # the PEFT method itself ("full" for full fine-tuning)
+    merged: bool = False  # made by `mtpeft merge` from trained runs, not trained (label "... merged ...")
 
     def __str__(self) -> str:
         return f"{self.model} / {self.method}"
@@ -146,7 +147,23 @@ def _setting_parts(records: list[RunRecord]) -> dict[str, list[str]]:
 
 
 def _method_labels(records: list[RunRecord]) -> dict[str, str]:
-    """run_id -> method label; options and settings are shown only where they vary between runs."""
+    """run_id -> method label; options and settings are shown only where they vary between runs.
+    A merged run (`mtpeft merge`) is its own arm, named after its source runs' (_merged_label)."""
+    trained = [r for r in records if r.mode != MERGED]
+    labels = _trained_labels(trained)
+    return labels | {r.run_id: _merged_label(r, labels) for r in records if r.mode == MERGED}
+
+
+def _merged_label(record: RunRecord, labels: dict[str, str]) -> str:
+    """`<the sources' arm label> merged <merge method>`, e.g. "lora merged ties" (the merge's own options,
+    rank and targets, are not the arm's: they follow from the sources and the merge method)."""
+    merge = record.details.get("merge") or record.config.get("merge") or {}
+    sources = {labels.get(str(s.get("run_id"))) for s in merge.get("sources", [])}
+    base = sources.pop() if len(sources) == 1 and None not in sources else record.method
+    return f"{base} merged {merge.get('method', '?')}"
+
+
+def _trained_labels(records: list[RunRecord]) -> dict[str, str]:
     options_by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         opts = r.config.get("method_options", {}) or {}
@@ -202,7 +219,7 @@ class StudyRuns:
         self.views = [
             RunView(
                 r,
-                Arm(r.model, labels[r.run_id], r.method),
+                Arm(r.model, labels[r.run_id], r.method, r.mode == MERGED),
                 group := tuple(sorted(r.tasks, key=order.__getitem__)),
                 group_kind(group, self.tasks),
             )

@@ -45,7 +45,7 @@ class Job:
 class Outcome:
     name: str
     key: str
-    status: str  # "trained" | "skipped" | "running elsewhere" | "failed"
+    status: str  # "trained" | "merged" (a merged arm) | "skipped" | "running elsewhere" | "failed"
     attempts: int = 0
     previous: str | None = None
     error: str | None = None
@@ -110,10 +110,14 @@ def run_study(
     executor: str | None = None,
     jobs: list[Job] | None = None,
 ) -> list[Outcome]:
-    """Train every run of the study the store does not have yet; one Outcome per planned run."""
+    """Train every run of the study the store does not have yet, then make its grids' merged arms
+    (study/merging.py); one Outcome per planned run and merge."""
     from mtpeft.study.executors import get_executor
+    from mtpeft.study.merging import plan_merges, run_merges
 
     jobs = plan(spec) if jobs is None else jobs
     check_data([j for j in jobs if j.previous != "finished"])
     execute = get_executor(executor or spec.executor)
-    return execute(jobs, run_fn or train, spec, progress)
+    outcomes = execute(jobs, run_fn or train, spec, progress)
+    merges, _ = plan_merges(spec, [j.planned for j in jobs])  # the grids' merged arms, once trained
+    return outcomes + run_merges(spec, merges, progress=progress)

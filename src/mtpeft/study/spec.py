@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mtpeft.config import Seed, TaskEntry
 from mtpeft.config_files import Workspace, expand_workspace, read_yaml_mapping, validate_model
 from mtpeft.errors import ConfigError, shorten, shorten_list
+from mtpeft.merging.settings import MergeSettings
 
 # Grid dimensions: the study sets these per run, so the base config must not.
 GRID_FIELDS = ("tasks", "model", "method", "method_options", "seed", "mode", "name", "workspace", "study")
@@ -72,6 +73,20 @@ class Grid(BaseModel):
     methods: list[MethodChoice] = Field(min_length=1)
     task_sets: list[TaskSet] = Field(default_factory=lambda: ["single", "all"], min_length=1)
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
+    merges: list[MergeSettings] = Field(
+        default_factory=list,
+        description="Merged arms, built without training: each merges the grid's single-task runs of one "
+        "model, method and seed into one run (`mtpeft merge`), e.g. [{method: ties, density: 0.5}].",
+    )
+
+    @model_validator(mode="after")
+    def _merges_need_single_runs(self) -> Grid:
+        if self.merges and "single" not in self.task_sets:
+            raise ValueError(
+                "`merges` merge the grid's single-task runs: add `single` to its task_sets, or move the "
+                "merges to the grid that has them"
+            )
+        return self
 
     @field_validator("methods", mode="before")
     @classmethod

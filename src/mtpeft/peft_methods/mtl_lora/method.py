@@ -55,5 +55,10 @@ def _config(info: ModelInfo, options: dict[str, Any]) -> MtlLoraConfig:
 
 
 MTL_LORA = TaskConditionedMethod(
-    name="mtl-lora", description=METHOD_DESCRIPTIONS["mtl-lora"], defaults=_defaults, make_config=_config
+    name="mtl-lora",
+    description=METHOD_DESCRIPTIONS["mtl-lora"],
+    defaults=_defaults,
+    make_config=_config,
+    merge_problem="its per-task transforms and up-projection mixing have no counterpart in peft's "
+    "add_weighted_adapter (it is already one module for several tasks)",
 )
