@@ -17,7 +17,7 @@ probability threshold that reaches a target precision. numpy, scipy and scikit-l
   ((0, 1/15], ..., (14/15, 1]). Written here: scikit-learn's calibration_curve gives no bin counts.
 - Precision thresholds: scikit-learn's precision_recall_curve over the validation split's positive-class
   probabilities; the smallest threshold whose precision reaches the target (the most recall among them),
-  with the exact (Clopper-Pearson) 97.5 % lower bound of that precision from scipy's beta distribution
+  with the exact (Clopper-Pearson) 97.5 % lower bound of that precision from scipy's binomtest
   (`clopper_pearson`, which also gives the interval of the precision reached on other data).
 """
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
-from scipy.stats import beta
+from scipy.stats import binomtest
 
 ECE_BINS = 15
 T_MIN, T_MAX = 0.05, 20.0
@@ -158,11 +158,9 @@ def precision_threshold(
 
 
 def clopper_pearson(hits: int, count: int, level: float = 0.95) -> tuple[float, float]:
-    """The exact (Clopper-Pearson) two-sided `level` interval of a proportion hits / count, from scipy's
-    beta distribution; its low end is the one-sided (1 + level) / 2 lower bound (97.5 % at 95 %)."""
+    """The exact (Clopper-Pearson) two-sided `level` interval of a proportion hits / count (scipy's
+    binomtest); its low end is the one-sided (1 + level) / 2 lower bound (97.5 % at 95 %)."""
     if count < 1:
         raise ValueError("no trials to bound a proportion of")
-    tail = (1.0 - level) / 2
-    low = float(beta.ppf(tail, hits, count - hits + 1)) if hits else 0.0
-    high = float(beta.ppf(1.0 - tail, hits + 1, count - hits)) if hits < count else 1.0
-    return low, high
+    interval = binomtest(hits, count).proportion_ci(level, method="exact")
+    return float(interval.low), float(interval.high)

@@ -38,7 +38,8 @@ DEFAULT_PRECISION = 0.9  # `mtpeft evaluate --precision`: the level CI gates are
 OWN_SPLIT = "test"  # the run's own split the other data's OOD scores are set against
 SKIPPED = "skipped"
 CALIBRATION, PRECISION, OOD = "calibration", "precision", "ood"  # the parts of EvaluationRecord.details
-CALIBRATE_HINT = "`mtpeft calibrate RUN_DIR` fits it"
+CALIBRATE_HINT = "`mtpeft calibrate RUN_DIR` fits them"
+FLAGGING_KINDS = ("binary", "pair")  # two labels, the second one a finding: thresholds apply
 
 
 def details(
@@ -57,13 +58,11 @@ def details(
     kind = kind_of(task.spec)
     if not isinstance(kind, ClassificationKind):  # retrieval, generation: no class probabilities
         return {}
-    calibration = run.model.calibration
-    gold = np.asarray(kind.gold(examples)["y_true"])
-    return {
-        CALIBRATION: calibration_part(run.model, task.name, outputs, examples),
-        PRECISION: precision_part(calibration, task, outputs, gold, target),
-        OOD: ood_part(run, task, examples, own),
-    }
+    parts = {CALIBRATION: calibration_part(run.model, task.name, outputs, examples)}
+    if task.spec.kind in FLAGGING_KINDS:
+        gold = np.asarray(kind.gold(examples)["y_true"])
+        parts[PRECISION] = precision_part(run.model.calibration, task, outputs, gold, target)
+    return parts | {OOD: ood_part(run, task, examples, own)}
 
 
 # ---- calibration: ECE and NLL before and after the run's temperature ---------------------------------
@@ -81,8 +80,8 @@ def _not_calibrated(calibration: Calibration | None, task: str) -> str:
     from mtpeft.calibration_file import UNCALIBRATED
 
     if calibration is None:
-        return f"{UNCALIBRATED}: the run has no calibration; {CALIBRATE_HINT}"
-    return calibration.skipped.get(task, f"no temperature for this task; {CALIBRATE_HINT}")
+        return f"{UNCALIBRATED}: the run has no temperatures; {CALIBRATE_HINT}"
+    return calibration.skipped.get(task, f"the run has no temperature for this task; {CALIBRATE_HINT}")
 
 
 # ---- precision reached on the data at the validation threshold --------------------------------------
@@ -91,8 +90,6 @@ def precision_part(
 ) -> dict[str, Any]:
     from mtpeft.evaluation.calibration import TargetUnreachable, scaled_probabilities
 
-    if task.spec.kind not in ("binary", "pair"):
-        return {SKIPPED: f"a {task.spec.kind} task has no positive label to flag"}
     fitted = calibration.tasks.get(task.name) if calibration is not None else None
     if fitted is None or fitted.positive is None or "logits" not in outputs:
         why = _not_calibrated(calibration, task.name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mtpeft.evaluation.calibration import ECE_BINS
+from mtpeft.evaluation.ood import SHARE
 from mtpeft.evaluation.other_data import CALIBRATION, OOD, PRECISION, skipped_notes
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ CAPTION = (
     "data, the precision with its exact Clopper-Pearson 95% interval. OOD AUROC: how well the run's default "
     "out-of-distribution score tells the evaluated data's snippets (positive) from those of the run's own "
     "test split (1 = always, 0.5 = chance); beyond threshold: the share of each above the threshold that "
-    "keeps 95% of the run's validation snippets inside."
+    f"keeps {SHARE:.0%} of the run's validation snippets inside."
 )
 
 
