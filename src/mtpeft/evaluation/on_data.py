@@ -231,24 +231,16 @@ def _score(
     progress: bool,
     shard: Shard,
 ) -> EvaluationRecord | None:
-    from mtpeft.evaluation.evaluate import evaluate_task
     from mtpeft.evaluation.metrics import bootstrap_ci
     from mtpeft.evaluation.predictions import write_predictions
+    from mtpeft.evaluation.run_eval import score_task
     from mtpeft.modeling.inputs import tokenize_task
 
     task, request = item.task, item.request
     tokenizer, lm_head = trained.backbone.tokenizer, trained.backbone.info.lm_head
     features = tokenize_task(task.spec, task.entry, item.examples, tokenizer, lm_head=lm_head)
-    result = evaluate_task(
-        trained.model,
-        task.name,
-        features,
-        pad_id=trained.backbone.tokenizer.pad_token_id,
-        batch_size=task.entry.eval_batch_size,
-        device=device,
-        progress=progress and shard.rank == 0,
-        shard=shard,
-    )
+    shown = progress and shard.rank == 0
+    result = score_task(trained.model, trained.backbone, task.name, task, features, device, shown, shard)
     if shard.rank != 0:
         return None
     metric = task.spec.primary
