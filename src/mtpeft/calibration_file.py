@@ -255,6 +255,14 @@ def precision_cuts(
     return cuts_for(calibration, target, tasks, option)
 
 
+def check_target(target: float, option: str = "--precision") -> None:
+    """InputError unless `target` is a precision a threshold can be chosen for: above 0, at most 1."""
+    from mtpeft.errors import InputError
+
+    if not 0.0 < target <= 1.0:
+        raise InputError(f"{option} {target}: give a precision above 0 and at most 1, e.g. 0.9")
+
+
 def cuts_for(
     calibration: Calibration,
     target: float,
@@ -268,8 +276,7 @@ def cuts_for(
     from mtpeft.errors import InputError
     from mtpeft.evaluation.calibration import TargetUnreachable
 
-    if not 0.0 < target <= 1.0:
-        raise InputError(f"{option} {target}: give a precision above 0 and at most 1, e.g. 0.9")
+    check_target(target, option)
     names = list(calibration.tasks) + list(calibration.skipped) if tasks is None else tasks
     cuts = []
     for name in names:

@@ -85,3 +85,14 @@ def test_unreachable_precision_says_the_best_reachable():
     assert raised.value.best == pytest.approx(0.5)
     with pytest.raises(cal.TargetUnreachable):  # no positive example at all
         cal.precision_threshold(np.array([0.1, 0.9]), np.array([0, 0]), 0.5)
+
+
+@pytest.mark.parametrize(("hits", "count"), [(0, 5), (3, 5), (5, 5), (18, 20), (1, 1), (230, 400)])
+def test_clopper_pearson_is_the_exact_interval_from_the_beta_quantiles(hits, count):
+    from scipy.stats import beta
+
+    low = beta.ppf(0.025, hits, count - hits + 1) if hits else 0.0  # Clopper & Pearson 1934
+    high = beta.ppf(0.975, hits + 1, count - hits) if hits < count else 1.0
+    assert cal.clopper_pearson(hits, count) == pytest.approx((low, high), abs=1e-12)
+    with pytest.raises(ValueError, match="no trials"):
+        cal.clopper_pearson(0, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -252,6 +253,24 @@ def test_evaluations_round_trip_and_a_repeat_replaces_the_earlier_one(tmp_path):
         ("test", 0.7, None, 100), ("valid", 0.61, (0.56, 0.66), None)
     ]  # fmt: skip
     assert len(store.list_evaluations()) == 3
+
+
+def test_evaluation_details_round_trip_without_a_schema_change(tmp_path):
+    """Calibration, precision and OOD details ride in the baselines column: no migration, and a row
+    recorded before them (or by an older mtpeft) reads back with no details."""
+    store = RunStore(tmp_path / "mtpeft.sqlite")
+    run_id = _start(store)
+    details = {"calibration": {"ece_before": 0.2, "ece_after": 0.1}, "ood": {"skipped": "no statistics"}}
+    stored = store.record_evaluation(_evaluation(run_id, details=details))
+    older = store.record_evaluation(_evaluation(run_id, split="valid"))
+    [again, plain] = RunStore(tmp_path / "mtpeft.sqlite").list_evaluations()
+    assert again == stored and again.details == details
+    assert again.baselines == {"majority": {"accuracy": 0.55}}  # never seen as a baseline
+    assert plain == older and plain.details == {}
+    with sqlite3.connect(tmp_path / "mtpeft.sqlite") as db:
+        assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+        row = db.execute("SELECT baselines FROM evaluations WHERE split = 'valid'").fetchone()[0]
+    assert json.loads(row) == {"majority": {"accuracy": 0.55}}  # what an older mtpeft writes and reads
 
 
 def test_an_evaluation_of_an_unknown_run_is_refused(tmp_path):

@@ -89,11 +89,27 @@ def _evaluate(
     ),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    precision: float | None = typer.Option(
+        None,
+        "--precision",
+        help="With --data: the target precision (default 0.9) whose threshold, chosen on the run's "
+        "validation split, is applied to the data; the precision and recall it reaches there are reported "
+        "(binary and pair tasks).",
+    ),
 ) -> None:
     """Score a trained run: on its own splits, or on other data (--data); write official prediction files."""
     if data or max_examples is not None:
-        _evaluate_on_data(run_dir, data, split, max_examples, baselines=baselines, progress=progress)
+        _evaluate_on_data(
+            run_dir, data, split, max_examples, baselines=baselines, progress=progress, precision=precision
+        )
         return
+    if precision is not None:
+        from mtpeft.errors import InputError
+
+        raise InputError(
+            "--precision applies to evaluations on data (--data TASK=PATH, or --max-examples for the run's "
+            "own data folders); the run's own split has its validation thresholds in `mtpeft calibrate`"
+        )
     from mtpeft import layout
     from mtpeft.evaluation.run_eval import evaluate_run
     from mtpeft.modeling.build import read_heads_meta
@@ -136,12 +152,22 @@ def _print_calibration(run_dir: Path, split: str) -> None:
 
 
 def _evaluate_on_data(
-    run_dir: Path, data: list[str], split: str, max_examples: str | None, *, baselines: bool, progress: bool
+    run_dir: Path,
+    data: list[str],
+    split: str,
+    max_examples: str | None,
+    *,
+    baselines: bool,
+    progress: bool,
+    precision: float | None,
 ) -> None:
     """Every request checked before the model loads; one table of scores; where files and rows went."""
-    from mtpeft.evaluation import on_data
-    from mtpeft.report.console import console, evaluation_table, markup_safe
+    from mtpeft.calibration_file import check_target
+    from mtpeft.evaluation import on_data, other_data
+    from mtpeft.report.console import console, evaluation_details_table, evaluation_table, markup_safe
 
+    target = other_data.DEFAULT_PRECISION if precision is None else precision
+    check_target(target)
     limit = on_data.parse_max_examples(max_examples or on_data.ALL)
     run = on_data.open_run(run_dir)
     if data:
@@ -153,13 +179,15 @@ def _evaluate_on_data(
 
     shard = join_processes()  # under torchrun each process scores its share; the main one reports
     outcome = on_data.evaluate_on_data(
-        run_dir, requests, baselines=baselines, progress=progress, run=run, shard=shard
+        run_dir, requests, baselines=baselines, progress=progress, run=run, shard=shard, precision=target
     )
     if outcome is None:
         return
     for evaluation in outcome.evaluations:
         console.print(evaluation_table(evaluation))
-        for note in evaluation.notes:
+        if evaluation.details:
+            console.print(evaluation_details_table(evaluation))
+        for note in evaluation.notes + other_data.skipped_notes(evaluation.details):
             console.print(f"[yellow]{markup_safe(note)}[/yellow]")
         console.print(f"prediction files: {markup_safe(evaluation.predictions_dir)}")
     if outcome.store is not None:

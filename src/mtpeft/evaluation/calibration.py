@@ -17,7 +17,8 @@ probability threshold that reaches a target precision. numpy, scipy and scikit-l
   ((0, 1/15], ..., (14/15, 1]). Written here: scikit-learn's calibration_curve gives no bin counts.
 - Precision thresholds: scikit-learn's precision_recall_curve over the validation split's positive-class
   probabilities; the smallest threshold whose precision reaches the target (the most recall among them),
-  with the exact (Clopper-Pearson) 97.5 % lower bound of that precision from scipy's beta distribution.
+  with the exact (Clopper-Pearson) 97.5 % lower bound of that precision from scipy's binomtest
+  (`clopper_pearson`, which also gives the interval of the precision reached on other data).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
-from scipy.stats import beta
+from scipy.stats import binomtest
 
 ECE_BINS = 15
 T_MIN, T_MAX = 0.05, 20.0
@@ -152,5 +153,14 @@ def precision_threshold(
     cut = float(thresholds[i])
     flagged = scores >= cut
     hits, count = int(truth[flagged].sum()), int(flagged.sum())
-    low = float(beta.ppf(0.025, hits, count - hits + 1)) if hits else 0.0
+    low, _ = clopper_pearson(hits, count)
     return ThresholdChoice(cut, float(precision[i]), float(recall[i]), count, len(scores), low)
+
+
+def clopper_pearson(hits: int, count: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) two-sided `level` interval of a proportion hits / count (scipy's
+    binomtest); its low end is the one-sided (1 + level) / 2 lower bound (97.5 % at 95 %)."""
+    if count < 1:
+        raise ValueError("no trials to bound a proportion of")
+    interval = binomtest(hits, count).proportion_ci(level, method="exact")
+    return float(interval.low), float(interval.high)

@@ -9,8 +9,13 @@ train split will do. Each evaluation gives:
   (it looks at the answers: a reference for how imbalanced that data is, not a rival model), and `tfidf`,
   trained on the run's own train data (skipped, with a note saying why, when that data can no longer be
   read: the scores are kept, not lost to a missing baseline);
+- for a classification task, its `details` (mtpeft.evaluation.other_data): ECE and NLL before and after
+  the run's temperature on that data; for binary and pair tasks the threshold chosen on the run's
+  validation split for a target precision (`precision`, default 0.9) and the precision and recall it
+  reaches on that data; the OOD scores' AUROC separating that data from the run's own test split;
 - the official prediction files in `predictions/<task>@<data folder>-<hash>/<split>/` (layout.
-  evaluation_dir), never in the run's own `predictions/<split>/`, with `evaluation.json` beside them;
+  evaluation_dir), never in the run's own `predictions/<split>/`, with `evaluation.json` beside them
+  (and, for a classification task, `<task>.probabilities.jsonl`: each example's logits and probabilities);
 - a row in the store's `evaluations` table, which `mtpeft evaluations` and `mtpeft report` read.
 
 Every request is checked first (the task is one of the run's, the folder exists and its split reads), so a
@@ -20,6 +25,7 @@ bad one stops everything with one located error before the model loads, and noth
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +35,8 @@ from mtpeft.config import TrainConfig
 from mtpeft.data.example import Example
 from mtpeft.data.formats.base import load_split
 from mtpeft.errors import ConfigError, DataError, MtpeftError
+from mtpeft.evaluation import other_data
+from mtpeft.evaluation.other_data import DEFAULT_PRECISION
 from mtpeft.modeling.task_data import RunTask, subsample
 from mtpeft.outputs import write_text
 from mtpeft.paths import task_file
@@ -37,11 +45,17 @@ from mtpeft.store.sqlite import TFIDF_SKIPPED
 from mtpeft.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
+    import torch
+
+    from mtpeft.modeling.build import TrainedRun
     from mtpeft.modeling.distributed import Shard
 
 ALL = "all"
 MAJORITY, TFIDF = "majority", "tfidf"  # the two baselines an evaluation on other data reports
 BOOTSTRAP_RESAMPLES = 1000  # as study/stats.py: one interval recipe across the project
+# (task, its scored examples, the model's outputs on them, the evaluation's folder) -> the evaluation's
+# details: calibration, precision and OOD on that data (mtpeft.evaluation.other_data)
+Checks = Callable[[RunTask, list[Example], dict, Path], dict]
 
 
 @dataclass(frozen=True)
@@ -162,22 +176,27 @@ def evaluate_on_data(
     progress: bool = False,
     run: RunInfo | None = None,
     shard: Shard | None = None,
+    precision: float = DEFAULT_PRECISION,
 ) -> Outcome | None:
     """Score each request, write its prediction files, record it in the run's store.
 
+    `precision`: the target whose validation threshold is applied to the data (binary and pair tasks).
     `shard`: with several processes (torchrun) all call it together and each predicts its share; only
     the main one writes, records and returns the outcome (the others get None)."""
+    from mtpeft.calibration_file import check_target
     from mtpeft.evaluation.run_eval import process_device
     from mtpeft.modeling.build import load_trained
     from mtpeft.modeling.distributed import Shard
 
+    check_target(precision)
     shard = shard or Shard()
     run = run or open_run(run_dir)
     prepared = [prepare(run, request) for request in requests]
     device = process_device()
     trained = load_trained(run_dir, device)
+    checks = _other_data_checks(trained, run_dir, precision)
     evaluations = [
-        _score(run, item, trained, device, baselines=baselines, progress=progress, shard=shard)
+        _score(run, item, trained, device, checks, baselines=baselines, progress=progress, shard=shard)
         for item in prepared
     ]
     if shard.rank != 0:
@@ -185,27 +204,43 @@ def evaluate_on_data(
     return record_evaluations(run, [e for e in evaluations if e is not None])
 
 
+def _other_data_checks(trained: TrainedRun, run_dir: Path, precision: float) -> Checks:
+    """Calibration, precision and OOD on the data (mtpeft.evaluation.other_data), through the Python API's
+    view of the loaded model, so that the OOD vectors are exactly those `analyze` scores."""
+    from mtpeft.api import Run
+
+    api = Run(trained, run_dir)
+    own = other_data.OwnVectors(api)
+
+    def checks(task: RunTask, examples: list[Example], outputs: dict, out_dir: Path) -> dict:
+        if "logits" in outputs:
+            other_data.write_probabilities(api, task, examples, outputs["logits"], out_dir)
+        return other_data.details(api, task, examples, outputs, target=precision, own=own)
+
+    return checks
+
+
 def _score(
-    run: RunInfo, item: Prepared, trained, device, *, baselines: bool, progress: bool, shard: Shard
+    run: RunInfo,
+    item: Prepared,
+    trained: TrainedRun,
+    device: torch.device,
+    checks: Checks,
+    *,
+    baselines: bool,
+    progress: bool,
+    shard: Shard,
 ) -> EvaluationRecord | None:
-    from mtpeft.evaluation.evaluate import evaluate_task
     from mtpeft.evaluation.metrics import bootstrap_ci
     from mtpeft.evaluation.predictions import write_predictions
+    from mtpeft.evaluation.run_eval import score_task
     from mtpeft.modeling.inputs import tokenize_task
 
     task, request = item.task, item.request
     tokenizer, lm_head = trained.backbone.tokenizer, trained.backbone.info.lm_head
     features = tokenize_task(task.spec, task.entry, item.examples, tokenizer, lm_head=lm_head)
-    result = evaluate_task(
-        trained.model,
-        task.name,
-        features,
-        pad_id=trained.backbone.tokenizer.pad_token_id,
-        batch_size=task.entry.eval_batch_size,
-        device=device,
-        progress=progress and shard.rank == 0,
-        shard=shard,
-    )
+    shown = progress and shard.rank == 0
+    result = score_task(trained.model, trained.backbone, task.name, task, features, device, shown, shard)
     if shard.rank != 0:
         return None
     metric = task.spec.primary
@@ -213,6 +248,7 @@ def _score(
     out_dir = layout.evaluation_dir(run.run_dir, task.name, request.path, request.split).resolve()
     write_predictions(task.spec, features.examples, result.outputs, out_dir)
     write_text(task_file(out_dir, task.spec.name, "per_example.json"), json.dumps(result.per_example))
+    details = checks(task, features.examples, result.outputs, out_dir)
     scores, notes = data_baselines(run, task, features.examples) if baselines else ({}, [])
     record = EvaluationRecord(
         run_id=run.run_id or "",
@@ -228,6 +264,7 @@ def _score(
         baselines=scores,
         notes=notes,
         predictions_dir=str(out_dir),
+        details=details,
     )
     _write_evaluation_file(record)
     return record

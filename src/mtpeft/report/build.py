@@ -26,6 +26,7 @@ from mtpeft.report.cheap_signals import cheap_signals_section
 from mtpeft.report.compute import budget_section, compute_section
 from mtpeft.report.conflict import conflict_section
 from mtpeft.report.findings import findings_section
+from mtpeft.report.other_data import other_data_section
 from mtpeft.report.prompting import side_by_side
 from mtpeft.store import EvaluationRecord, RunRecord, RunStore
 from mtpeft.store.sqlite import PROMPTING, TFIDF_SKIPPED
@@ -845,6 +846,7 @@ SECTIONS: list[Callable[[StudyAnalysis, Context], Section | None]] = [
     findings_section,
     scores_section,
     ood_section,
+    other_data_section,
     single_vs_multi_section,
     peft_vs_full_section,
     transfer_section,

@@ -171,19 +171,44 @@ def evaluation_table(record: Any) -> Table:
     return table
 
 
+def evaluation_details_table(record: Any) -> Table:
+    """A classification task's calibration, precision at the validation threshold and OOD separation on
+    the evaluated data (mtpeft.evaluation.other_data), one quantity per row."""
+    from mtpeft.evaluation.other_data import detail_rows
+
+    table = Table(
+        title=markup_safe(
+            f"{record.task} on that data: calibration, precision at the validation threshold, OOD"
+        ),
+        caption="ECE, NLL: lower is better. OOD AUROC: how well the run's out-of-distribution score tells "
+        "this data from the run's own test split (1 = always, 0.5 = chance).",
+    )
+    table.add_column("quantity", overflow="fold")
+    table.add_column("value", overflow="fold")
+    for what, value in detail_rows(record.details):
+        table.add_row(markup_safe(what), markup_safe(value))
+    return table
+
+
 def evaluations_table(records: list[Any], run_names: dict[str, str]) -> Table:
-    """The store's evaluations of runs on other data, one row each (primary metric).
+    """The store's evaluations of runs on other data, one row each (primary metric, and for
+    classification tasks ECE before -> after the run's temperature, precision reached at the validation
+    threshold, OOD AUROC).
 
     Paths and names come from the user: they are escaped, never read as rich markup.
     """
+    from mtpeft.evaluation.other_data import ece_summary, ood_summary, precision_summary
 
     table = Table(
         title="Evaluations on other data",
         caption="Primary metric, higher is better, [95% bootstrap CI over the examples]. majority: the most "
         "frequent label of the evaluated data itself (a reference for its imbalance); tfidf: trained on the "
-        "run's own train data.",
+        "run's own train data. ECE: T = 1 -> the run's temperature, lower is better. precision: reached at "
+        "the threshold chosen on the run's validation split for the target, [exact 95% CI]. OOD AUROC: the "
+        "run's own test split vs this data, default score.",
     )
-    for column in ("run", "task", "data", "split", "n", "metric", "score [95% CI]", MAJORITY, TFIDF):
+    columns = ("run", "task", "data", "split", "n", "metric", "score [95% CI]", MAJORITY, TFIDF)
+    for column in (*columns, "ECE", "precision", "OOD AUROC"):
         # A path folds onto several lines rather than being cut short: all of it is needed to find the data.
         numeric = column in ("n", "score [95% CI]", MAJORITY, TFIDF)
         table.add_column(column, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
@@ -191,6 +216,7 @@ def evaluations_table(records: list[Any], run_names: dict[str, str]) -> Table:
         cells = [f"{run_names.get(r.run_id, '?')} {r.run_id[:8]}", r.task, r.data_path, r.split]
         cells += [str(r.n_examples), r.metric, f"{_fmt(r.score)} {_interval(r)}"]
         cells += [_fmt(r.baselines.get(b, {}).get(r.metric)) for b in (MAJORITY, TFIDF)]
+        cells += [f(r.details) for f in (ece_summary, precision_summary, ood_summary)]
         table.add_row(*(markup_safe(c) for c in cells))
     return table
 

@@ -188,6 +188,15 @@ class EvaluationRecord:
     predictions_dir: str
     eval_id: str = ""
     created_at: str = ""
+    # Classification tasks: calibration, precision at the validation threshold and OOD separation on this
+    # data (mtpeft.evaluation.other_data); empty for other tasks and for evaluations recorded before them.
+    details: dict = field(default_factory=dict)
+
+
+# Where an evaluation's `details` live in the store: under this key of its `baselines` JSON column, so that
+# no schema migration is needed (stores of every version hold them) and an older mtpeft, which reads
+# baselines by name only, reads the row as before. Taken out again on reading: never seen as a baseline.
+DETAILS_KEY = "_details"
 
 
 class RunStore:
@@ -422,7 +431,7 @@ class RunStore:
             "metric": evaluation.metric, "score": float(evaluation.score),
             "ci_low": evaluation.interval[0] if evaluation.interval else None,
             "ci_high": evaluation.interval[1] if evaluation.interval else None,
-            "metrics": json.dumps(evaluation.metrics), "baselines": json.dumps(evaluation.baselines),
+            "metrics": json.dumps(evaluation.metrics), "baselines": json.dumps(_with_details(evaluation)),
             "notes": json.dumps(evaluation.notes), "predictions_dir": evaluation.predictions_dir,
             "created_at": _now(),
         }  # fmt: skip
@@ -441,17 +450,25 @@ class RunStore:
         return [_evaluation(dict(r)) for r in rows if wanted is None or r["run_id"] in wanted]
 
 
+def _with_details(evaluation: EvaluationRecord) -> dict[str, Any]:
+    return evaluation.baselines | ({DETAILS_KEY: evaluation.details} if evaluation.details else {})
+
+
 def _evaluation(row: dict[str, Any]) -> EvaluationRecord:
     low, high = row["ci_low"], row["ci_high"]
+    baselines = json.loads(row["baselines"])
+    details = baselines.pop(DETAILS_KEY, {})
     return EvaluationRecord(
         **{k: row[k] for k in ("run_id", "task", "data_path", "split", "n_examples", "max_examples")},
         metric=row["metric"],
         score=row["score"],
         interval=None if low is None or high is None else (low, high),
-        **{k: json.loads(row[k]) for k in ("metrics", "baselines", "notes")},
+        **{k: json.loads(row[k]) for k in ("metrics", "notes")},
+        baselines=baselines,
         predictions_dir=row["predictions_dir"],
         eval_id=row["eval_id"],
         created_at=row["created_at"],
+        details=details,
     )
 
 
