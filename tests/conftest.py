@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,27 @@ def grouping_study(tmp_path: Path) -> Path:
     }
     record_scores(store, {A: 0.72, B: 0.80, C: 0.49}, details=details)
     return workspace
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def mtpeft_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """Run `mtpeft ARGS...` in this process through the real entry point (its error handling included)."""
+    from mtpeft.cli.main import main
+
+    def invoke(*args: str | Path, stdin: bytes = b"") -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["mtpeft", *map(str, args)])
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            main()
+        captured = capsys.readouterr()
+        return CliResult(int(exited.value.code or 0), captured.out, captured.err)
+
+    return invoke

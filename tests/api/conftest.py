@@ -9,9 +9,6 @@ code search to rank well (test MRR about 0.9).
 
 from __future__ import annotations
 
-import io
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,27 +70,3 @@ def run(run_dir: Path):
     import mtpeft
 
     return mtpeft.load(run_dir, device="cpu", batch_size=5)
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def mtpeft_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """Run `mtpeft ARGS...` in this process through the real entry point (its error handling included)."""
-    from mtpeft.cli.main import main
-
-    def invoke(*args: str | Path, stdin: bytes = b"") -> CliResult:
-        monkeypatch.setattr(sys, "argv", ["mtpeft", *map(str, args)])
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exited:
-            main()
-        captured = capsys.readouterr()
-        return CliResult(int(exited.value.code or 0), captured.out, captured.err)
-
-    return invoke

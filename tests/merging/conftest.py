@@ -5,10 +5,7 @@ seed)."""
 
 from __future__ import annotations
 
-import io
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,30 +126,6 @@ def prefix_run(merge_root: Path) -> Path:
 def other_base_run(merge_root: Path) -> Path:
     (run,) = _train(merge_root, "seed1", seed=1, tasks=["complexity"], max_steps=1, evaluate_splits=[])
     return run
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def mtpeft_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """Run `mtpeft ARGS...` in this process through the real entry point (its error handling included)."""
-    from mtpeft.cli.main import main
-
-    def invoke(*args: str | Path) -> CliResult:
-        monkeypatch.setattr(sys, "argv", ["mtpeft", *map(str, args)])
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b""), encoding="utf-8"))
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exited:
-            main()
-        captured = capsys.readouterr()
-        return CliResult(int(exited.value.code or 0), captured.out, captured.err)
-
-    return invoke
 
 
 @pytest.fixture(scope="session")
