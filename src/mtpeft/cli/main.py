@@ -9,6 +9,7 @@ import typer
 from mtpeft.cli import (
     calibrate_cmd,
     data_cmd,
+    export_cmd,
     index_cmd,
     lm_serve_cmd,
     models_cmd,
@@ -31,6 +32,7 @@ app.add_typer(data_cmd.app, name="data", help="Read, check and build task data."
 models_cmd.register(app)
 run_cmd.register(app)
 calibrate_cmd.register(app)  # temperature scaling of a trained run (mtpeft.calibration_file)
+export_cmd.register(app)  # one ONNX graph for every task, answered without PyTorch (mtpeft.export)
 study_cmd.register(app)
 prompt_cmd.register(app)  # general LLMs prompted on the same tasks, data, metrics and store
 for command in (predict_cmd, scan_cmd, index_cmd, serve_cmd):  # inference: mtpeft.load's Run behind each
@@ -50,6 +52,15 @@ def main() -> None:
         sys.exit(err.exit_code)
     except typer.Abort:
         sys.exit(1)
+    except ModuleNotFoundError as err:
+        # The one place a package of an extra this install lacks (torch under `mtpeft[onnx]`) is reported.
+        from mtpeft.extras import missing_extra
+
+        problem = missing_extra(err)
+        if problem is None:
+            raise
+        typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
     except Exception as err:
         # Usage errors: typer ships its own click copy, so match on the ClickException interface.
         if hasattr(err, "show") and hasattr(err, "exit_code"):

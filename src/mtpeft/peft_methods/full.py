@@ -22,6 +22,9 @@ class FullAdaptedBackbone(AdaptedBackbone):
 class FullFineTuning:
     name: str = "full"
     description: str = METHOD_DESCRIPTIONS["full"]
+    # `mtpeft export`: the fine-tuned model itself is the graph (nothing to merge, nothing refused).
+    merges_on_export: bool = False
+    export_problem: str | None = None
 
     def apply(self, backbone: Backbone, options: dict[str, Any]) -> FullAdaptedBackbone:
         resolved = resolve_options(self.name, {}, options)

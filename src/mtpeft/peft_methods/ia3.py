@@ -39,4 +39,5 @@ IA3 = PeftLibraryMethod(
     description=METHOD_DESCRIPTIONS["ia3"],
     defaults=_defaults,
     make_config=_config,
+    merges_on_export=True,  # the learned vectors rescale weight rows/columns: folded into them
 )

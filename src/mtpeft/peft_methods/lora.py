@@ -32,6 +32,7 @@ LORA = PeftLibraryMethod(
     description=METHOD_DESCRIPTIONS["lora"],
     defaults=_defaults,
     make_config=lambda info, options: _lora_config(info, options, use_dora=False),
+    merges_on_export=True,  # W + BA/r*alpha: the exported graph is the plain backbone, as fast
 )
 
 DORA = PeftLibraryMethod(
@@ -39,4 +40,5 @@ DORA = PeftLibraryMethod(
     description=METHOD_DESCRIPTIONS["dora"],
     defaults=_defaults,
     make_config=lambda info, options: _lora_config(info, options, use_dora=True),
+    merges_on_export=True,  # the magnitude-rescaled W + BA folds into W too (peft's merge)
 )

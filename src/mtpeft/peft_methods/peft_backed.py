@@ -45,6 +45,11 @@ class PeftLibraryMethod:
     make_config: Callable[[ModelInfo, dict[str, Any]], PeftConfig]
     # Why the method cannot generate text (generation tasks are then refused), if it cannot.
     generation_problem: str | None = None
+    # `mtpeft export` (mtpeft/export/): whether the module folds into the backbone's weights (peft's
+    # merge_and_unload: the graph is the plain backbone), and why it cannot be exported at all, if it cannot
+    # (a method neither merged nor refused runs inside the graph as it runs in PyTorch).
+    merges_on_export: bool = False
+    export_problem: str | None = None
 
     def apply(self, backbone: Backbone, options: dict[str, Any]) -> PeftAdaptedBackbone:
         resolved = resolve_options(self.name, self.defaults(backbone.info), options)

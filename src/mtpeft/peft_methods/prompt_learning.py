@@ -42,6 +42,10 @@ PREFIX = PeftLibraryMethod(
         "replaces with its own cache, so the prefix is lost while generating (a T5 generates exactly as "
         "without it)"
     ),
+    export_problem=(
+        "its prefix enters every layer as past keys and values (peft's cache), a path this exporter does "
+        "not support"
+    ),
 )
 
 PROMPT = PeftLibraryMethod(
@@ -50,5 +54,9 @@ PROMPT = PeftLibraryMethod(
     defaults=_prompt_defaults,
     make_config=lambda info, options: PromptTuningConfig(
         task_type=info.peft_task_type, num_virtual_tokens=options["num_virtual_tokens"]
+    ),
+    export_problem=(
+        "its virtual tokens are prepended inside peft's forward (embeddings and attention mask extended on "
+        "every call), a path this exporter does not support"
     ),
 )

@@ -55,5 +55,12 @@ def _config(info: ModelInfo, options: dict[str, Any]) -> MtlLoraConfig:
 
 
 MTL_LORA = TaskConditionedMethod(
-    name="mtl-lora", description=METHOD_DESCRIPTIONS["mtl-lora"], defaults=_defaults, make_config=_config
+    name="mtl-lora",
+    description=METHOD_DESCRIPTIONS["mtl-lora"],
+    defaults=_defaults,
+    make_config=_config,
+    export_problem=(
+        "its backbone differs per task (a task-specific transform in every adapted layer), so one pass "
+        "cannot answer every task as the one exported graph does"
+    ),
 )
