@@ -207,7 +207,10 @@ def _check_batch_size(batch_size: object) -> None:
 
 
 def _device(device: str | torch.device | None) -> torch.device:
-    require_train("loading a run directory (`mtpeft export RUN --out DIR` makes one that does not)")
+    require_train(
+        "loading a run directory",
+        " (or export the run on a machine that has it, `mtpeft export RUN --out DIR`, and load that folder)",
+    )
     import torch
 
     if device is None:

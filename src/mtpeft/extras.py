@@ -11,6 +11,8 @@ Stdlib only.
 
 from __future__ import annotations
 
+import importlib
+
 from mtpeft.errors import MissingExtra
 
 # Top-level module names of the packages in the `train` extra (pyproject.toml), by import name.
@@ -20,7 +22,6 @@ TRAIN_MODULES = frozenset(
         "transformers",
         "peft",
         "accelerate",
-        "safetensors",
         "gguf",
         "datasets",
         "sacrebleu",
@@ -39,9 +40,10 @@ TRAIN_INSTALL = "pip install 'mtpeft[train]'"
 ONNX_INSTALL = "pip install 'mtpeft[onnx]'"
 
 
-def missing_extra(err: ModuleNotFoundError, doing: str | None = None) -> MissingExtra | None:
+def missing_extra(err: ModuleNotFoundError, doing: str | None = None, hint: str = "") -> MissingExtra | None:
     """The MissingExtra for a package of one of our extras that is not installed; None for any other
-    missing module (a bug, or a broken install, which should keep its traceback)."""
+    missing module (a bug, or a broken install, which should keep its traceback). `hint`: what else
+    the user could do, appended."""
     top = (err.name or "").split(".")[0]
     if top in TRAIN_MODULES:
         install, what = TRAIN_INSTALL, "the training stack (PyTorch, transformers, peft)"
@@ -50,18 +52,17 @@ def missing_extra(err: ModuleNotFoundError, doing: str | None = None) -> Missing
     else:
         return None
     task = f"{doing} needs" if doing else "this needs"
-    return MissingExtra(f"{task} {what}, and '{top}' is not installed here: {install}")
+    return MissingExtra(f"{task} {what}, and '{top}' is not installed here: {install}{hint}")
 
 
-def require_train(doing: str) -> None:
+def require_train(doing: str, hint: str = "") -> None:
     """Raise MissingExtra when the training stack (torch, transformers, peft) is not installed; `doing`
     names what needs it ('loading a run directory'). The imports are the ones the caller makes next."""
-    try:
-        import peft  # noqa: F401
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ModuleNotFoundError as err:
-        problem = missing_extra(err, doing)
-        if problem is None:
-            raise
-        raise problem from None
+    for module in ("torch", "transformers", "peft"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            problem = missing_extra(err, doing, hint)
+            if problem is None:
+                raise
+            raise problem from None

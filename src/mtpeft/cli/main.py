@@ -56,7 +56,8 @@ def main() -> None:
         # The one place a package of an extra this install lacks (torch under `mtpeft[onnx]`) is reported.
         from mtpeft.extras import missing_extra
 
-        problem = missing_extra(err)
+        command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+        problem = missing_extra(err, f"mtpeft {command}" if command else None)
         if problem is None:
             raise
         typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
