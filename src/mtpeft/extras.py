@@ -2,7 +2,8 @@
 
 `pip install 'mtpeft[onnx]'` is the torch-free runtime (an exported folder: `mtpeft scan`, `predict`,
 `index`, `serve`, `mtpeft.load(EXPORT_DIR)`); training, evaluation, studies, reports and loading a run
-directory need `mtpeft[train]` (torch, transformers, peft and the rest). Whatever of those an install
+directory need `mtpeft[train]` (torch, transformers, peft and the rest), and `mtpeft export` needs
+`mtpeft[export]` (that, the runtime, and PyTorch's ONNX exporter). Whatever of those an install
 lacks surfaces as ModuleNotFoundError somewhere deep inside a command; `missing_extra` turns it into one
 MissingExtra naming the extra, raised by `require_train` (the Python API) and by the CLI's entry point.
 
@@ -36,8 +37,11 @@ TRAIN_MODULES = frozenset(
 )
 # And of the `onnx` extra: the runtime of an exported folder.
 ONNX_MODULES = frozenset({"onnxruntime", "tokenizers"})
+# And what only `mtpeft export` adds (PyTorch's ONNX exporter).
+EXPORT_MODULES = frozenset({"onnx", "onnxscript"})
 TRAIN_INSTALL = "pip install 'mtpeft[train]'"
 ONNX_INSTALL = "pip install 'mtpeft[onnx]'"
+EXPORT_INSTALL = "pip install 'mtpeft[export]'"
 
 
 def missing_extra(err: ModuleNotFoundError, doing: str | None = None, hint: str = "") -> MissingExtra | None:
@@ -49,16 +53,18 @@ def missing_extra(err: ModuleNotFoundError, doing: str | None = None, hint: str 
         install, what = TRAIN_INSTALL, "the training stack (PyTorch, transformers, peft)"
     elif top in ONNX_MODULES:
         install, what = ONNX_INSTALL, "the ONNX runtime (onnxruntime, tokenizers)"
+    elif top in EXPORT_MODULES:
+        install, what = EXPORT_INSTALL, "PyTorch's ONNX exporter (onnx, onnxscript)"
     else:
         return None
     task = f"{doing} needs" if doing else "this needs"
     return MissingExtra(f"{task} {what}, and '{top}' is not installed here: {install}{hint}")
 
 
-def require_train(doing: str, hint: str = "") -> None:
-    """Raise MissingExtra when the training stack (torch, transformers, peft) is not installed; `doing`
-    names what needs it ('loading a run directory'). The imports are the ones the caller makes next."""
-    for module in ("torch", "transformers", "peft"):
+def require(modules: tuple[str, ...], doing: str, hint: str = "") -> None:
+    """Raise MissingExtra, naming the extra to install, for the first of `modules` not installed;
+    `doing` names what needs them ('mtpeft export')."""
+    for module in modules:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:
@@ -66,3 +72,9 @@ def require_train(doing: str, hint: str = "") -> None:
             if problem is None:
                 raise
             raise problem from None
+
+
+def require_train(doing: str, hint: str = "") -> None:
+    """MissingExtra when the training stack (torch, transformers, peft) is not installed; the imports
+    are the ones the caller makes next."""
+    require(("torch", "transformers", "peft"), doing, hint)

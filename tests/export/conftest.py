@@ -103,3 +103,22 @@ def lora_pair(lora_run: Path, lora_export: Path):
 def prefix_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     overrides = {"method": "prefix", "max_steps": 2, "eval_every": 2, "save_every": 2}
     return train_tiny_run(tmp_path_factory.mktemp("prefix-run"), name="prefix", overrides=overrides)
+
+
+@pytest.fixture(scope="session")
+def generative_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny-llama with a head task (vulnerability) and a generated one (repair), one training step."""
+    from mtpeft.config import validate_config
+    from mtpeft.data.fixtures import write_fixture_dataset
+    from mtpeft.training.run import run_training
+
+    root = tmp_path_factory.mktemp("generative-run")
+    formats = {"vulnerability": "devign-jsonl", "repair": "code-refinement"}
+    data = {task: write_fixture_dataset(fmt, root / "data", n_per_split=4) for task, fmt in formats.items()}
+    tasks = [
+        {"task": "vulnerability", "data": str(data["vulnerability"]), "max_length": 32},
+        {"task": "repair", "data": str(data["repair"]), "max_length": 32, "max_target_length": 8},
+    ]
+    config = {"name": "gen", "model": "tiny-llama", "tasks": tasks, "max_steps": 1, "baselines": False}
+    (trained,) = run_training(validate_config(config | {"workspace": str(root / "ws")}), progress=False)
+    return Path(trained.run_dir)

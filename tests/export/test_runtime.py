@@ -99,3 +99,14 @@ def test_an_index_built_by_the_run_is_searched_by_its_fp32_export_not_by_int8(
     assert np.allclose([h.score for h in got], [h.score for h in want], atol=1e-4)
     with pytest.raises(SearchIndexError, match="other model files"):
         mtpeft.load(lora_int8_export).search("read a file", index=built.index)
+
+
+def test_load_many_takes_export_folders_beside_run_directories(lora_run, lora_export):
+    import mtpeft
+
+    exported, run, again = mtpeft.load_many([lora_export, lora_run, lora_export], device="cpu")
+    assert type(exported).__name__ == "ExportedRun" and type(run).__name__ == "Run"
+    assert again is exported
+    assert (
+        exported.analyze("x = 1")["vulnerability"]["label"] == run.analyze("x = 1")["vulnerability"]["label"]
+    )

@@ -45,9 +45,11 @@ def export(
         raise InputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run directory (expected workspace/runs/<run>)")
-    from mtpeft.extras import require_train
+    from mtpeft.extras import require
 
-    require_train("mtpeft export")
+    # Before minutes of work: the training stack, PyTorch's ONNX exporter, and the runtime that checks it.
+    needed = ("torch", "transformers", "peft", "onnx", "onnxscript", "onnxruntime", "tokenizers")
+    require(needed, "mtpeft export", " (everything `mtpeft export` needs: pip install 'mtpeft[export]')")
     from mtpeft.export.build import describe, export_run
 
     typer.echo(f"exporting {run_dir} ...", err=True)

@@ -72,7 +72,11 @@ def refusals(method: str, tasks: dict[str, str], lm_tasks: list[str]) -> list[st
         problems.append(f"method '{method}' cannot be exported: {problem}")
     for name, kind in tasks.items():
         if name in lm_tasks or kind not in TASK_EXPORTS:
-            how = "trained through the LM head (formulation instruct)" if name in lm_tasks else "generative"
+            how = (
+                "generative"
+                if kind not in TASK_EXPORTS
+                else "trained through the LM head (formulation instruct)"
+            )
             problems.append(
                 f"task '{name}' ({kind}) is {how}: generative and instruct tasks are out of scope for "
                 "`mtpeft export`, which exports heads on pooled vectors"

@@ -83,7 +83,7 @@ def read_pair_heads(path: Path | None, tasks: Sequence[str]) -> dict[str, PairHe
     return heads
 
 
-def load_export(path: str | Path, *, device: str | None = None, batch_size: int = 32) -> ExportedRun:
+def load_export(path: str | Path, *, device: Any = None, batch_size: int = 32) -> ExportedRun:
     """The export folder at `path` (checked against its manifest) ready to answer; what `mtpeft.load`
     returns for a folder holding export.json."""
     folder = read_export(path)
@@ -120,7 +120,7 @@ class ExportedRun(BaseRun):
         memory: What loading it added: its graph's bytes and the process's resident-memory growth.
     """
 
-    def __init__(self, folder: ExportFolder, *, device: str | None = None, batch_size: int = 32) -> None:
+    def __init__(self, folder: ExportFolder, *, device: Any = None, batch_size: int = 32) -> None:
         import psutil
 
         before = psutil.Process().memory_info().rss
@@ -445,13 +445,13 @@ def _tokenizer(folder: ExportFolder) -> Any:
     return tokenizer
 
 
-def _session(folder: ExportFolder, device: str | None) -> tuple[Any, str]:
+def _session(folder: ExportFolder, device: Any) -> tuple[Any, str]:
     """(the graph's InferenceSession, its provider) on `device`: None the GPU where onnxruntime has its
     CUDA provider, else the CPU; "cpu"; "cuda" / "cuda:N"."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    name, _, index = (device or "").partition(":")
+    name, _, index = (str(device) if device is not None else "").partition(":")  # a torch.device too
     if name not in ("", "cpu", "cuda") or (index and not index.isdigit()):
         raise InputError(f"device {device!r}: an export runs on 'cpu' or 'cuda' (or 'cuda:N')")
     if name == "cuda" and "CUDAExecutionProvider" not in available:
