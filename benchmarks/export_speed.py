@@ -172,7 +172,28 @@ def _reply(value: dict[str, Any]) -> None:
 
 
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak resident memory. Linux: VmHWM of /proc/self/status, the high-water mark of
+    this program's own memory: getrusage's ru_maxrss would report the parent's if that was larger (Linux
+    carries the forked copy's peak across exec). Elsewhere: ru_maxrss."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
+    return peak / MIB if sys.platform == "darwin" else peak / 1024
+
+
+# `mtpeft scan` as the command line runs it, reporting its own peak memory (as above) when it ends.
+SCAN_WRAPPER = """
+import atexit, runpy, sys
+sys.path.insert(0, sys.argv.pop(1))
+from export_speed import _peak_rss_mib
+peak_file = sys.argv.pop(1)
+atexit.register(lambda: open(peak_file, "w", encoding="utf-8").write(str(_peak_rss_mib())))
+sys.argv[0] = "mtpeft"
+runpy.run_module("mtpeft.cli.main", run_name="__main__")
+"""
 
 
 def _threads() -> dict[str, Any]:
@@ -269,22 +290,20 @@ def scan_email(targets: dict[str, Path], repeats: int, work: Path) -> dict[str, 
     runs: dict[str, list[dict[str, Any]]] = {setting: [] for setting in targets}
     for _ in range(repeats):
         for setting, target in targets.items():
-            report = work / f"scan-{setting}.json"
-            command = [sys.executable, "-m", "mtpeft.cli.main", "scan", str(root), "--run", str(target)]
+            report, peak = work / f"scan-{setting}.json", work / f"scan-{setting}.peak"
+            command = [sys.executable, "-c", SCAN_WRAPPER, str(HERE), str(peak), "scan", str(root)]
             started = time.perf_counter()
-            process = subprocess.Popen(
-                [*command, "--format", "json", "--out", str(report), "--no-progress"],
+            done = subprocess.run(
+                [*command, "--run", str(target), "--format", "json", "--out", str(report), "--no-progress"],
                 env=_child_env(),
                 stderr=subprocess.DEVNULL,
             )
-            _, status, usage = os.wait4(process.pid, 0)
             wall = time.perf_counter() - started
-            if status != 0:
-                raise SystemExit(f"mtpeft scan through {setting} failed (status {status})")
+            if done.returncode != 0:
+                raise SystemExit(f"mtpeft scan through {setting} failed (status {done.returncode})")
             units = len(json.loads(report.read_text(encoding="utf-8"))["units"])
-            runs[setting].append(
-                {"wall_seconds": wall, "units": units, "peak_rss_mib": usage.ru_maxrss / 1024}
-            )
+            rss = float(peak.read_text(encoding="utf-8"))
+            runs[setting].append({"wall_seconds": wall, "units": units, "peak_rss_mib": rss})
     out = {}
     for setting, rounds in runs.items():
         wall = statistics.median(r["wall_seconds"] for r in rounds)
