@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -78,7 +79,12 @@ def venv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             pytest.skip(f"cannot fetch the runtime's wheels from the package index: {fetched.stderr[-600:]}")
         installed = _pip(*offline)
         assert installed.returncode == 0, installed.stderr
-    built = _pip("--python", python, "install", "--no-deps", "--no-build-isolation", "--no-index", REPO)
+    # Built from a copy: setuptools writes build/ and an egg-info beside the sources it builds.
+    source = tmp_path_factory.mktemp("mtpeft-source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    built = _pip("--python", python, "install", "--no-deps", "--no-build-isolation", "--no-index", source)
     assert built.returncode == 0, built.stderr
     return root
 
