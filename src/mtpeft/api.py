@@ -20,6 +20,11 @@ truncation, which is what each task saw in training and evaluation.
 
 `Run` is also the scanner's model (it implements `mtpeft.scan.Analyzer`), so `mtpeft scan`, `mtpeft
 predict`, `mtpeft index` and this API share one inference path.
+
+A folder written by `mtpeft export` loads the same way, without PyTorch: `load` sees its export.json and
+returns an `mtpeft.export.runtime.ExportedRun` (ONNX Runtime and `tokenizers` only), with the same
+`analyze` / `compare` / `embed` / `search`. Both share `BaseRun`: the tasks, choosing them by name, their
+token limits, and search. This module imports torch only when a run directory is loaded.
 """
 
 from __future__ import annotations
@@ -32,24 +37,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, overload
 
 import numpy as np
-import torch
 
 from mtpeft.calibration_file import NO_OOD, UNCALIBRATED
-from mtpeft.config import TaskEntry, TrainConfig
+from mtpeft.config import TaskEntry
 from mtpeft.data.example import blank_text_problem
 from mtpeft.errors import ConfigError, InputError
-from mtpeft.heads.classification import ClassificationHead
-from mtpeft.heads.retrieval import RetrievalHead
+from mtpeft.export.folder import is_export
+from mtpeft.extras import require_train
 from mtpeft.index.store import read_run_id, run_fingerprint
-from mtpeft.modeling.build import TrainedRun
-from mtpeft.modeling.inputs import pad
-from mtpeft.modeling.model import MultiTaskModel
-from mtpeft.modeling.shared_base import MemoryUse, load_one, load_shared, parameter_bytes
 from mtpeft.scan.analyzer import TaskSpec as ScanTaskSpec
 
 if TYPE_CHECKING:
+    import torch
+
+    from mtpeft.calibration_file import Calibration
+    from mtpeft.config import TrainConfig
     from mtpeft.evaluation.ood import OodStats
+    from mtpeft.export.runtime import ExportedRun
     from mtpeft.index import Hit, SearchIndex
+    from mtpeft.modeling.build import TrainedRun
+    from mtpeft.modeling.model import MultiTaskModel
+    from mtpeft.modeling.shared_base import MemoryUse
 
 DEFAULT_BATCH_SIZE = 32
 _TOKEN_COUNT_CHUNK = 1024  # texts per tokenizer call when only counting
@@ -77,18 +85,24 @@ class TaskInfo(ScanTaskSpec):
 
     max_length: int = TaskEntry.model_fields["max_length"].default  # tokens of each code snippet
     max_query_length: int = TaskEntry.model_fields["max_query_length"].default  # retrieval queries
+    metrics: tuple[str, ...] = ()  # what the task is scored by (its declaration's `metrics`)
 
 
-def load(run_dir: str | Path, *, device: str | torch.device | None = None, batch_size: int = 32) -> Run:
-    """Load a trained run directory for inference.
+def load(
+    run_dir: str | Path, *, device: str | torch.device | None = None, batch_size: int = 32
+) -> Run | ExportedRun:
+    """Load a trained run directory, or a folder `mtpeft export` wrote, for inference.
 
     The base model, the run's PEFT module (its best checkpoint, `best/`, checked against its manifest)
     and every task head are loaded once; every task of the run is then answered from that one model.
+    An export folder (it holds export.json) loads its ONNX graph instead, checked against its manifest,
+    without PyTorch (`pip install 'mtpeft[onnx]'`): an `ExportedRun` with the same answering methods.
 
     Args:
         run_dir: A run directory, `WORKSPACE/runs/<name>-<hash>` (what `mtpeft train` wrote; the demo's
-            shared run is `demo_workspace/runs/demo-multi-<hash>`).
-        device: `"cpu"`, `"cuda"`, `"cuda:1"`, ...; None: the GPU when there is one.
+            shared run is `demo_workspace/runs/demo-multi-<hash>`), or an export folder.
+        device: `"cpu"`, `"cuda"`, `"cuda:1"`, ...; None: the GPU when there is one (an export folder:
+            `"cpu"`, or `"cuda"` where onnxruntime has its CUDA provider).
         batch_size: Snippets per backbone pass. Snippets are sorted by length first, so long ones share
             batches with each other and padding stays small.
 
@@ -98,8 +112,10 @@ def load(run_dir: str | Path, *, device: str | torch.device | None = None, batch
     Raises:
         ConfigError: `run_dir` is not a directory.
         InputError: `batch_size` is not a positive integer.
-        DamagedFiles: the run's `best/` does not match its manifest (a damaged or partial copy).
+        DamagedFiles: the run's `best/` (or the export folder) does not match its manifest (a damaged or
+            partial copy).
         ModelLoadError: the base model cannot be loaded (unknown name, no network and no local copy).
+        MissingExtra: a run directory, where PyTorch is not installed (`pip install 'mtpeft[train]'`).
 
     Example:
         ```python
@@ -109,7 +125,14 @@ def load(run_dir: str | Path, *, device: str | torch.device | None = None, batch
     """
     path = _run_path(run_dir)
     _check_batch_size(batch_size)
-    loaded = load_one(path, _device(device))
+    if is_export(path):
+        from mtpeft.export.runtime import load_export
+
+        return load_export(path, device=device, batch_size=batch_size)
+    chosen = _device(device)
+    from mtpeft.modeling.shared_base import load_one
+
+    loaded = load_one(path, chosen)
     return Run(loaded.trained, path, batch_size=batch_size, memory=loaded.memory)
 
 
@@ -118,14 +141,14 @@ def load_many(
     *,
     device: str | torch.device | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-) -> list[Run]:
+) -> list[Run | ExportedRun]:
     """Load several trained runs, in order; runs on the same base model share ONE copy of it.
 
     Runs trained from the same base (same model; for the random `tiny-*` models also the same seed) with
     peft methods of one family (LoRA/DoRA, IA3, prefix, prompt, adapter, parallel-adapter) each add only
     their adapter and heads; the others (`full`, another base) load on their own backbone, as `load` does
     (see `mtpeft.modeling.shared_base`). Inference must stay single-threaded: runs on one backbone switch
-    its active adapter before each pass.
+    its active adapter before each pass. An export folder among them loads on its own, as `load` does.
 
     Args:
         run_dirs: Run directories (a list, not one path). A directory given twice is loaded once.
@@ -147,16 +170,23 @@ def load_many(
         raise InputError("load_many() needs at least one run directory (workspace/runs/<run>)")
     _check_batch_size(batch_size)
     unique = list(dict.fromkeys(path.resolve() for path in paths))
-    loaded = load_shared(unique, _device(device))
-    runs = {
-        path: Run(one.trained, path, batch_size=batch_size, memory=one.memory)
-        for path, one in zip(unique, loaded, strict=True)
-    }
+    runs: dict[Path, Run | ExportedRun] = {}
+    for path in [path for path in unique if is_export(path)]:
+        runs[path] = load(path, device=device, batch_size=batch_size)
+    trained = [path for path in unique if path not in runs]
+    if trained:
+        from mtpeft.modeling.shared_base import load_shared
+
+        loaded = load_shared(trained, _device(device))
+        for path, one in zip(trained, loaded, strict=True):
+            runs[path] = Run(one.trained, path, batch_size=batch_size, memory=one.memory)
     return [runs[path.resolve()] for path in paths]
 
 
 def _unmeasured(model: MultiTaskModel) -> MemoryUse:
     """For a Run built by hand (not by load / load_many): its parameters, and no RSS measurement."""
+    from mtpeft.modeling.shared_base import MemoryUse, parameter_bytes
+
     return MemoryUse(
         shared_backbone_with=None,
         parameter_bytes_added=parameter_bytes(model.parameters(), set()),
@@ -177,6 +207,12 @@ def _check_batch_size(batch_size: object) -> None:
 
 
 def _device(device: str | torch.device | None) -> torch.device:
+    require_train(
+        "loading a run directory",
+        " (or export the run on a machine that has it, `mtpeft export RUN --out DIR`, and load that folder)",
+    )
+    import torch
+
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -188,7 +224,194 @@ def _device(device: str | torch.device | None) -> torch.device:
     return chosen
 
 
-class Run:
+class BaseRun:
+    """What every loaded run answers the same way, whatever runs its model (PyTorch: `Run`; ONNX Runtime:
+    `mtpeft.export.runtime.ExportedRun`): its tasks, choosing them by name and kind, their token limits,
+    turning probabilities into Predictions, and search over an index.
+
+    A subclass sets `_tasks`, `max_positions` and `model_name`, and says which tasks `analyze`, `compare`,
+    `embed` and `generate` answer (`snippet_tasks`, `pair_tasks`, `retrieval_tasks`, `generation_tasks`).
+    """
+
+    _tasks: dict[str, TaskInfo]
+    max_positions: int | None  # positions the backbone has embeddings for (None: not known)
+    model_name: str  # the base model, as messages name it
+    batch_size: int
+    max_batch_tokens: int | None
+
+    @property
+    def snippet_tasks(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def pair_tasks(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def retrieval_tasks(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def generation_tasks(self) -> list[str]:
+        raise NotImplementedError
+
+    def embed(
+        self,
+        snippets: str | Sequence[str],
+        task: str | None = None,
+        *,
+        query: bool = False,
+        max_tokens: int | None = None,
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def tasks(self) -> dict[str, TaskInfo]:
+        """The run's tasks by name, in the run's order."""
+        return dict(self._tasks)
+
+    @property
+    def max_tokens(self) -> int:
+        """The smallest code limit of the run's snippet and pair tasks (all tasks when it has none of those):
+        a snippet longer than this is truncated for at least one task."""
+        names = self.snippet_tasks + self.pair_tasks or list(self._tasks)
+        return min(self._tasks[n].max_length for n in names)
+
+    def token_limit(self, task: str | None, *, query: bool = False) -> int:
+        """Tokens a call for `task` truncates its inputs to (None: embed()'s pooled vectors, max_tokens)."""
+        return self._limit(task, None, query=query) if task else self.max_tokens
+
+    def embedding_task(self, task: str | None = None, *, query: bool = False) -> str | None:
+        """The retrieval task whose vectors `embed(task=task)` gives; None for pooled vectors."""
+        if task is not None or self.retrieval_tasks or query:
+            return self._one(task, self.retrieval_tasks, "embed", first=True)
+        return None
+
+    @overload
+    def search(self, query: str, k: int = 10, *, index: str | Path | SearchIndex) -> list[Hit]: ...
+
+    @overload
+    def search(
+        self, query: Sequence[str], k: int = 10, *, index: str | Path | SearchIndex
+    ) -> list[list[Hit]]: ...
+
+    def search(
+        self, query: str | Sequence[str], k: int = 10, *, index: str | Path | SearchIndex
+    ) -> list[Hit] | list[list[Hit]]:
+        """The `k` indexed units (functions, methods, tests) most similar to each query.
+
+        Args:
+            query: A natural-language query, or a list of them.
+            k: How many hits per query.
+            index: The folder `mtpeft index` wrote, or a loaded `SearchIndex`. It must have been built
+                by this run (same `best/` files): another run's index is refused.
+
+        Returns:
+            For a single str, a list of `Hit` (best first: rank, cosine score, path, name, lines); for a
+            list of queries, one such list per query.
+
+        Raises:
+            InputError: `k` is not a positive integer, or a query is not a non-blank str.
+            SearchIndexError: the index is missing, partial, damaged, or built by another run (a
+                `DataError` whose message says to rebuild it).
+        """
+        from mtpeft.index import SearchIndex, load_index
+
+        loaded = index if isinstance(index, SearchIndex) else load_index(index)
+        loaded.check_run(self)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise InputError(f"k must be a positive integer, not {k!r}")
+        texts, single = _texts(query, "query", role="query")
+        vectors = self.embed(texts, task=loaded.task, query=True)
+        hits: list[list[Hit]] = loaded.search(vectors, k)
+        return hits[0] if single else hits
+
+    # ---- batching and answers ---------------------------------------------------------------------
+    def _length_batches(self, order: list[int], lengths: list[int]) -> Iterator[list[int]]:
+        """Consecutive slices of `order` (longest first): at most batch_size rows and, when
+        max_batch_tokens is set, at most that many padded tokens (rows x the slice's first, longest)."""
+        start = 0
+        while start < len(order):
+            size = self.batch_size
+            if self.max_batch_tokens:
+                size = max(1, min(size, self.max_batch_tokens // lengths[start]))
+            yield order[start : start + size]
+            start += size
+
+    def _predictions(self, name: str, table: np.ndarray) -> Iterable[Prediction]:
+        """One Prediction per row of a task's probabilities [n, labels] (float32 numpy)."""
+        labels = self._tasks[name].labels
+        for row, best in zip(table, table.argmax(-1).tolist(), strict=True):
+            yield {
+                "label": labels[best],
+                "probability": float(row[best]),
+                "probabilities": {label: float(p) for label, p in zip(labels, row, strict=True)},
+            }
+
+    # ---- task names and limits ----------------------------------------------------------------------
+    def _limit(self, name: str, max_tokens: int | None, *, query: bool = False) -> int:
+        if max_tokens is not None:
+            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
+                raise InputError(f"max_tokens must be an integer of at least 2, not {max_tokens!r}")
+            if self.max_positions and max_tokens > self.max_positions:
+                raise InputError(
+                    f"max_tokens {max_tokens} is more than the {self.max_positions} positions "
+                    f"{self.model_name} reads; use at most {self.max_positions}"
+                )
+            return max_tokens
+        task = self._tasks[name]
+        return task.max_query_length if query else task.max_length
+
+    def _select(self, tasks: str | Sequence[str] | None, allowed: list[str], what: str) -> list[str]:
+        if tasks is None:
+            if not allowed:
+                raise InputError(f"this run has no task {what}() answers; {self._use_instead(what)}")
+            return list(allowed)
+        names = [tasks] if isinstance(tasks, str) else list(tasks)
+        if not names:
+            raise InputError(f"{what}(tasks=[]) names no task; leave tasks out for all of {allowed}")
+        for name in names:
+            self._check_task(name, allowed, what)
+        return list(dict.fromkeys(names))
+
+    def _one(self, task: str | None, allowed: list[str], what: str, *, first: bool = False) -> str:
+        if task is None:
+            if len(allowed) == 1 or (first and allowed):
+                return allowed[0]
+            if not allowed:
+                raise InputError(f"this run has no task {what}() answers; {self._use_instead(what)}")
+            raise InputError(f"{what}() needs task=...: this run has {len(allowed)} such tasks, {allowed}")
+        self._check_task(task, allowed, what)
+        return task
+
+    def _check_task(self, name: object, allowed: list[str], what: str) -> None:
+        if not isinstance(name, str) or name not in self._tasks:
+            raise InputError(f"unknown task {name!r}; this run's tasks: {self._listing()}")
+        if name not in allowed:
+            kind = self._tasks[name].kind
+            hint = self._use_instead(what, kind)
+            raise InputError(f"{what}() cannot answer task '{name}' ({kind}); {hint}")
+
+    def _use_instead(self, what: str, kind: str | None = None) -> str:
+        entries = {
+            "analyze": "binary/multiclass",
+            "compare": "pair",
+            "embed": "retrieval",
+            "generate": "generation and instruct",
+        }
+        hints = {
+            "pair": "compare(a, b, task=...)",
+            "retrieval": "embed() or search()",
+            "generation": "generate(code, task=...)",
+        }
+        hint = hints.get(kind or "", "analyze()")
+        return f"{what}() answers {entries[what]} tasks ({hint} for this one); run tasks: {self._listing()}"
+
+    def _listing(self) -> str:
+        return ", ".join(f"{t.name} ({t.kind})" for t in self._tasks.values())
+
+
+class Run(BaseRun):
     """A trained run ready for inference: every task of the run from one loaded model.
 
     Build it with `load` or `load_many`, not directly. Inputs are batched by length (sorted, padded per
@@ -220,6 +443,7 @@ class Run:
         self.config: TrainConfig = trained.config
         self.tokenizer = trained.backbone.tokenizer
         self.model_info = trained.backbone.info
+        self.model_name = self.model_info.name
         # Positions the backbone has embeddings for: a longer max_tokens would fail inside the model.
         self.max_positions: int | None = getattr(
             trained.backbone.model.config, "max_position_embeddings", None
@@ -246,11 +470,6 @@ class Run:
 
     # ---- what the run can do ------------------------------------------------------------------------
     @property
-    def tasks(self) -> dict[str, TaskInfo]:
-        """The run's tasks by name, in the run's order."""
-        return dict(self._tasks)
-
-    @property
     def snippet_tasks(self) -> list[str]:
         """Tasks `analyze` answers: one snippet in, a label out (binary, multiclass), through a head or,
         in formulation instruct, through the LM head's likelihood of each label word."""
@@ -260,6 +479,8 @@ class Run:
     @property
     def pair_tasks(self) -> list[str]:
         """Tasks `compare` answers: two snippets in, a label out (clone detection), head or instruct."""
+        from mtpeft.heads.classification import ClassificationHead
+
         heads = [n for n, h in self.model.heads.items() if isinstance(h, ClassificationHead) and h.is_pair]
         return [n for n in self._tasks if n in heads or self._instruct_kind(n) == "pair"]
 
@@ -270,19 +491,14 @@ class Run:
     @property
     def retrieval_tasks(self) -> list[str]:
         """Tasks whose vectors `embed` and `search` use (code search)."""
+        from mtpeft.heads.retrieval import RetrievalHead
+
         return [n for n, h in self.model.heads.items() if isinstance(h, RetrievalHead)]
 
     @property
     def generation_tasks(self) -> list[str]:
         """Tasks `generate` answers: trained through the LM head (summaries, repairs, label words)."""
         return list(self.model.lm_tasks)
-
-    @property
-    def max_tokens(self) -> int:
-        """The smallest code limit of the run's snippet and pair tasks (all tasks when it has none of those):
-        a snippet longer than this is truncated for at least one task."""
-        names = self.snippet_tasks + self.pair_tasks or list(self._tasks)
-        return min(self._tasks[n].max_length for n in names)
 
     @property
     def info(self) -> dict[str, str]:
@@ -297,6 +513,11 @@ class Run:
             "calibration": calibration.describe() if calibration is not None else UNCALIBRATED,
             "ood": self.ood.describe() if self.ood is not None else NO_OOD,
         }
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The run's calibration (temperatures, validation outputs, OOD statistics); None: uncalibrated."""
+        return self.model.calibration
 
     @property
     def ood(self) -> OodStats | None:
@@ -360,6 +581,8 @@ class Run:
         Returns:
             For a list, a list (same order) of `{task: Prediction}`; for a single str, one such dict.
         """
+        import torch
+
         texts, single = _texts(snippets, "snippet", role="code")
         names = self._select(tasks, self.snippet_tasks, "analyze")
         limits = {n: self._limit(n, max_tokens) for n in names}
@@ -375,7 +598,7 @@ class Run:
                 else:  # instruct: a pass of its own (the prompt holds the task's question)
                     probs = self._choose(name, texts, None, limits[name])
                 for answer, prediction, ood in zip(
-                    answers, self._predictions(name, probs), familiarity, strict=True
+                    answers, self._predictions(name, _table(probs)), familiarity, strict=True
                 ):
                     answer[name] = {**prediction, **ood}  # type: ignore[typeddict-item]
         return answers[0] if single else answers
@@ -448,6 +671,8 @@ class Run:
         Returns:
             One `Prediction` for two strs, else a list of them, one per pair.
         """
+        import torch
+
         name = self._one(task, self.pair_tasks, "compare")
         left, single_a = _texts(a, "a", role="code")
         right, single_b = _texts(b, "b", role="code")
@@ -463,7 +688,7 @@ class Run:
             pooled = self._pooled(left + right, [limit], task=name)[limit]
             with torch.inference_mode():
                 probs = self.model.compare(pooled[: len(left)], pooled[len(left) :], task=name)
-        predictions = list(self._predictions(name, probs))
+        predictions = list(self._predictions(name, _table(probs)))
         return predictions[0] if single_a and single_b else predictions
 
     def embed(
@@ -489,6 +714,8 @@ class Run:
             A float32 numpy array `[n, dim]`, or `[dim]` for a single str. The dot product of two rows
             is their cosine similarity.
         """
+        import torch
+
         texts, single = _texts(snippets, "query" if query else "snippet")
         name = self.embedding_task(task, query=query)
         limit = self._limit(name, max_tokens, query=query) if name else max_tokens or self.max_tokens
@@ -523,6 +750,8 @@ class Run:
         Returns:
             One str for a single str, else a list of str in the same order.
         """
+        import torch
+
         texts, single = _texts(snippets, "snippet", role="code")
         name = self._one(task, self.generation_tasks, "generate")
         with torch.inference_mode():
@@ -537,51 +766,6 @@ class Run:
         texts, _ = _texts(snippets, "snippet")
         name = self._one(task, self.generation_tasks, "generate")
         return self.model.prompt_lengths(name, texts)
-
-    def embedding_task(self, task: str | None = None, *, query: bool = False) -> str | None:
-        """The retrieval task whose vectors `embed(task=task)` gives; None for pooled vectors."""
-        if task is not None or self.retrieval_tasks or query:
-            return self._one(task, self.retrieval_tasks, "embed", first=True)
-        return None
-
-    @overload
-    def search(self, query: str, k: int = 10, *, index: str | Path | SearchIndex) -> list[Hit]: ...
-
-    @overload
-    def search(
-        self, query: Sequence[str], k: int = 10, *, index: str | Path | SearchIndex
-    ) -> list[list[Hit]]: ...
-
-    def search(
-        self, query: str | Sequence[str], k: int = 10, *, index: str | Path | SearchIndex
-    ) -> list[Hit] | list[list[Hit]]:
-        """The `k` indexed units (functions, methods, tests) most similar to each query.
-
-        Args:
-            query: A natural-language query, or a list of them.
-            k: How many hits per query.
-            index: The folder `mtpeft index` wrote, or a loaded `SearchIndex`. It must have been built
-                by this run (same `best/` files): another run's index is refused.
-
-        Returns:
-            For a single str, a list of `Hit` (best first: rank, cosine score, path, name, lines); for a
-            list of queries, one such list per query.
-
-        Raises:
-            InputError: `k` is not a positive integer, or a query is not a non-blank str.
-            SearchIndexError: the index is missing, partial, damaged, or built by another run (a
-                `DataError` whose message says to rebuild it).
-        """
-        from mtpeft.index import SearchIndex, load_index
-
-        loaded = index if isinstance(index, SearchIndex) else load_index(index)
-        loaded.check_run(self)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise InputError(f"k must be a positive integer, not {k!r}")
-        texts, single = _texts(query, "query", role="query")
-        vectors = self.embed(texts, task=loaded.task, query=True)
-        hits: list[list[Hit]] = loaded.search(vectors, k)
-        return hits[0] if single else hits
 
     @contextmanager
     def reusing_encodings(self, max_bytes: int = 512 * 2**20) -> Iterator[Run]:
@@ -598,10 +782,6 @@ class Run:
             yield self
         finally:
             self._reuse = None
-
-    def token_limit(self, task: str | None, *, query: bool = False) -> int:
-        """Tokens a call for `task` truncates its inputs to (None: embed()'s pooled vectors, max_tokens)."""
-        return self._limit(task, None, query=query) if task else self.max_tokens
 
     def encode_ahead(self, texts_by_limit: Mapping[int, Sequence[str]]) -> None:
         """Encode every text at its limit in ONE length-sorted encode, for the calls that follow to reuse.
@@ -650,10 +830,14 @@ class Run:
         for limit in dict.fromkeys(limits):
             ids = self.tokenizer(list(texts), truncation=True, max_length=limit, padding=False)["input_ids"]
             rows[limit] = [sequences.setdefault(tuple(seq), len(sequences)) for seq in ids]
+        import torch
+
         pooled = self._encode_or_reuse(list(sequences), task)
         return {limit: pooled[torch.tensor(r, device=pooled.device)] for limit, r in rows.items()}
 
     def _encode_or_reuse(self, sequences: list[tuple[int, ...]], task: str | None = None) -> torch.Tensor:
+        import torch
+
         task = task if self._per_task else None  # a shared module's vectors serve every task
         if self._reuse is None:
             return self._encode(sequences, task)
@@ -669,104 +853,25 @@ class Run:
                 self._reuse[keys[i]] = vector
         return torch.stack([fresh[i] if i in fresh else self._reuse[key] for i, key in enumerate(keys)])
 
-    @torch.inference_mode()
     def _encode(self, sequences: list[tuple[int, ...]], task: str | None = None) -> torch.Tensor:
         """One backbone pass per sequence, in length-sorted batches padded to their longest member."""
+        import torch
+
+        from mtpeft.modeling.inputs import pad
+
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         out: torch.Tensor | None = None
-        for chunk in self._length_batches(order, [len(sequences[i]) for i in order]):
-            batch = pad([list(sequences[i]) for i in chunk], self.tokenizer.pad_token_id)
-            vectors = self.model.encode(
-                batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), task=task
-            ).float()
-            if out is None:
-                out = vectors.new_empty((len(sequences), vectors.shape[-1]))
-            out[torch.tensor(chunk, device=self.device)] = vectors
+        with torch.inference_mode():
+            for chunk in self._length_batches(order, [len(sequences[i]) for i in order]):
+                batch = pad([list(sequences[i]) for i in chunk], self.tokenizer.pad_token_id)
+                vectors = self.model.encode(
+                    batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), task=task
+                ).float()
+                if out is None:
+                    out = vectors.new_empty((len(sequences), vectors.shape[-1]))
+                out[torch.tensor(chunk, device=self.device)] = vectors
         assert out is not None  # _texts never lets an empty list through
         return out
-
-    def _length_batches(self, order: list[int], lengths: list[int]) -> Iterator[list[int]]:
-        """Consecutive slices of `order` (longest first): at most batch_size rows and, when
-        max_batch_tokens is set, at most that many padded tokens (rows x the slice's first, longest)."""
-        start = 0
-        while start < len(order):
-            size = self.batch_size
-            if self.max_batch_tokens:
-                size = max(1, min(size, self.max_batch_tokens // lengths[start]))
-            yield order[start : start + size]
-            start += size
-
-    def _predictions(self, name: str, probs: torch.Tensor) -> Iterable[Prediction]:
-        labels = self._tasks[name].labels
-        table = probs.float().cpu().numpy()
-        for row, best in zip(table, probs.argmax(-1).tolist(), strict=True):
-            yield {
-                "label": labels[best],
-                "probability": float(row[best]),
-                "probabilities": {label: float(p) for label, p in zip(labels, row, strict=True)},
-            }
-
-    # ---- task names and limits ----------------------------------------------------------------------
-    def _limit(self, name: str, max_tokens: int | None, *, query: bool = False) -> int:
-        if max_tokens is not None:
-            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
-                raise InputError(f"max_tokens must be an integer of at least 2, not {max_tokens!r}")
-            if self.max_positions and max_tokens > self.max_positions:
-                raise InputError(
-                    f"max_tokens {max_tokens} is more than the {self.max_positions} positions "
-                    f"{self.model_info.name} reads; use at most {self.max_positions}"
-                )
-            return max_tokens
-        task = self._tasks[name]
-        return task.max_query_length if query else task.max_length
-
-    def _select(self, tasks: str | Sequence[str] | None, allowed: list[str], what: str) -> list[str]:
-        if tasks is None:
-            if not allowed:
-                raise InputError(f"this run has no task {what}() answers; {self._use_instead(what)}")
-            return list(allowed)
-        names = [tasks] if isinstance(tasks, str) else list(tasks)
-        if not names:
-            raise InputError(f"{what}(tasks=[]) names no task; leave tasks out for all of {allowed}")
-        for name in names:
-            self._check_task(name, allowed, what)
-        return list(dict.fromkeys(names))
-
-    def _one(self, task: str | None, allowed: list[str], what: str, *, first: bool = False) -> str:
-        if task is None:
-            if len(allowed) == 1 or (first and allowed):
-                return allowed[0]
-            if not allowed:
-                raise InputError(f"this run has no task {what}() answers; {self._use_instead(what)}")
-            raise InputError(f"{what}() needs task=...: this run has {len(allowed)} such tasks, {allowed}")
-        self._check_task(task, allowed, what)
-        return task
-
-    def _check_task(self, name: object, allowed: list[str], what: str) -> None:
-        if not isinstance(name, str) or name not in self._tasks:
-            raise InputError(f"unknown task {name!r}; this run's tasks: {self._listing()}")
-        if name not in allowed:
-            kind = self._tasks[name].kind
-            hint = self._use_instead(what, kind)
-            raise InputError(f"{what}() cannot answer task '{name}' ({kind}); {hint}")
-
-    def _use_instead(self, what: str, kind: str | None = None) -> str:
-        entries = {
-            "analyze": "binary/multiclass",
-            "compare": "pair",
-            "embed": "retrieval",
-            "generate": "generation and instruct",
-        }
-        hints = {
-            "pair": "compare(a, b, task=...)",
-            "retrieval": "embed() or search()",
-            "generation": "generate(code, task=...)",
-        }
-        hint = hints.get(kind or "", "analyze()")
-        return f"{what}() answers {entries[what]} tasks ({hint} for this one); run tasks: {self._listing()}"
-
-    def _listing(self) -> str:
-        return ", ".join(f"{t.name} ({t.kind})" for t in self._tasks.values())
 
 
 # ---- inputs -------------------------------------------------------------------------------------------
@@ -806,6 +911,11 @@ def _check_text(text: object, where: str) -> None:
         ) from None
 
 
+def _table(probs: torch.Tensor) -> np.ndarray:
+    """A task's probabilities as float32 numpy [n, labels], what BaseRun._predictions reads."""
+    return probs.float().cpu().numpy()
+
+
 def _sequence_key(sequence: tuple[int, ...], task: str | None = None) -> bytes:
     """A compact key for a token sequence (a tuple of ints costs far more memory than its hash), and for
     the task it was encoded for where that matters (two fixed-size digests: no ambiguity)."""
@@ -832,5 +942,6 @@ def _task_infos(model: MultiTaskModel, config: TrainConfig) -> dict[str, TaskInf
             description=spec.description,
             max_length=entry.max_length,
             max_query_length=entry.max_query_length,
+            metrics=tuple(spec.metrics),
         )
     return infos

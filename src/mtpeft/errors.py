@@ -145,3 +145,13 @@ class InputError(MtpeftError):
     Not a str, an empty list, a lone surrogate, blank code, an unknown task, or a task the method does not
     answer; the message names the snippet or task and the method to use instead.
     """
+
+
+class MissingExtra(MtpeftError):
+    """A command or call needs packages of an optional extra that this installation lacks (the torch-free
+    `mtpeft[onnx]` install running something only `mtpeft[train]` can); the message says what to install."""
+
+
+class ExportMismatch(MtpeftError):
+    """An exported graph does not answer as the PyTorch run does (checked by `mtpeft export` on the run's
+    test split); nothing is written."""

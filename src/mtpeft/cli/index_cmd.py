@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
 def index(
     path: Path = typer.Argument(..., help="Source folder (or one file) to index."),
     run_dir: Path = typer.Option(
-        ..., "--run", help="A trained run with a retrieval task (e.g. code-search)."
+        ..., "--run", help="A trained run (or export folder) with a retrieval task (e.g. code-search)."
     ),
     out: Path = typer.Option(
         ...,
@@ -115,10 +115,11 @@ def search(
 
 def _run_for(loaded: SearchIndex, run_dir: Path | None) -> Path:
     """The run to load, checked against the manifest by its id and best/ files before the model loads."""
+    from mtpeft.export import is_export
     from mtpeft.index import RunRef, SearchIndexError
 
     chosen = run_dir or loaded.run_dir
-    if not (chosen / "best").is_dir():
+    if not ((chosen / "best").is_dir() or is_export(chosen)):
         where = "given with --run" if run_dir else "named by the index"
         raise SearchIndexError(
             f"the run {where}, {chosen}, holds no trained model (moved or deleted?)",

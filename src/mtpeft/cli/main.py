@@ -9,6 +9,7 @@ import typer
 from mtpeft.cli import (
     calibrate_cmd,
     data_cmd,
+    export_cmd,
     group_cmd,
     index_cmd,
     lm_serve_cmd,
@@ -34,6 +35,7 @@ models_cmd.register(app)
 run_cmd.register(app)
 calibrate_cmd.register(app)  # temperature scaling of a trained run (mtpeft.calibration_file)
 merge_cmd.register(app)  # one run from trained LoRA runs, no training (mtpeft.merging)
+export_cmd.register(app)  # one ONNX graph for every task, answered without PyTorch (mtpeft.export)
 study_cmd.register(app)
 group_cmd.register(app)  # which tasks share a module, from cheap signals or a study's transfer
 prompt_cmd.register(app)  # general LLMs prompted on the same tasks, data, metrics and store
@@ -54,6 +56,16 @@ def main() -> None:
         sys.exit(err.exit_code)
     except typer.Abort:
         sys.exit(1)
+    except ModuleNotFoundError as err:
+        # The one place a package of an extra this install lacks (torch under `mtpeft[onnx]`) is reported.
+        from mtpeft.extras import missing_extra
+
+        command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+        problem = missing_extra(err, f"mtpeft {command}" if command else None)
+        if problem is None:
+            raise
+        typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
     except Exception as err:
         # Usage errors: typer ships its own click copy, so match on the ClickException interface.
         if hasattr(err, "show") and hasattr(err, "exit_code"):

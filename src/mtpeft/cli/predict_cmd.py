@@ -57,7 +57,9 @@ def register(app: typer.Typer) -> None:
 
 
 def predict(
-    run_dir: Path = typer.Argument(..., help="A trained run directory (workspace/runs/...)."),
+    run_dir: Path = typer.Argument(
+        ..., help="A trained run directory (workspace/runs/...), or a folder `mtpeft export` wrote."
+    ),
     input_path: str = typer.Argument(
         ...,
         metavar="INPUT",

@@ -45,7 +45,9 @@ def scan(
         metavar="PATH",
         help="Source folders or files to scan (several: e.g. the changed files pre-commit passes).",
     ),
-    run_dir: Path = typer.Option(..., "--run", help="A trained run directory (workspace/runs/...)."),
+    run_dir: Path = typer.Option(
+        ..., "--run", help="A trained run directory (workspace/runs/...), or a folder `mtpeft export` wrote."
+    ),
     tasks: list[str] = typer.Option(
         [], "--tasks", help="Tasks to ask (repeat, or comma-separated); default: all of the run's."
     ),

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     runs: list[str] = typer.Argument(
-        ..., help="Runs to serve: RUN_DIR or NAME=RUN_DIR (the first is the default)."
+        ..., help="Runs to serve: RUN_DIR or NAME=RUN_DIR (the first is the default); an export folder too."
     ),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
     allowed_hosts: list[str] = typer.Option(
@@ -124,7 +124,7 @@ def _announce(
         base = memory.get("shared_backbone_with")
         shared = f", shares the backbone of {base}" if base else ""
         added = f", +{memory['rss_bytes_added'] / 2**20:.0f} MiB" if "rss_bytes_added" in memory else ""
-        what = f"{run.model_info.name}, {run.config.method}; {', '.join(run.tasks)}"
+        what = f"{run.info['model']}, {run.info['method']}; {', '.join(run.tasks)}"
         print(f"run {name}: {what}{shared}{added}", file=sys.stderr)
     for name, served in indexes.items():
         print(f"index {name}: {len(served.index)} units, run {served.run}", file=sys.stderr)

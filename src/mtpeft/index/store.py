@@ -64,8 +64,14 @@ class RunRef:
 
     @classmethod
     def on_disk(cls, run_dir: str | Path) -> RunRef:
-        """Read from the run directory alone (run.json, best/), so a check needs no model loaded."""
+        """Read from the run directory alone (run.json, best/), so a check needs no model loaded; from
+        an export folder, its export.json (checked against its manifest) as ExportedRun reads it."""
+        from mtpeft.export.folder import is_export, read_export
+
         path = Path(run_dir).resolve()
+        if is_export(path):
+            meta = read_export(path).meta
+            return cls(meta["source"].get("run_id"), path, str(meta["fingerprint"]))
         return cls(read_run_id(path), path, run_fingerprint(path))
 
 

@@ -24,6 +24,9 @@ class FullFineTuning:
     description: str = METHOD_DESCRIPTIONS["full"]
     # What `mtpeft merge` says (peft_backed.PeftLibraryMethod.merge_problem).
     merge_problem: str | None = "it changes every base weight, and peft merges adapter modules only"
+    # `mtpeft export`: the fine-tuned model itself is the graph (nothing to merge, nothing refused).
+    merges_on_export: bool = False
+    export_problem: str | None = None
 
     def apply(self, backbone: Backbone, options: dict[str, Any]) -> FullAdaptedBackbone:
         resolved = resolve_options(self.name, {}, options)

@@ -41,4 +41,5 @@ IA3 = PeftLibraryMethod(
     make_config=_config,
     # peft merges (IA)^3 vectors by a plain weighted sum only (no TIES, DARE, cat); not offered here.
     merge_problem="mtpeft merges LoRA modules only; peft offers no TIES, DARE or cat merge of (IA)^3 vectors",
+    merges_on_export=True,  # the learned vectors rescale weight rows/columns: folded into them
 )

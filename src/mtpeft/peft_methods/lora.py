@@ -33,6 +33,7 @@ LORA = PeftLibraryMethod(
     defaults=_defaults,
     make_config=lambda info, options: _lora_config(info, options, use_dora=False),
     merge_problem=None,  # add_weighted_adapter's own case
+    merges_on_export=True,  # W + BA/r*alpha: the exported graph is the plain backbone, as fast
 )
 
 DORA = PeftLibraryMethod(
@@ -43,4 +44,5 @@ DORA = PeftLibraryMethod(
     # add_weighted_adapter combines lora_A/lora_B only: the merged module would keep the base weights'
     # norms as its magnitude vectors, not the trained ones.
     merge_problem="peft's add_weighted_adapter does not merge DoRA's trained magnitude vectors",
+    merges_on_export=True,  # the magnitude-rescaled W + BA folds into W too (peft's merge)
 )

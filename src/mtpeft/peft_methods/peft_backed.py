@@ -50,6 +50,11 @@ class PeftLibraryMethod:
     # Why `mtpeft merge` cannot merge runs of this method (None: it can, through peft's
     # add_weighted_adapter). Refused unless a method says otherwise.
     merge_problem: str | None = NOT_MERGEABLE
+    # `mtpeft export` (mtpeft/export/): whether the module folds into the backbone's weights (peft's
+    # merge_and_unload: the graph is the plain backbone), and why it cannot be exported at all, if it cannot
+    # (a method neither merged nor refused runs inside the graph as it runs in PyTorch).
+    merges_on_export: bool = False
+    export_problem: str | None = None
 
     def apply(self, backbone: Backbone, options: dict[str, Any]) -> PeftAdaptedBackbone:
         resolved = resolve_options(self.name, self.defaults(backbone.info), options)

@@ -43,6 +43,10 @@ PREFIX = PeftLibraryMethod(
         "without it)"
     ),
     merge_problem="its virtual tokens are no weight update that peft's add_weighted_adapter can combine",
+    export_problem=(
+        "its prefix enters every layer as past keys and values (peft's cache), a path this exporter does "
+        "not support"
+    ),
 )
 
 PROMPT = PeftLibraryMethod(
@@ -53,4 +57,8 @@ PROMPT = PeftLibraryMethod(
         task_type=info.peft_task_type, num_virtual_tokens=options["num_virtual_tokens"]
     ),
     merge_problem="its virtual tokens are no weight update that peft's add_weighted_adapter can combine",
+    export_problem=(
+        "its virtual tokens are prepended inside peft's forward (embeddings and attention mask extended on "
+        "every call), a path this exporter does not support"
+    ),
 )

@@ -72,7 +72,7 @@ from mtpeft.serve.openai_api import (
 from mtpeft.serve.settings import LOOPBACK_HOSTS, Batching, Limits
 
 if TYPE_CHECKING:
-    from mtpeft.api import Run
+    from mtpeft.api import Run  # or an ExportedRun (mtpeft.export.runtime): the same answering methods
     from mtpeft.index import SearchIndex
 
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
@@ -276,10 +276,10 @@ class _Routes:
         """The request's 'precision' as a threshold per asked binary/pair task, from the run's calibration."""
         if precision is None:
             return []
-        if run.model.calibration is None:
+        if run.calibration is None:
             raise HTTPProblem(422, "'precision': this run is uncalibrated (mtpeft calibrate RUN fits it)")
         try:
-            return cuts_for(run.model.calibration, precision, tasks, "'precision'", "'tasks'")
+            return cuts_for(run.calibration, precision, tasks, "'precision'", "'tasks'")
         except MtpeftError as err:
             raise HTTPProblem(422, str(err)) from None
 
@@ -553,7 +553,6 @@ class _Routes:
     def _describe_run(self, name: str, run: Run) -> dict[str, Any]:
         endpoints = {"binary": "analyze", "multiclass": "analyze", "pair": "analyze", "retrieval": "embed"}
         endpoints["generation"] = "generate"
-        specs = run.model.tasks
         return {
             "name": name,
             "default": name == self.default_run,
@@ -564,7 +563,7 @@ class _Routes:
                     "name": task.name,
                     "kind": task.kind,
                     "labels": list(task.labels),
-                    "metrics": list(specs[task.name].metrics),
+                    "metrics": list(task.metrics),
                     "description": task.description,
                     "max_length": task.max_length,
                     "endpoint": endpoints.get(task.kind, "analyze"),

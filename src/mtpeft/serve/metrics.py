@@ -1,8 +1,9 @@
 """Prometheus metrics of one server, through prometheus-client, on a registry of its own.
 
 A registry per app (not the library's global one) so two apps in one process (tests) do not collide.
-Backbone passes and tokens are counted by a forward hook on each run's backbone, so they count what the
-model really ran, whichever endpoint or batch caused it.
+Backbone passes and tokens are counted by a forward hook on each run's backbone (an exported run's: a
+hook on each run of its ONNX graph, ExportedRun.watch_passes), so they count what the model really ran,
+whichever endpoint or batch caused it.
 """
 
 from __future__ import annotations
@@ -62,11 +63,22 @@ class ServerMetrics:
         """
         handles, seen = [], set()
         for name, run in runs.items():
+            if hasattr(run, "watch_passes"):  # an ExportedRun: no torch module to hook
+                handles.append(run.watch_passes(self._pass_counter(name)))
+                continue
             backbone = run.model.backbone
             if id(backbone) not in seen:
                 seen.add(id(backbone))
                 handles.append(backbone.register_forward_hook(self._counter(name), with_kwargs=True))
         return handles
+
+    def _pass_counter(self, name: str) -> Callable[[int, int], None]:
+        def count(rows: int, tokens: int) -> None:
+            self.passes.labels(name).inc()
+            self.rows.labels(name).inc(rows)
+            self.tokens.labels(name).inc(tokens)
+
+        return count
 
     def _counter(self, name: str) -> Callable[..., None]:
         def count(_module: Any, _args: Any, kwargs: dict[str, Any], _output: Any) -> None:

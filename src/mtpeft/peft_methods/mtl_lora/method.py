@@ -61,4 +61,8 @@ MTL_LORA = TaskConditionedMethod(
     make_config=_config,
     merge_problem="its per-task transforms and up-projection mixing have no counterpart in peft's "
     "add_weighted_adapter (it is already one module for several tasks)",
+    export_problem=(
+        "its backbone differs per task (a task-specific transform in every adapted layer), so one pass "
+        "cannot answer every task as the one exported graph does"
+    ),
 )
