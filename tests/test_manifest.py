@@ -46,6 +46,8 @@ def test_a_missing_or_garbled_manifest_is_a_problem_not_a_traceback(saved):
     assert manifest_problem(saved).startswith(f"{MANIFEST_FILE}: unreadable")
     (saved / MANIFEST_FILE).write_bytes(b"\xff\xfe")
     assert manifest_problem(saved).startswith(f"{MANIFEST_FILE}: unreadable")
+    (saved / MANIFEST_FILE).write_text("[" * 100_000)  # deeper than the JSON parser's recursion limit
+    assert manifest_problem(saved).startswith(f"{MANIFEST_FILE}: unreadable")
     (saved / MANIFEST_FILE).unlink()
     assert manifest_problem(saved).startswith(f"{MANIFEST_FILE}: missing") and not has_manifest(saved)
 

@@ -58,7 +58,13 @@ def _load(directory: Path) -> dict[str, dict] | str:
             isinstance(v, dict) and {"size", "sha256"} <= set(v) for v in files.values()
         ):
             raise ValueError("unexpected layout")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        UnicodeDecodeError,
+        RecursionError,
+    ) as err:  # RecursionError: deeply nested JSON
         return f"{MANIFEST_FILE}: unreadable ({err})"
     return files
 

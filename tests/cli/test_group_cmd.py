@@ -107,3 +107,10 @@ def test_help_says_when_to_trust_each_signal_and_the_command_needs_no_torch(affi
         timeout=120,
     )
     assert "When to trust each signal" in " ".join(shown.stdout.split())
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00", b"[" * 100_000, b'{"measurements": 3, "tasks": '])
+def test_a_damaged_affinity_file_is_one_error_naming_it(monkeypatch, capsys, tmp_path, content):
+    (tmp_path / "affinity.json").write_bytes(content)
+    code, _, err = _mtpeft(monkeypatch, capsys, "group", tmp_path)
+    assert code == 2 and "affinity.json is unreadable" in err and "Traceback" not in err

@@ -80,9 +80,8 @@ def _read(run_dir: Path) -> Source:
     saved = read_saved(run_dir, calibrated=False)  # a merge carries no calibration (see merge.py)
     run_file = layout.read_run_file(run_dir)
     adapter_file = saved.adapter_dir / PEFT_CONFIG_FILE
-    adapter = json.loads(adapter_file.read_text(encoding="utf-8")) if adapter_file.is_file() else {}
-    cost_file = run_dir / layout.COST_FILE
-    cost = json.loads(cost_file.read_text(encoding="utf-8")) if cost_file.is_file() else {}
+    adapter = _json_object(adapter_file)
+    cost = _json_object(run_dir / layout.COST_FILE)
     manifest = saved.best / MANIFEST_FILE
     digest = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else ""
     return Source(saved, run_file["run_id"] if run_file else None, digest, adapter, cost)
@@ -183,3 +182,16 @@ def _same_heads(sources: list[Source], settings: MergeSettings) -> None:
 
 # Registry of checks, in the order their messages are most useful: the method first, then the base.
 CHECKS = (_methods, _same_base, _ranks, _unique_tasks, _same_heads)
+
+
+def _json_object(path: Path) -> dict:
+    """A run file's JSON object ({} when absent); a damaged one is refused, naming it."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: JSON and UTF-8 errors
+        raise MergeRefused(f"{path} is unreadable ({err}); train that run again, or leave it out") from None
+    if not isinstance(value, dict):
+        raise MergeRefused(f"{path} is not a JSON object; train that run again, or leave it out")
+    return value

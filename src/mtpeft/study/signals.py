@@ -134,7 +134,7 @@ def run_signal(run_dir: Path, kind: str | None = None) -> Signal:
             continue
         try:
             summary = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:  # RecursionError: deeply nested JSON
             raise InputError(f"{path} is unreadable ({err}); train the run again to rewrite it") from err
         if not isinstance(summary, dict) or not summary.get("measurements"):
             if kind:
