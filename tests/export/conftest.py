@@ -9,27 +9,15 @@ run does, whatever the run learnt). LoRA is exported twice: fp32 and int8.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import sys
 from pathlib import Path
 
 import pytest
 
-_API_CONFTEST = Path(__file__).parents[1] / "api" / "conftest.py"
+from tiny_run import train_tiny_run
+
 SHORT_TRAINING = {"max_steps": 8, "eval_every": 8, "save_every": 8}
-
-
-def train_tiny_run(root: Path, **kwargs):
-    """tests/api/conftest.py's train_tiny_run (loaded by path: conftest modules are not importable)."""
-    name = "mtpeft_tests_api_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _API_CONFTEST)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    return sys.modules[name].train_tiny_run(root, **kwargs)
 
 
 def _export(run_dir: Path, out: Path, quantize: str | None = None) -> Path:

@@ -12,8 +12,6 @@ modules and heads moved away from their initialisation so that a wrong adapter o
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -31,8 +29,8 @@ from mtpeft.modeling.build import build_model, read_saved, save_deployable
 from mtpeft.modeling.inputs import pad
 from mtpeft.modeling.shared_base import SharedBase
 from mtpeft.tasks import get_task
+from tiny_run import train_tiny_run
 
-_API_CONFTEST = Path(__file__).parents[1] / "api" / "conftest.py"
 SNIPPETS = [
     "int f(char *s) { char b[8]; strcpy(b, s); return b[0]; }",
     "def g(xs):\n    return sorted(set(xs))",
@@ -41,18 +39,6 @@ SNIPPETS = [
 QUERIES = ["sort a list", "copy a string into a buffer"]
 CPU = torch.device("cpu")
 SHORT = {"max_steps": 8, "eval_every": 8, "save_every": 8}  # a third of the usual steps keeps this file quick
-
-
-def _train_tiny_run():
-    """tests/api/conftest.py's helper (conftest files are not importable as modules)."""
-    name = "mtpeft_tests_api_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _API_CONFTEST)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    return sys.modules[name].train_tiny_run
 
 
 def _saved_run(root: Path, method: str, options: dict[str, Any] | None = None, *, seed: int = 0) -> Path:
@@ -78,7 +64,7 @@ def _saved_run(root: Path, method: str, options: dict[str, Any] | None = None, *
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    train = _train_tiny_run()
+    train = train_tiny_run
     return {
         "a": train(tmp_path_factory.mktemp("shared-a"), seed=0, name="a", overrides=SHORT),
         # The same seed (so the same tiny-bert weights), another lr: another adapter and heads on that base.

@@ -3,28 +3,17 @@ tiny-llama run with tasks trained through the LM head (instruct clone, generated
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-_API_CONFTEST = Path(__file__).parents[1] / "api" / "conftest.py"
-
-
-def _train_tiny_run():
-    spec = importlib.util.spec_from_file_location("mtpeft_tests_api_conftest", _API_CONFTEST)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module.train_tiny_run
+from tiny_run import train_tiny_run
 
 
 @pytest.fixture(scope="session")
 def served_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _train_tiny_run()(tmp_path_factory.mktemp("served-run"))
+    return train_tiny_run(tmp_path_factory.mktemp("served-run"))
 
 
 @pytest.fixture(scope="session")
